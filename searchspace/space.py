@@ -1,0 +1,183 @@
+"""SearchSpace: an ordered chain of typed slots, each with candidate operators and value domains."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from archetype.errors import SpecError, TypeCheckError
+from archetype.searchspace.architecture import Architecture, Choice
+from archetype.searchspace.operator import CATEGORIES, get_operator
+from archetype.searchspace.types import TensorType
+
+MAX_SAMPLE_DRAWS = 200
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One operator a slot may take, with the values searched for each hyperparameter."""
+
+    op: str
+    domain: tuple[tuple[str, tuple[Any, ...]], ...]  # (hyperparameter, values); one value = fixed
+
+    @classmethod
+    def of(cls, op: str, domain: Mapping[str, Any] | None = None) -> Candidate:
+        """Build from a mapping; a scalar value fixes the hyperparameter, and
+        unnamed hyperparameters take the operator's default domain if it has one."""
+        op_cls = get_operator(op)
+        merged = {k: v for k, v in op_cls.domain.items()}
+        for k, v in (domain or {}).items():
+            if k not in op_cls.hyperparameters():
+                raise SpecError(f"operator '{op}' has no hyperparameter {k!r}; it takes {list(op_cls.hyperparameters())}")
+            merged[k] = v
+        items = []
+        for k, v in merged.items():
+            values = tuple(v) if isinstance(v, list | tuple) else (v,)
+            if not values:
+                raise SpecError(f"operator '{op}': hyperparameter {k!r} has an empty domain")
+            items.append((k, values))
+        return cls(op, tuple(sorted(items)))
+
+    def size(self) -> int:
+        return int(np.prod([len(v) for _, v in self.domain])) if self.domain else 1
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A named position in the network; ``categories`` restricts the type category it accepts."""
+
+    name: str
+    candidates: tuple[Candidate, ...]
+    categories: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.candidates:
+            raise SpecError(f"slot '{self.name}' has no candidate operators")
+        bad = [c for c in self.categories if c not in CATEGORIES]
+        if bad:
+            raise SpecError(f"slot '{self.name}': unknown category {bad[0]!r}; known: {', '.join(CATEGORIES)}")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A typed chain of slots from ``input`` to ``output``; makes and checks architectures."""
+
+    name: str
+    input: TensorType
+    output: TensorType | None
+    slots: tuple[Slot, ...]
+    description: str = ""
+    _index: dict[str, Slot] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.slots:
+            raise SpecError(f"space '{self.name}' has no slots")
+        for slot in self.slots:
+            if slot.name in self._index:
+                raise SpecError(f"space '{self.name}': slot name '{slot.name}' appears twice")
+            self._index[slot.name] = slot
+
+    def slot_categories(self) -> dict[str, tuple[str, ...]]:
+        return {s.name: s.categories for s in self.slots if s.categories}
+
+    def size(self) -> int:
+        """Number of architectures in the space, ill-typed ones included."""
+        return int(np.prod([sum(c.size() for c in s.candidates) for s in self.slots], dtype=object))
+
+    def sample(self, rng: np.random.Generator) -> Architecture:
+        """A uniformly drawn well-typed architecture (ill-typed draws are redrawn)."""
+        last_error: TypeCheckError | None = None
+        for _ in range(MAX_SAMPLE_DRAWS):
+            choices = tuple(self._sample_slot(slot, rng) for slot in self.slots)
+            arch = Architecture(self.input, choices, self)
+            try:
+                arch.typing()
+            except TypeCheckError as exc:
+                last_error = exc
+                continue
+            return arch
+        raise SpecError(
+            f"space '{self.name}' gave no well-typed architecture in {MAX_SAMPLE_DRAWS} draws; last: {last_error}"
+        )
+
+    @staticmethod
+    def _sample_slot(slot: Slot, rng: np.random.Generator) -> Choice:
+        cand = slot.candidates[int(rng.integers(len(slot.candidates)))]
+        params = {k: values[int(rng.integers(len(values)))] for k, values in cand.domain}
+        return Choice.of(slot.name, cand.op, _plain(params))
+
+    def validate(self, arch: Architecture) -> Architecture:
+        """Check slots, operators, values and types; returns the architecture bound to this space."""
+        names = [c.slot for c in arch.choices]
+        expected = [s.name for s in self.slots]
+        if names != expected:
+            raise SpecError(f"space '{self.name}' has slots {expected}, architecture has {names}")
+        if arch.input != self.input:
+            raise TypeCheckError(f"space '{self.name}' takes input {self.input}, architecture has {arch.input}")
+        for choice in arch.choices:
+            slot = self._index[choice.slot]
+            cand = next((c for c in slot.candidates if c.op == choice.op), None)
+            if cand is None:
+                ops = [c.op for c in slot.candidates]
+                raise SpecError(f"slot '{slot.name}': operator '{choice.op}' is not a candidate; candidates: {ops}")
+            for name, values in cand.domain:
+                value = dict(choice.params).get(name)
+                if value not in values:
+                    raise SpecError(f"slot '{slot.name}': {choice.op}.{name}={value!r} is outside {list(values)}")
+        bound = Architecture(arch.input, arch.choices, self)
+        bound.typing()
+        return bound
+
+    def neighbours(self, arch: Architecture) -> Iterator[Architecture]:
+        """Every well-typed architecture that differs from ``arch`` in one slot's operator or one value."""
+        for i, (slot, choice) in enumerate(zip(self.slots, arch.choices, strict=True)):
+            for alt in self._slot_alternatives(slot, choice):
+                choices = arch.choices[:i] + (alt,) + arch.choices[i + 1 :]
+                candidate = Architecture(self.input, choices, self)
+                try:
+                    candidate.typing()
+                except TypeCheckError:
+                    continue
+                yield candidate
+
+    @staticmethod
+    def _slot_alternatives(slot: Slot, choice: Choice) -> Iterator[Choice]:
+        current = dict(choice.params)
+        for cand in slot.candidates:
+            if cand.op != choice.op:
+                # a new operator keeps the values it shares with the old one where they are allowed
+                params = {k: current[k] if current.get(k) in v else v[0] for k, v in cand.domain}
+                yield Choice.of(slot.name, cand.op, _plain(params))
+                continue
+            for name, values in cand.domain:
+                for value in values:
+                    if value != current.get(name):
+                        yield Choice.of(slot.name, cand.op, {**current, name: _plain_value(value)})
+
+    def encode(self, arch: Architecture) -> list[float]:
+        """One-hot operator per slot, then each hyperparameter's index scaled to [0, 1]."""
+        vec: list[float] = []
+        for slot, choice in zip(self.slots, arch.choices, strict=True):
+            params = dict(choice.params)
+            for cand in slot.candidates:
+                chosen = cand.op == choice.op
+                vec.append(1.0 if chosen else 0.0)
+                for name, values in cand.domain:
+                    if len(values) > 1:
+                        idx = values.index(params[name]) if chosen and params.get(name) in values else 0
+                        vec.append(idx / (len(values) - 1) if chosen else 0.0)
+        return vec
+
+    def architecture_from_json(self, data: Mapping[str, Any]) -> Architecture:
+        return self.validate(Architecture.from_json(data, self))
+
+
+def _plain_value(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _plain(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _plain_value(v) for k, v in params.items()}

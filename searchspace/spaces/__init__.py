@@ -1,0 +1,49 @@
+"""Predefined search spaces, by name, and loading a space from YAML."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from archetype.errors import SpecError
+from archetype.searchspace.space import SearchSpace
+from archetype.searchspace.types import Image
+
+SpaceFactory = Callable[[Image, int], SearchSpace]
+"""Makes a space for an input type and a number of classes."""
+
+_SPACES: dict[str, SpaceFactory] = {}
+
+
+def register_space(name: str) -> Callable[[SpaceFactory], SpaceFactory]:
+    """Register a space factory under ``name``."""
+
+    def register(factory: SpaceFactory) -> SpaceFactory:
+        _SPACES[name] = factory
+        return factory
+
+    return register
+
+
+def list_spaces() -> list[str]:
+    _load_builtin()
+    return sorted(_SPACES)
+
+
+def get_space(name_or_path: str, input_type: Image, num_classes: int) -> SearchSpace:
+    """A predefined space by name, or a space from a ``.yaml``/``.yml`` file, fitted to the data."""
+    if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).is_file():
+        from archetype.searchspace.yaml_space import load_space_yaml
+
+        return load_space_yaml(name_or_path, input_type, num_classes)
+    _load_builtin()
+    factory = _SPACES.get(name_or_path)
+    if factory is None:
+        raise SpecError(
+            f"unknown space '{name_or_path}'; predefined: {', '.join(sorted(_SPACES))} (or a path to a .yaml file)"
+        )
+    return factory(input_type, num_classes)
+
+
+def _load_builtin() -> None:
+    from archetype.searchspace.spaces import conv_small  # noqa: F401
