@@ -11,7 +11,7 @@ from typing import Any
 from archetype.errors import SpecError
 
 
-class Direction(str, enum.Enum):
+class Direction(enum.StrEnum):
     MAXIMIZE = "maximize"
     MINIMIZE = "minimize"
 

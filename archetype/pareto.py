@@ -28,3 +28,15 @@ def pareto_front(points: Sequence[Mapping[str, float]], objectives: Sequence[Obj
         i for i in usable
         if not any(dominates(points[j], points[i], objectives) for j in usable if j != i)
     ]
+
+
+def feasible_front(trials: Sequence, objectives: Sequence[Objective], constraints: Sequence = ()) -> list:
+    """The complete trials that meet every constraint and no other such trial dominates.
+
+    ``trials`` are objects with ``state`` and ``values`` (store records or results).
+    """
+    feasible = [
+        t for t in trials
+        if getattr(t.state, "value", t.state) == "complete" and all(c.satisfied(t.values) for c in constraints)
+    ]
+    return [feasible[i] for i in pareto_front([t.values for t in feasible], objectives)]

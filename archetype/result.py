@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class TrialState(str, enum.Enum):
+class TrialState(enum.StrEnum):
     """Where a trial stands: running, or ended complete, failed or pruned (stopped early)."""
 
     RUNNING = "running"

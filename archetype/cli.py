@@ -1,0 +1,233 @@
+"""The ``archetype`` command line: search, studies, show."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from archetype.errors import ArchetypeError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line on stderr (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="archetype",
+        description="Latency-constrained neural architecture search and model compression.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    storage = _Parser(add_help=False)
+    storage.add_argument(
+        "--storage", metavar="URL",
+        help="SQLAlchemy URL of the store (default: $ARCHETYPE_STORAGE, else sqlite:///archetype.db)",
+    )
+    storage.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    search = sub.add_parser(
+        "search", parents=[storage], help="run a latency-constrained architecture search",
+        description="Sample architectures from a typed space, train each on the data, measure its latency "
+        "on the target, store every trial, and print the Pareto front of the trials within budget.",
+    )
+    search.add_argument("--space", help="predefined space name (see below) or a space .yaml file")
+    search.add_argument("--latency-ms", type=float, metavar="MS", help="latency budget on the target, in ms")
+    search.add_argument("--trials", type=int, help="number of architectures to evaluate (default 20)")
+    search.add_argument("--data", help="digits (default), mnist, or npz:PATH")
+    search.add_argument("--epochs", type=int, help="training epochs per architecture (default 5)")
+    search.add_argument("--strategy", help="search strategy (default random)")
+    search.add_argument("--target", help="latency target: cpu-ort (default) or cpu-torch")
+    search.add_argument("--seed", type=int, help="seed for the data split, strategy and weights (default 0)")
+    search.add_argument("--study", help="study name (default: <space>-<n>)")
+    search.add_argument("--workers", type=int, help="evaluations at once (default 1, the most stable latency)")
+    search.add_argument("--cpus-per-trial", type=float, help="CPUs given to each evaluation (default 1)")
+    search.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    search.add_argument("--spec", metavar="FILE", help="a run spec .yaml; flags given here override its fields")
+
+    sub.add_parser("studies", parents=[storage], help="list the studies in the store")
+
+    show = sub.add_parser("show", parents=[storage], help="print a study: its settings, trials and front")
+    show.add_argument("study", help="study name")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"search": _search, "studies": _studies, "show": _show}
+    try:
+        return commands[args.command](args)
+    except ArchetypeError as exc:
+        print(f"archetype {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"archetype {args.command}: interrupted; finished trials are stored", file=sys.stderr)
+        return 130
+
+
+_SEARCH_FIELDS = {
+    "space": "space", "trials": "trials", "data": "data", "epochs": "epochs", "strategy": "strategy",
+    "target": "target", "seed": "seed", "study": "study", "workers": "workers",
+    "cpus_per_trial": "cpus_per_trial", "ray_address": "ray_address",
+}
+
+
+def _spec_from_args(args: argparse.Namespace) -> Any:
+    from archetype.spec import RunSpec
+
+    if args.spec:
+        base = RunSpec.from_yaml(args.spec).to_json()
+        where = f"{args.spec} with command-line flags"
+    else:
+        base, where = {}, "command line"
+    for flag, name in _SEARCH_FIELDS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            base[name] = value
+    if args.latency_ms is not None:
+        constraints = [c for c in base.get("constraints", []) if _constraint_name(c) != "latency_ms"]
+        base["constraints"] = [*constraints, f"latency_ms<={args.latency_ms}"]
+    if "space" not in base:
+        raise ArchetypeError("--space is required (a predefined space name or a .yaml file)")
+    if not base.get("constraints") and args.latency_ms is None:
+        raise ArchetypeError("--latency-ms is required: the latency budget on the target, in ms")
+    if args.latency_ms is not None and args.latency_ms <= 0:
+        raise ArchetypeError(f"--latency-ms must be a positive number of milliseconds, got {args.latency_ms}")
+    return RunSpec.from_mapping(base, where=where)
+
+
+def _constraint_name(item: Any) -> str:
+    return item["name"] if isinstance(item, dict) else str(item).split("<")[0].split(">")[0].strip()
+
+
+def _search(args: argparse.Namespace) -> int:
+    from archetype.search import prepare_search
+    from archetype.store import Store
+
+    spec = _spec_from_args(args)
+    search = prepare_search(spec)
+    with Store.open(args.storage) as store, _SearchProgress(spec, quiet=args.json) as progress:
+        report = search.run(store, on_trial=progress.update)
+    if args.json:
+        _print_json({
+            "study": report.study.name, "storage": store.url, "trials": len(report.trials),
+            "front": [_trial_json(t) for t in report.front],
+        })
+    else:
+        from archetype.report import print_front
+
+        print_front(report.study, report.trials, report.front)
+        print(f"stored: study '{report.study.name}' in {store.url} ({len(report.trials)} trials)")
+    if not report.front:
+        budget = spec.latency_budget()
+        measured = [t.values["latency_ms"] for t in report.trials if "latency_ms" in t.values]
+        fastest = f"; the fastest measured {min(measured):.4f} ms" if measured else ""
+        what = f"the latency budget of {budget:g} ms" if budget is not None else "the constraints"
+        print(
+            f"archetype search: error: no trial met {what}{fastest}; study '{report.study.name}' is stored",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return 0
+
+
+def _studies(args: argparse.Namespace) -> int:
+    from archetype.store import Store
+
+    with Store.open(args.storage) as store:
+        summaries = store.list_studies()
+    if args.json:
+        _print_json([
+            {**_study_json(s), "counts": s.counts} for s in summaries
+        ])
+        return 0
+    from archetype.report import print_studies
+
+    print_studies(summaries, store.url)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from archetype.pareto import feasible_front
+    from archetype.store import Store
+
+    with Store.open(args.storage) as store:
+        study = store.get_study(args.study)
+        trials = store.trials(args.study)
+    front = feasible_front(trials, study.objectives, study.constraints)
+    if args.json:
+        _print_json({
+            **_study_json(study), "trials": [_trial_json(t) for t in trials],
+            "front": [t.number for t in front],
+        })
+        return 0
+    from archetype.report import print_study
+
+    print_study(study, trials, front)
+    return 0
+
+
+def _study_json(study: Any) -> dict[str, Any]:
+    return {
+        "name": study.name, "space": study.space, "target": study.target, "status": study.status,
+        "objectives": [o.to_json() for o in study.objectives],
+        "constraints": [c.to_json() for c in study.constraints],
+        "created_at": study.created_at.isoformat(), "updated_at": study.updated_at.isoformat(),
+    }
+
+
+def _trial_json(trial: Any) -> dict[str, Any]:
+    return {
+        "number": trial.number, "state": trial.state.value, "values": trial.values, "error": trial.error,
+        "arch_key": trial.arch_key, "arch": trial.arch, "timings": trial.timings, "attempt": trial.attempt,
+        "target": trial.target,
+    }
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+class _SearchProgress:
+    """A progress bar on stderr with the best accuracy within budget so far."""
+
+    def __init__(self, spec: Any, quiet: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._spec = spec
+        self._best: float | None = None
+        self._counts: dict[str, int] = {}
+        self._progress = Progress(
+            TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=Console(stderr=True), disable=quiet, transient=False,
+        )
+        self._task = self._progress.add_task("search", total=spec.trials, status="")
+
+    def __enter__(self) -> _SearchProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, trial: Any) -> None:
+        state = trial.state.value
+        self._counts[state] = self._counts.get(state, 0) + 1
+        if state == "complete" and all(c.satisfied(trial.values) for c in self._spec.constraints):
+            acc = trial.values.get("accuracy")
+            if acc is not None and (self._best is None or acc > self._best):
+                self._best = acc
+        best = f"best within budget {self._best:.3f}" if self._best is not None else "none within budget yet"
+        counts = " ".join(f"{k} {v}" for k, v in sorted(self._counts.items()))
+        self._progress.update(self._task, advance=1, status=f"{counts} | {best}")

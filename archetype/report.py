@@ -1,0 +1,66 @@
+"""Terminal tables of studies, trials and fronts (rich); the data come from the store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+_METRICS = (("accuracy", "accuracy", "{:.4f}"), ("latency_ms", "latency ms", "{:.4f}"),
+            ("params", "params", "{:,.0f}"), ("macs", "MACs", "{:,.0f}"), ("size_mb", "size MB", "{:.3f}"))
+
+
+def _arch_line(arch: dict[str, Any]) -> str:
+    """``conv_bn_act > inverted_residual > ...``: the operators, skipping identities."""
+    return " > ".join(s["op"] for s in arch.get("slots", []) if s["op"] != "identity")
+
+
+def trials_table(title: str, trials: Sequence[Any], front_numbers: set[int] | None = None) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("state")
+    for _, header, _ in _METRICS:
+        table.add_column(header, justify="right")
+    table.add_column("architecture")
+    for t in trials:
+        mark = "*" if front_numbers and t.number in front_numbers else ""
+        cells = [fmt.format(t.values[name]) if name in t.values else "-" for name, _, fmt in _METRICS]
+        table.add_row(f"{t.number}{mark}", t.state.value, *cells, _arch_line(t.arch))
+    return table
+
+
+def print_front(study: Any, trials: Sequence[Any], front: Sequence[Any]) -> None:
+    console = Console()
+    budget = ", ".join(str(c) for c in study.constraints) or "no constraints"
+    ordered = sorted(front, key=lambda t: t.values.get("latency_ms", 0.0))
+    console.print(trials_table(f"Pareto front of '{study.name}' ({budget}, target {study.target})", ordered))
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state.value] = counts.get(t.state.value, 0) + 1
+    console.print("trials: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+
+
+def print_studies(summaries: Sequence[Any], url: str) -> None:
+    table = Table(title=f"studies in {url}", title_justify="left")
+    for col in ("name", "space", "target", "status", "constraints", "trials", "created"):
+        table.add_column(col)
+    for s in summaries:
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(s.counts.items())) or "0"
+        constraints = ", ".join(str(c) for c in s.constraints)
+        table.add_row(s.name, s.space, s.target, s.status, constraints, counts, f"{s.created_at:%Y-%m-%d %H:%M}")
+    Console().print(table)
+
+
+def print_study(study: Any, trials: Sequence[Any], front: Sequence[Any]) -> None:
+    console = Console()
+    objectives = ", ".join(f"{o.direction.value} {o.name}" for o in study.objectives)
+    constraints = ", ".join(str(c) for c in study.constraints) or "none"
+    console.print(f"study [bold]{study.name}[/]: space {study.space}, target {study.target}, status {study.status}")
+    console.print(f"objectives: {objectives}; constraints: {constraints}")
+    numbers = {t.number for t in front}
+    console.print(trials_table("trials (* = on the feasible Pareto front)", trials, numbers))
+    for t in trials:
+        if t.error and t.state.value == "failed":
+            console.print(f"trial {t.number} failed: {t.error}", markup=False)

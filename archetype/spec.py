@@ -1,0 +1,116 @@
+"""RunSpec: everything a search needs, validated once at the edge (CLI flags or a YAML file)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from archetype.errors import SpecError
+from archetype.objectives import DEFAULT_OBJECTIVES, Constraint, Direction, Objective
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A latency-constrained search: what to search, on which data and target, under which budget."""
+
+    space: str  # a predefined space name or a .yaml file
+    data: str = "digits"  # digits | mnist | npz:PATH
+    target: str = "cpu-ort"  # where latency is measured
+    strategy: str = "random"
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    objectives: tuple[Objective, ...] = DEFAULT_OBJECTIVES
+    constraints: tuple[Constraint, ...] = ()
+    trials: int = 20  # evaluations in the study
+    epochs: int = 5  # training epochs per evaluation
+    seed: int = 0  # fixes the data split, the strategy and the weight initialisation
+    workers: int = 1  # evaluations at once; more than one shares the cores and makes latency noisier
+    cpus_per_trial: float = 1.0
+    study: str | None = None  # default: "<space>-<n>"
+    ray_address: str | None = None  # None: a local Ray runtime
+
+    def __post_init__(self) -> None:
+        for name in ("trials", "epochs", "workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.cpus_per_trial, int | float) or self.cpus_per_trial <= 0:
+            raise SpecError(f"cpus_per_trial must be a positive number, got {self.cpus_per_trial!r}")
+        names = [o.name for o in self.objectives]
+        if not names or len(set(names)) != len(names):
+            raise SpecError(f"objectives must be distinct and at least one, got {names}")
+        for c in self.constraints:
+            if c.bound <= 0 and c.name in ("latency_ms", "size_mb", "params", "macs"):
+                raise SpecError(f"constraint {c}: the bound on {c.name} must be positive")
+
+    def latency_budget(self) -> float | None:
+        """The tightest ``latency_ms <= X`` bound, if any."""
+        bounds = [c.bound for c in self.constraints if c.name == "latency_ms" and c.op == "<="]
+        return min(bounds) if bounds else None
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["objectives"] = [o.to_json() for o in self.objectives]
+        data["constraints"] = [c.to_json() for c in self.constraints]
+        return data
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "run spec") -> RunSpec:
+        """Validate a plain mapping (from YAML or JSON); errors name ``where`` and the field."""
+        if not isinstance(data, Mapping):
+            raise SpecError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpecError(f"{where}: unknown field {unknown[0]!r}; fields: {', '.join(sorted(known))}")
+        if "space" not in data:
+            raise SpecError(f"{where}: field 'space' is required")
+        values = dict(data)
+        try:
+            if "objectives" in values:
+                values["objectives"] = tuple(_objective(o) for o in values["objectives"])
+            if "constraints" in values:
+                values["constraints"] = tuple(_constraint(c) for c in values["constraints"])
+            return cls(**values)
+        except SpecError as exc:
+            raise SpecError(f"{where}: {exc}") from None
+        except (TypeError, ValueError, KeyError) as exc:
+            raise SpecError(f"{where}: {exc}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunSpec:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise SpecError(f"{path}: cannot read run spec: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise SpecError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        return cls.from_mapping(data, where=str(path))
+
+
+def _objective(item: Any) -> Objective:
+    """``"accuracy:maximize"`` or ``{name: accuracy, direction: maximize}``."""
+    if isinstance(item, str):
+        name, _, direction = item.partition(":")
+        item = {"name": name, "direction": direction or "minimize"}
+    try:
+        return Objective(str(item["name"]), Direction(item["direction"]))
+    except (KeyError, ValueError, TypeError):
+        raise SpecError(f"objective {item!r} must be 'name:maximize' or 'name:minimize'") from None
+
+
+def _constraint(item: Any) -> Constraint:
+    """``"latency_ms<=2"`` or ``{name: latency_ms, op: "<=", bound: 2}``."""
+    if isinstance(item, str):
+        return Constraint.parse(item)
+    try:
+        return Constraint(str(item["name"]), str(item["op"]), float(item["bound"]))
+    except (KeyError, ValueError, TypeError):
+        raise SpecError(f"constraint {item!r} must be 'name<=number' or a mapping of name, op, bound") from None

@@ -1,0 +1,379 @@
+"""The Store: the only code that reads and writes studies, trials and metrics in SQL."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Engine, Select, func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from archetype.errors import StorageError
+from archetype.objectives import Constraint, Objective
+from archetype.result import Result, TrialState
+from archetype.store.engine import describe_failure, masked_url, open_engine, resolve_url, session_scope
+from archetype.store.models import Study, StudyStatus, Trial, TrialMetric
+
+_NUMBERING_TRIES = 5  # concurrent writers may pick the same trial number; the unique constraint makes one retry
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A stored study: what it searches, on which target, for which objectives, and how it stands."""
+
+    id: int
+    name: str
+    space: str
+    target: str
+    status: StudyStatus
+    objectives: tuple[Objective, ...]
+    constraints: tuple[Constraint, ...]
+    spec: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class StudySummary(StudyRecord):
+    """A stored study with how many of its trials are in each state, for listings."""
+
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A stored trial: the architecture evaluated and, once finished, what was measured."""
+
+    id: int
+    study_id: int
+    number: int
+    arch: dict[str, Any]
+    arch_key: str
+    state: TrialState
+    values: dict[str, float]
+    error: str | None
+    timings: dict[str, float]
+    attempt: int
+    target: str | None
+    fingerprint: dict[str, str]
+    started_at: datetime
+    finished_at: datetime | None
+
+    def result(self) -> Result:
+        """The trial's outcome as the Result a strategy is told."""
+        return Result(
+            state=self.state,
+            values=dict(self.values),
+            error=self.error,
+            timings=dict(self.timings),
+            target=self.target,
+            fingerprint=dict(self.fingerprint),
+        )
+
+
+class Store:
+    """Studies, trials and their metrics in one SQL database (SQLite file or any SQLAlchemy URL)."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self._engine = engine
+        self.url = masked_url(url)
+
+    @classmethod
+    def open(cls, url: str | None = None) -> Store:
+        """Open (creating or migrating as needed) the store at ``url``, ``$ARCHETYPE_STORAGE`` or the default."""
+        resolved = resolve_url(url)
+        return cls(open_engine(resolved), resolved)
+
+    def close(self) -> None:
+        """Release the database connections."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # studies
+
+    def create_study(
+        self,
+        name: str,
+        *,
+        space: str,
+        target: str,
+        objectives: Iterable[Objective],
+        constraints: Iterable[Constraint],
+        spec: Mapping[str, Any],
+    ) -> StudyRecord:
+        """Store a new running study; StorageError if the name is taken."""
+        now = _utcnow()
+        row = Study(
+            name=name,
+            space=space,
+            target=target,
+            status=StudyStatus.RUNNING.value,
+            objectives=[objective.to_json() for objective in objectives],
+            constraints=[constraint.to_json() for constraint in constraints],
+            spec=_json_safe(spec),
+            created_at=now,
+            updated_at=now,
+        )
+        with self._storage_errors(f"create study {name!r}"), session_scope(self._engine, write=True) as session:
+            if session.scalar(select(Study.id).where(Study.name == name)) is not None:
+                raise self._duplicate(name)
+            session.add(row)
+            try:
+                session.flush()
+            except IntegrityError as exc:
+                raise self._duplicate(name) from exc
+            return _study_record(row)
+
+    def get_study(self, name: str) -> StudyRecord:
+        """The study called ``name``; StorageError if there is none."""
+        with self._storage_errors(f"read study {name!r}"), session_scope(self._engine) as session:
+            return _study_record(self._study_row(session, name))
+
+    def list_studies(self) -> list[StudySummary]:
+        """Every study, newest first, with its trial counts by state."""
+        with self._storage_errors("list the studies"), session_scope(self._engine) as session:
+            rows = session.scalars(select(Study).order_by(Study.created_at.desc(), Study.id.desc())).all()
+            counts: dict[int, dict[str, int]] = defaultdict(dict)
+            by_state = select(Trial.study_id, Trial.state, func.count()).group_by(Trial.study_id, Trial.state)
+            for study_id, state, count in session.execute(by_state):
+                counts[study_id][state] = count
+            return [StudySummary(**vars(_study_record(row)), counts=counts[row.id]) for row in rows]
+
+    def set_study_status(self, name: str, status: StudyStatus | str) -> None:
+        """Mark the study called ``name`` running, complete, failed or interrupted."""
+        status = StudyStatus(status)
+        with (
+            self._storage_errors(f"set the status of study {name!r}"),
+            session_scope(self._engine, write=True) as session,
+        ):
+            row = self._study_row(session, name)
+            row.status = status.value
+            row.updated_at = _utcnow()
+
+    def next_study_name(self, prefix: str) -> str:
+        """The first of ``prefix-1``, ``prefix-2``, ... that no study is called yet."""
+        with self._storage_errors("list the study names"), session_scope(self._engine) as session:
+            taken = set(session.scalars(select(Study.name).where(Study.name.startswith(f"{prefix}-", autoescape=True))))
+        number = 1
+        while f"{prefix}-{number}" in taken:
+            number += 1
+        return f"{prefix}-{number}"
+
+    # trials
+
+    def start_trial(self, study_name: str, arch: Mapping[str, Any], arch_key: str, attempt: int = 1) -> TrialRecord:
+        """Store a running trial of ``arch``, numbered one past the study's last trial."""
+
+        def write(session: Session) -> TrialRecord:
+            row = _insert_trial(session, self._study_row(session, study_name, lock=True), arch, arch_key, attempt)
+            return _trial_record(row, {})
+
+        return self._write_numbered(f"start a trial of study {study_name!r}", write)
+
+    def finish_trial(self, trial_id: int, result: Result) -> TrialRecord:
+        """Store the outcome of a running trial; StorageError if it has already finished."""
+        _check_finished(result)
+        with self._storage_errors(f"finish trial {trial_id}"), session_scope(self._engine, write=True) as session:
+            row = session.get(Trial, trial_id, with_for_update=True)
+            if row is None:
+                raise StorageError(f"no trial with id {trial_id} in {self.url}")
+            if row.state != TrialState.RUNNING.value:
+                raise StorageError(
+                    f"trial {row.number} of study {row.study.name!r} in {self.url} already finished ({row.state})"
+                )
+            return _trial_record(row, _write_result(session, row, result))
+
+    def record_trial(
+        self, study_name: str, arch: Mapping[str, Any], arch_key: str, result: Result, attempt: int = 1
+    ) -> TrialRecord:
+        """Store a trial and its outcome at once, as start_trial then finish_trial would."""
+        _check_finished(result)
+
+        def write(session: Session) -> TrialRecord:
+            row = _insert_trial(session, self._study_row(session, study_name, lock=True), arch, arch_key, attempt)
+            return _trial_record(row, _write_result(session, row, result))
+
+        return self._write_numbered(f"record a trial of study {study_name!r}", write)
+
+    def trials(self, study_name: str, states: Iterable[TrialState] | None = None) -> list[TrialRecord]:
+        """The study's trials in ``states`` (all if None), ordered by number, with their values."""
+        with self._storage_errors(f"read the trials of study {study_name!r}"), session_scope(self._engine) as session:
+            study = self._study_row(session, study_name)
+            chosen = select(Trial).where(Trial.study_id == study.id).order_by(Trial.number)
+            if states is not None:
+                chosen = chosen.where(Trial.state.in_([TrialState(state).value for state in states]))
+            rows = session.scalars(chosen).all()
+            values = _values_of(session, chosen.with_only_columns(Trial.id).order_by(None))
+            return [_trial_record(row, values[row.id]) for row in rows]
+
+    def trial(self, study_name: str, number: int) -> TrialRecord:
+        """Trial ``number`` of the study; StorageError if there is none."""
+        with (
+            self._storage_errors(f"read trial {number} of study {study_name!r}"),
+            session_scope(self._engine) as session,
+        ):
+            study = self._study_row(session, study_name)
+            chosen = select(Trial).where(Trial.study_id == study.id, Trial.number == number)
+            row = session.scalar(chosen)
+            if row is None:
+                raise StorageError(f"no trial number {number} in study {study_name!r} in {self.url}")
+            return _trial_record(row, _values_of(session, chosen.with_only_columns(Trial.id))[row.id])
+
+    # helpers
+
+    def _study_row(self, session: Session, name: str, *, lock: bool = False) -> Study:
+        """The study row called ``name``; ``lock`` holds it (on servers) so that trial numbers are taken in turn."""
+        chosen = select(Study).where(Study.name == name)
+        row = session.scalar(chosen.with_for_update() if lock else chosen)
+        if row is None:
+            raise StorageError(f"no study named {name!r} in {self.url}")
+        return row
+
+    def _duplicate(self, name: str) -> StorageError:
+        return StorageError(f"study {name!r} already exists in {self.url}; pick another name")
+
+    def _write_numbered(self, action: str, write: Callable[[Session], TrialRecord]) -> TrialRecord:
+        """Run ``write`` in a write transaction, again if a concurrent writer took the same trial number."""
+        tries_left = _NUMBERING_TRIES
+        with self._storage_errors(action):
+            while True:
+                try:
+                    with session_scope(self._engine, write=True) as session:
+                        return write(session)
+                except IntegrityError:
+                    tries_left -= 1
+                    if tries_left == 0:
+                        raise
+
+    @contextmanager
+    def _storage_errors(self, action: str) -> Iterator[None]:
+        """Turn a database failure during ``action`` into a one-line StorageError."""
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot {action} in {self.url}: {describe_failure(exc)}") from exc
+
+
+def _insert_trial(session: Session, study: Study, arch: Mapping[str, Any], arch_key: str, attempt: int) -> Trial:
+    last = session.scalar(select(func.max(Trial.number)).where(Trial.study_id == study.id))
+    now = _utcnow()
+    row = Trial(
+        study_id=study.id,
+        number=(last or 0) + 1,
+        arch=_json_safe(arch),
+        arch_key=arch_key,
+        state=TrialState.RUNNING.value,
+        timings={},
+        attempt=attempt,
+        fingerprint={},
+        started_at=now,
+    )
+    session.add(row)
+    study.updated_at = now
+    session.flush()
+    return row
+
+
+def _write_result(session: Session, row: Trial, result: Result) -> dict[str, float]:
+    """Copy ``result`` onto the trial row and its metric rows; return the finite values."""
+    now = _utcnow()
+    row.state = result.state.value
+    row.error = result.error
+    row.timings = {name: float(s) for name, s in result.timings.items() if math.isfinite(s)}
+    row.target = result.target
+    row.fingerprint = {str(name): str(value) for name, value in result.fingerprint.items()}
+    row.finished_at = now
+    stored = {name: float(value) for name, value in result.values.items()}
+    session.add_all(
+        TrialMetric(trial_id=row.id, name=name, value=value if math.isfinite(value) else None)
+        for name, value in stored.items()
+    )
+    session.execute(update(Study).where(Study.id == row.study_id).values(updated_at=now))
+    session.flush()
+    return {name: value for name, value in stored.items() if math.isfinite(value)}
+
+
+def _values_of(session: Session, trial_ids: Select[tuple[int]]) -> defaultdict[int, dict[str, float]]:
+    """The finite metric values of the trials that ``trial_ids`` selects, by trial id, in one query."""
+    values: defaultdict[int, dict[str, float]] = defaultdict(dict)
+    metrics = select(TrialMetric.trial_id, TrialMetric.name, TrialMetric.value).where(
+        TrialMetric.trial_id.in_(trial_ids), TrialMetric.value.is_not(None)
+    )
+    for trial_id, name, value in session.execute(metrics):
+        values[trial_id][name] = value
+    return values
+
+
+def _check_finished(result: Result) -> None:
+    if not result.state.finished:
+        raise ValueError(f"a trial ends complete, failed or pruned, not {result.state.value}")
+
+
+def _study_record(row: Study) -> StudyRecord:
+    return StudyRecord(
+        id=row.id,
+        name=row.name,
+        space=row.space,
+        target=row.target,
+        status=StudyStatus(row.status),
+        objectives=tuple(Objective.from_json(item) for item in row.objectives),
+        constraints=tuple(Constraint.from_json(item) for item in row.constraints),
+        spec=dict(row.spec),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _trial_record(row: Trial, values: dict[str, float]) -> TrialRecord:
+    return TrialRecord(
+        id=row.id,
+        study_id=row.study_id,
+        number=row.number,
+        arch=dict(row.arch),
+        arch_key=row.arch_key,
+        state=TrialState(row.state),
+        values=dict(values),
+        error=row.error,
+        timings=dict(row.timings),
+        attempt=row.attempt,
+        target=row.target,
+        fingerprint=dict(row.fingerprint),
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` as JSON data, with non-finite floats as None (JSON and PostgreSQL have no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,52 @@
+"""Random search: uniform samples of well-typed architectures, without repeats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from archetype.result import Result
+from archetype.searchspace.architecture import Architecture
+from archetype.strategies.base import STATE_VERSION, Strategy, register_strategy
+
+MAX_REDRAWS = 50
+
+
+@register_strategy("random")
+class RandomStrategy(Strategy):
+    """Draws each architecture uniformly; redraws one it has already proposed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rng = np.random.default_rng(self.seed)
+        self._seen: set[str] = set()
+        self._told = 0
+
+    def ask(self) -> Architecture:
+        arch = self.space.sample(self._rng)
+        for _ in range(MAX_REDRAWS):
+            if arch.key not in self._seen:
+                break
+            arch = self.space.sample(self._rng)
+        self._seen.add(arch.key)
+        return arch
+
+    def tell(self, arch: Architecture, result: Result) -> None:
+        self._seen.add(arch.key)
+        self._told += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.name,
+            "version": STATE_VERSION,
+            "rng": self._rng.bit_generator.state,
+            "seen": sorted(self._seen),
+            "told": self._told,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_state(state)
+        self._rng.bit_generator.state = state["rng"]
+        self._seen = set(state["seen"])
+        self._told = int(state["told"])

@@ -1,0 +1,55 @@
+"""Run specs are validated once, with errors that name the field and the file."""
+
+from __future__ import annotations
+
+import pytest
+
+from archetype.errors import SpecError
+from archetype.objectives import Constraint, Direction
+from archetype.spec import RunSpec
+
+
+def test_defaults_and_budget():
+    spec = RunSpec(space="conv-small", constraints=(Constraint.parse("latency_ms<=0.5"),))
+    assert spec.trials == 20 and spec.data == "digits" and spec.target == "cpu-ort"
+    assert spec.latency_budget() == 0.5
+    assert [o.direction for o in spec.objectives] == [Direction.MAXIMIZE, Direction.MINIMIZE]
+
+
+def test_json_round_trip():
+    spec = RunSpec.from_mapping(
+        {"space": "conv-small", "trials": 3, "constraints": ["latency_ms<=0.2"], "objectives": ["accuracy:maximize"]}
+    )
+    assert RunSpec.from_mapping(spec.to_json()) == spec
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"space": "s", "trials": 0}, "trials must be a positive integer, got 0"),
+        ({"space": "s", "epochs": -1}, "epochs must be a positive integer"),
+        ({"space": "s", "trials": "many"}, "trials must be a positive integer"),
+        ({"space": "s", "trials": True}, "trials must be a positive integer"),
+        ({"space": "s", "colour": "red"}, "unknown field 'colour'"),
+        ({"trials": 3}, "field 'space' is required"),
+        ({"space": "s", "constraints": ["latency_ms<2"]}, "not of the form"),
+        ({"space": "s", "constraints": ["latency_ms<=-1"]}, "must be positive"),
+        ({"space": "s", "objectives": ["accuracy:upwards"]}, "maximize"),
+        ({"space": "s", "objectives": ["a:maximize", "a:minimize"]}, "distinct"),
+    ],
+)
+def test_bad_fields_name_the_field(data, message):
+    with pytest.raises(SpecError, match=message):
+        RunSpec.from_mapping(data, where="spec.yaml")
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path):
+    bad = tmp_path / "run.yaml"
+    bad.write_text("space: conv-small\ntrials: [1,\n")
+    with pytest.raises(SpecError, match=r"run.yaml:\d+: not valid YAML"):
+        RunSpec.from_yaml(bad)
+    with pytest.raises(SpecError, match="cannot read run spec"):
+        RunSpec.from_yaml(tmp_path / "missing.yaml")
+    good = tmp_path / "good.yaml"
+    good.write_text("space: conv-small\ntrials: 4\nconstraints: [latency_ms<=0.3]\n")
+    assert RunSpec.from_yaml(good).trials == 4

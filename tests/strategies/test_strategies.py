@@ -1,0 +1,78 @@
+"""Every registered strategy honours the ask/tell contract and resumes from its state."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from archetype.errors import SpecError
+from archetype.objectives import DEFAULT_OBJECTIVES, Constraint
+from archetype.result import Result, TrialState
+from archetype.searchspace import Image, get_space
+from archetype.strategies import list_strategies, make_strategy
+
+
+@pytest.fixture(scope="module")
+def space():
+    return get_space("conv-small", Image(1, 8, 8), 10)
+
+
+def _result(arch) -> Result:
+    return Result(TrialState.COMPLETE, {"accuracy": 1.0 / (1 + arch.params() / 1e4), "latency_ms": arch.macs() / 1e7})
+
+
+@pytest.mark.parametrize("name", list_strategies())
+def test_asks_valid_architectures_of_the_space(name, space):
+    strategy = make_strategy(name, space, DEFAULT_OBJECTIVES, (Constraint.parse("latency_ms<=0.1"),), seed=3)
+    keys = set()
+    for _ in range(15):
+        arch = strategy.ask()
+        assert space.validate(arch).key == arch.key
+        keys.add(arch.key)
+        strategy.tell(arch, _result(arch))
+    assert len(keys) == 15, "a strategy should not propose the same architecture twice in a small run"
+
+
+@pytest.mark.parametrize("name", list_strategies())
+def test_state_dict_resumes_the_same_proposals(name, space):
+    first = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=7)
+    for _ in range(5):
+        arch = first.ask()
+        first.tell(arch, _result(arch))
+    state = json.loads(json.dumps(first.state_dict()))  # the state must survive JSON
+    resumed = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=12345)
+    resumed.load_state_dict(state)
+    assert [first.ask().key for _ in range(5)] == [resumed.ask().key for _ in range(5)]
+
+
+@pytest.mark.parametrize("name", list_strategies())
+def test_same_seed_same_proposals_other_seed_differs(name, space):
+    a = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=1)
+    b = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=1)
+    c = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=2)
+    ka, kb, kc = ([s.ask().key for _ in range(4)] for s in (a, b, c))
+    assert ka == kb
+    assert ka != kc
+
+
+def test_unknown_strategy_and_option_are_clear_errors(space):
+    with pytest.raises(SpecError, match=r"unknown strategy 'nope'; known: .*random"):
+        make_strategy("nope", space, DEFAULT_OBJECTIVES)
+    with pytest.raises(SpecError, match=r"strategy 'random'.*population"):
+        make_strategy("random", space, DEFAULT_OBJECTIVES, population=3)
+
+
+def test_state_of_another_strategy_is_refused(space):
+    strategy = make_strategy("random", space, DEFAULT_OBJECTIVES)
+    state = strategy.state_dict() | {"strategy": "evolution"}
+    with pytest.raises(SpecError, match="'evolution'"):
+        strategy.load_state_dict(state)
+
+
+def test_random_covers_every_candidate_of_a_slot(space):
+    strategy = make_strategy("random", space, DEFAULT_OBJECTIVES, seed=0)
+    ops = {strategy.ask().choice("stage1.down").op for _ in range(200)}
+    assert ops == {c.op for c in space.slots[2].candidates}
+    assert np.isfinite(len(ops))

@@ -1,0 +1,78 @@
+"""Every registered target measures a built architecture and says what it ran on."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from archetype.errors import SpecError
+from archetype.searchspace import Architecture, Image, get_space
+from archetype.worker.measure import MeasureProtocol
+from archetype.worker.targets import Target, get_target, list_targets
+
+QUICK = MeasureProtocol(warmup=5, blocks=3, min_block_ms=2.0, retries=0)
+ARCH = {
+    "input": "Image[1,8,8]",
+    "slots": [
+        {"slot": "stem", "op": "conv_bn_act", "params": {"width": 16, "kernel": 3, "stride": 1}},
+        {
+            "slot": "stage1.block1",
+            "op": "inverted_residual",
+            "params": {"width": 24, "expand": 3, "kernel": 3, "stride": 1},
+        },
+        {"slot": "stage1.down", "op": "pool", "params": {"kind": "avg"}},
+        {"slot": "stage2.block1", "op": "dwsep_conv", "params": {"width": 32, "kernel": 5, "stride": 1}},
+        {"slot": "stage2.block2", "op": "basic_block", "params": {"width": 32, "stride": 1}},
+        {"slot": "head", "op": "classifier_head", "params": {"classes": 10}},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def arch() -> Architecture:
+    space = get_space("conv-small", Image(1, 8, 8), 10)
+    return space.validate(Architecture.from_json(ARCH, space))
+
+
+def test_the_registry_has_the_cpu_runtimes():
+    assert {"cpu-ort", "cpu-torch"} <= set(list_targets())
+
+
+@pytest.mark.parametrize("name", list_targets())
+def test_target_measures_a_built_architecture(name, arch):
+    target = get_target(name, protocol=QUICK)
+    assert isinstance(target, Target) and target.name == name
+    model = arch.build().train()
+    previous_threads = torch.get_num_threads()
+    latency = target.measure(model, arch.input)
+    assert latency.median_ms > 0 and math.isfinite(latency.median_ms)
+    assert latency.spread >= 0 and math.isfinite(latency.spread)
+    assert latency.blocks == 3 and latency.runs_per_block >= 1
+    assert model.training, "measuring leaves the model's mode as it was"
+    assert torch.get_num_threads() == previous_threads
+
+
+@pytest.mark.parametrize("name", list_targets())
+def test_fingerprint_names_the_machine_and_versions(name):
+    fingerprint = get_target(name, threads=2).fingerprint()
+    assert fingerprint["target"] == name and fingerprint["threads"] == "2"
+    assert fingerprint["torch"] == torch.__version__
+    assert fingerprint["onnxruntime"][0].isdigit() and fingerprint["python"][0].isdigit()
+    assert fingerprint["cpu"] and fingerprint["machine"] and fingerprint["runtime"]
+    assert all(isinstance(value, str) for value in fingerprint.values())
+
+
+def test_unknown_target_lists_the_known_ones():
+    with pytest.raises(SpecError, match=r"unknown target 'tpu-v9'; known: .*cpu-ort, cpu-torch"):
+        get_target("tpu-v9")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"threads": 0}, "threads must be a positive integer"), ({"cores": 2}, r"bad options \['cores'\]")],
+)
+def test_bad_target_options_are_spec_errors(options, message):
+    with pytest.raises(SpecError, match=message):
+        get_target("cpu-torch", **options)

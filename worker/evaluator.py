@@ -1,0 +1,162 @@
+"""Evaluators: turn an architecture into a Result (accuracy, latency, size) and never raise."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from archetype.errors import SpecError
+from archetype.objectives import Constraint
+from archetype.result import Result, TrialState
+from archetype.searchspace.architecture import Architecture
+from archetype.worker.data import load_dataset
+from archetype.worker.measure import MeasureProtocol
+from archetype.worker.targets import get_target
+from archetype.worker.training import TrainConfig, evaluate_accuracy, torch_threads
+from archetype.worker.training import train as train_model
+
+PRE_TRAINING_VALUES = ("params", "macs", "size_mb", "latency_ms", "latency_spread")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work one evaluation may spend."""
+
+    epochs: int  # training epochs
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ValueError(f"budget epochs must be a non-negative integer, got {self.epochs!r}")
+
+
+class Evaluator(ABC):
+    """Measures one architecture under a budget; failures come back as FAILED results, not exceptions."""
+
+    @abstractmethod
+    def evaluate(self, arch: Architecture, budget: Budget) -> Result:
+        """The measured values of ``arch``, with its state, error text and timings."""
+
+
+class TrainingEvaluator(Evaluator):
+    """Measures size and latency on ``target``, then trains on ``dataset`` and scores validation accuracy.
+
+    Holds only names and settings, so it pickles small and ships to Ray
+    workers; each process loads the data set once and builds the target on use.
+    Constraints on values known before training (params, macs, size_mb,
+    latency_ms) prune an architecture that breaks them without training it.
+    The target measures on ``threads`` threads with ``protocol``; training
+    follows ``train`` (its epochs come from the budget).
+    """
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        target: str = "cpu-ort",
+        constraints: tuple[Constraint, ...] = (),
+        seed: int = 0,
+        train: TrainConfig | None = None,
+        threads: int = 1,
+        protocol: MeasureProtocol | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.target = target
+        self.constraints = tuple(constraints)
+        self.seed = seed
+        self.train = train or TrainConfig(seed=seed)
+        self.threads = threads  # the target's threads; training uses train.threads
+        self.protocol = protocol or MeasureProtocol()
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainingEvaluator(dataset={self.dataset!r}, target={self.target!r}, "
+            f"constraints={tuple(str(c) for c in self.constraints)}, seed={self.seed}, train={self.train}, "
+            f"threads={self.threads}, protocol={self.protocol})"
+        )
+
+    def evaluate(self, arch: Architecture, budget: Budget) -> Result:
+        start = time.perf_counter()
+        result = Result(TrialState.RUNNING, target=self.target)
+        try:
+            self._evaluate(arch, budget, result)
+        except Exception as exc:
+            result.state = TrialState.FAILED
+            result.error = describe_exception(exc)
+        finally:
+            result.timings["total_s"] = time.perf_counter() - start
+        return result
+
+    def _evaluate(self, arch: Architecture, budget: Budget, result: Result) -> None:
+        """Fill ``result`` in place, so that whatever was measured survives a later failure."""
+        values, timings = result.values, result.timings
+        data = load_dataset(self.dataset, self.seed)
+        if arch.input != data.input_type:
+            raise SpecError(f"the architecture takes {arch.input} but data set {self.dataset!r} has {data.input_type}")
+
+        phase = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = arch.build()
+        output = getattr(model, "output_type", None)
+        if output is not None and output.dims() != (data.num_classes,):
+            raise SpecError(
+                f"the architecture outputs {output} but data set {self.dataset!r} has {data.num_classes} classes"
+            )
+        values["params"] = float(arch.params())
+        values["macs"] = float(arch.macs())
+        values["size_mb"] = model_size_mb(model)
+        timings["build_s"] = time.perf_counter() - phase
+
+        phase = time.perf_counter()
+        target = get_target(self.target, threads=self.threads, protocol=self.protocol)
+        result.fingerprint = target.fingerprint()
+        latency = target.measure(model, arch.input)
+        values["latency_ms"] = latency.median_ms
+        values["latency_spread"] = latency.spread
+        timings["measure_s"] = time.perf_counter() - phase
+
+        broken = [c for c in self.constraints if c.name in PRE_TRAINING_VALUES and not c.satisfied(values)]
+        if broken:
+            result.state = TrialState.PRUNED
+            result.error = "; ".join(_describe_violation(c, values[c.name]) for c in broken) + ": not trained"
+            return
+
+        phase = time.perf_counter()
+        config = dataclasses.replace(self.train, epochs=budget.epochs)
+        report = train_model(model, data, config)
+        timings["train_s"] = time.perf_counter() - phase
+        if report.losses:
+            values["train_loss"] = report.losses[-1]
+        with torch_threads(config.threads):
+            values["accuracy"] = evaluate_accuracy(model, data.val)
+            values["test_accuracy"] = evaluate_accuracy(model, data.test)
+        result.state = TrialState.COMPLETE
+
+
+def model_size_mb(model: nn.Module) -> float:
+    """The bytes of all parameters and buffers, in MiB."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: first line of the message (at file.py:line in function)`` for a result's error text."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" (at {Path(last.filename).name}:{last.lineno} in {last.name})"
+    return text
+
+
+def _describe_violation(constraint: Constraint, value: float) -> str:
+    if constraint.op == "<=":
+        return f"{constraint.name} {value:.3g} > budget {constraint.bound:g}"
+    return f"{constraint.name} {value:.3g} < bound {constraint.bound:g}"
