@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from archetype.errors import SpecError
+
 if TYPE_CHECKING:
     from archetype.searchspace.architecture import Architecture
 
@@ -19,9 +21,12 @@ class ArchitectureNetwork(nn.Module):
         typings = arch.typing()  # refuses an ill-typed architecture before building
         self.input_type = arch.input
         self.output_type = typings[-1].output
-        self.slots = nn.ModuleDict(
-            {_module_name(t.slot): t.choice.operator().build(t.input) for t in typings}
-        )
+        names = [_module_name(t.slot) for t in typings]
+        taken = nn.ModuleDict()
+        for t, name in zip(typings, names, strict=True):
+            if not name or names.count(name) > 1 or hasattr(taken, name):
+                raise SpecError(f"slot '{t.slot}': module name '{name}' is empty, repeated or a torch attribute")
+        self.slots = nn.ModuleDict({name: t.choice.operator().build(t.input) for t, name in zip(typings, names)})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for module in self.slots.values():

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 from torch import nn
 
 from archetype.errors import SpecError
-from archetype.searchspace.types import Image, TensorType
+from archetype.searchspace.types import Image, TensorType, Tokens
 
 CATEGORIES = (
     "shape-preserving",
@@ -98,22 +98,30 @@ def categorize(x: TensorType, y: TensorType) -> str:
         return "head" if y.layout == "Vector" else "layout-changing"
     if x == y:
         return "shape-preserving"
-    if isinstance(x, Image) and isinstance(y, Image):
-        if (y.H, y.W) < (x.H, x.W):
-            return "downsampling"
-        if (y.H, y.W) > (x.H, x.W):
-            return "upsampling"
+    if _extent(y) < _extent(x):
+        return "downsampling"
+    if _extent(y) > _extent(x):
+        return "upsampling"
     return "channel-changing"
 
 
+def _extent(t: TensorType) -> tuple[int, ...]:
+    """The sizes a downsampler shrinks: H and W of an image, N of a token sequence."""
+    if isinstance(t, Image):
+        return (t.H, t.W)
+    if isinstance(t, Tokens):
+        return (t.N,)
+    return ()
+
+
 _REGISTRY: dict[str, type[Operator]] = {}
-O = TypeVar("O", bound=type[Operator])
+OpClass = TypeVar("OpClass", bound=type[Operator])
 
 
-def operator(name: str, *, family: str, paper: str) -> Callable[[O], O]:
+def operator(name: str, *, family: str, paper: str) -> Callable[[OpClass], OpClass]:
     """Register an operator class under ``name`` (the class must be a frozen dataclass)."""
 
-    def register(cls: O) -> O:
+    def register(cls: OpClass) -> OpClass:
         if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
             raise TypeError(f"operator {cls.__name__} must be a frozen dataclass")
         if name in _REGISTRY and _REGISTRY[name] is not cls:

@@ -31,7 +31,8 @@ class Candidate:
         merged = {k: v for k, v in op_cls.domain.items()}
         for k, v in (domain or {}).items():
             if k not in op_cls.hyperparameters():
-                raise SpecError(f"operator '{op}' has no hyperparameter {k!r}; it takes {list(op_cls.hyperparameters())}")
+                known = list(op_cls.hyperparameters())
+                raise SpecError(f"operator '{op}' has no hyperparameter {k!r}; it takes {known}")
             merged[k] = v
         items = []
         for k, v in merged.items():
@@ -135,7 +136,7 @@ class SearchSpace:
         """Every well-typed architecture that differs from ``arch`` in one slot's operator or one value."""
         for i, (slot, choice) in enumerate(zip(self.slots, arch.choices, strict=True)):
             for alt in self._slot_alternatives(slot, choice):
-                choices = arch.choices[:i] + (alt,) + arch.choices[i + 1 :]
+                choices = (*arch.choices[:i], alt, *arch.choices[i + 1 :])
                 candidate = Architecture(self.input, choices, self)
                 try:
                     candidate.typing()

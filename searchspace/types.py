@@ -60,7 +60,7 @@ class Vector(TensorType):
 
 
 TENSOR_TYPES: dict[str, type[TensorType]] = {t.layout: t for t in (Image, Tokens, Vector)}
-_TYPE_RE = re.compile(r"^\s*(\w+)\s*\[\s*([\d\s,]+)\]\s*$")
+_TYPE_RE = re.compile(r"^\s*(\w+)\s*\[\s*([0-9]+(?:\s*,\s*[0-9]+)*)\s*\]\s*$")
 
 
 def parse_type(text: str) -> TensorType:
@@ -72,7 +72,7 @@ def parse_type(text: str) -> TensorType:
     cls = TENSOR_TYPES.get(layout)
     if cls is None:
         raise ValueError(f"unknown tensor layout {layout!r}; known: {', '.join(TENSOR_TYPES)}")
-    dims = [int(d) for d in body.split(",") if d.strip()]
+    dims = [int(d) for d in body.split(",")]
     arity = len(fields(cls))
     if len(dims) != arity:
         raise ValueError(f"{layout} takes {arity} dimensions, got {len(dims)} in {text!r}")
