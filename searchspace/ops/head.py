@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from archetype.errors import SpecError
+from archetype.searchspace.cost import linear_params
 from archetype.searchspace.operator import Operator, operator
+from archetype.searchspace.ops.checks import check_positive
 from archetype.searchspace.types import Image, TensorType, Vector
 
 
@@ -34,8 +35,7 @@ class ClassifierHead(Operator):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.classes < 1:
-            raise SpecError(f"operator 'classifier_head': classes must be >= 1, got {self.classes}")
+        check_positive(self, "classes")
 
     def output_type(self, x: TensorType) -> Vector:
         self.check_input(x)
@@ -45,7 +45,7 @@ class ClassifierHead(Operator):
         return _PoolLinear(x.C, self.classes)
 
     def params(self, x: Image) -> int:
-        return x.C * self.classes + self.classes
+        return linear_params(x.C, self.classes)
 
     def macs(self, x: Image) -> int:
         return x.C * self.classes

@@ -7,9 +7,9 @@ from typing import ClassVar
 
 from torch import nn
 
-from archetype.errors import SpecError
 from archetype.searchspace.cost import strided
 from archetype.searchspace.operator import Operator, operator
+from archetype.searchspace.ops.checks import check_choice
 from archetype.searchspace.types import Image, TensorType
 
 
@@ -27,8 +27,7 @@ class Pool(Operator):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.kind not in ("max", "avg"):
-            raise SpecError(f"operator 'pool': kind must be 'max' or 'avg', got {self.kind!r}")
+        check_choice(self, "kind", ("max", "avg"))
 
     def output_type(self, x: TensorType) -> Image:
         self.check_input(x)
