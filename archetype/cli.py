@@ -57,12 +57,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", parents=[storage], help="print a study: its settings, trials and front")
     show.add_argument("study", help="study name")
+
+    output = _Parser(add_help=False)
+    output.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    ops = sub.add_parser("ops", parents=[output], help="list the registered operators",
+                         description="Every registered operator with its family, type signature and paper.")
+    ops.add_argument("--family", help="only this family (e.g. attention, mobile, state-space)")
+
+    spaces = sub.add_parser("spaces", parents=[output], help="list the predefined search spaces")
+    spaces.add_argument("--data", default="digits", help="data set whose input the spaces are fitted to")
+
+    sample = sub.add_parser(
+        "sample", parents=[output], help="sample architectures from a space and check them",
+        description="Draw architectures from a space; each is type-checked when drawn. With --check each is "
+        "also built and run on a batch of two. Exit code 1 if any fails.",
+    )
+    sample.add_argument("--space", required=True, help="predefined space name or a space .yaml file")
+    sample.add_argument("-n", type=int, default=20, help="architectures to draw (default 20)")
+    sample.add_argument("--check", action="store_true", help="build each architecture and run a forward pass")
+    sample.add_argument("--data", default="digits", help="data set whose input the space is fitted to")
+    sample.add_argument("--seed", type=int, default=0)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"search": _search, "studies": _studies, "show": _show}
+    commands = {
+        "search": _search, "studies": _studies, "show": _show, "ops": _ops, "spaces": _spaces, "sample": _sample,
+    }
     try:
         return commands[args.command](args)
     except ArchetypeError as exc:
@@ -173,6 +195,74 @@ def _show(args: argparse.Namespace) -> int:
 
     print_study(study, trials, front)
     return 0
+
+
+def _ops(args: argparse.Namespace) -> int:
+    from archetype.searchspace import list_operators
+    from archetype.searchspace.relations import signature
+
+    ops = list_operators(args.family)
+    if not ops:
+        families = sorted({o.family for o in list_operators()})
+        raise ArchetypeError(f"no operators in family {args.family!r}; families: {', '.join(families)}")
+    rows = [
+        {"name": o.name, "family": o.family, "signature": signature(o), "paper": o.paper,
+         "hyperparameters": list(o.hyperparameters()), "domain": {k: list(v) for k, v in o.domain.items()}}
+        for o in ops
+    ]
+    if args.json:
+        _print_json(rows)
+        return 0
+    from archetype.report import print_operators
+
+    print_operators(rows)
+    return 0
+
+
+def _spaces(args: argparse.Namespace) -> int:
+    from archetype.searchspace import get_space, list_spaces
+    from archetype.worker.data import load_dataset
+
+    data = load_dataset(args.data)
+    rows = []
+    for name in list_spaces():
+        space = get_space(name, data.input_type, data.num_classes)
+        ops = sorted({c.op for slot in space.slots for c in slot.candidates})
+        rows.append({"name": name, "description": space.description, "input": str(space.input),
+                     "slots": len(space.slots), "size": space.size(), "operators": ops})
+    if args.json:
+        _print_json(rows)
+        return 0
+    from archetype.report import print_spaces
+
+    print_spaces(rows)
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from archetype.searchspace import get_space
+    from archetype.searchspace.sample_check import check_samples
+    from archetype.worker.data import load_dataset
+
+    if args.n < 1:
+        raise ArchetypeError(f"-n must be a positive integer, got {args.n}")
+    data = load_dataset(args.data)
+    space = get_space(args.space, data.input_type, data.num_classes)
+    progress = Progress(console=Console(stderr=True), disable=args.json)
+    with progress:
+        task = progress.add_task(f"sampling {space.name}", total=args.n)
+        report = check_samples(space, args.n, args.seed, run=args.check,
+                               on_sample=lambda: progress.advance(task))
+    if args.json:
+        _print_json(report.to_json())
+    else:
+        from archetype.report import print_sample_check
+
+        print_sample_check(report, checked=args.check)
+    return 1 if report.failures else 0
 
 
 def _study_json(study: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 _METRICS = (("accuracy", "accuracy", "{:.4f}"), ("latency_ms", "latency ms", "{:.4f}"),
@@ -64,3 +65,39 @@ def print_study(study: Any, trials: Sequence[Any], front: Sequence[Any]) -> None
     for t in trials:
         if t.error and t.state.value == "failed":
             console.print(f"trial {t.number} failed: {t.error}", markup=False)
+
+
+def print_operators(rows: Sequence[dict[str, Any]]) -> None:
+    table = Table(title=f"{len(rows)} operators", title_justify="left")
+    for col in ("family", "name", "signature", "paper"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["family"], r["name"], escape(r["signature"]), escape(r["paper"]))
+    Console().print(table)
+
+
+def print_spaces(rows: Sequence[dict[str, Any]]) -> None:
+    table = Table(title="predefined spaces", title_justify="left")
+    for col in ("name", "input", "slots", "architectures", "description"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], escape(r["input"]), str(r["slots"]), f"{r['size']:.3g}", r["description"])
+    Console().print(table)
+
+
+def print_sample_check(report: Any, checked: bool) -> None:
+    console = Console()
+    data = report.to_json()
+    what = "built and ran" if checked else "built"
+    done = report.ran if checked else report.built
+    console.print(
+        f"space {report.space}: {report.sampled} sampled ({report.unique} distinct), all well-typed; "
+        f"{done} {what}; {len(report.failures)} failed"
+    )
+    if report.params:
+        p, m = data["params"], data["macs"]
+        console.print(f"params {p['min']:,.0f} / {p['median']:,.0f} / {p['max']:,.0f} (min / median / max); "
+                      f"MACs {m['min']:,.0f} / {m['median']:,.0f} / {m['max']:,.0f}")
+    console.print("operators drawn: " + ", ".join(f"{k} {v}" for k, v in data["operators"].items()))
+    for failure in report.failures:
+        console.print(f"failed {failure}", markup=False)
