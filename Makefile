@@ -17,7 +17,7 @@ setup: $(STAMP)  ## create .venv and install Archetype with its dev tools
 
 demo: $(STAMP)  ## a short latency-constrained search on the digits data
 	@mkdir -p $(dir $(DEMO_DB))
-	$(BIN)/archetype search --space conv-small --data digits --latency-ms 0.06 --trials 16 --epochs 10 \
+	$(BIN)/archetype search --space conv-small --data digits --latency-ms 0.07 --trials 16 --epochs 10 \
 		--storage sqlite:///$(DEMO_DB)
 
 test: $(STAMP)  ## the whole suite, slow end-to-end tests included (what CI runs)
