@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+
+def _console() -> Console:
+    """A console on stdout; wide when stdout is a file or pipe, so tables are not folded to 80 columns."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
 
 _METRICS = (("accuracy", "accuracy", "{:.4f}"), ("latency_ms", "latency ms", "{:.4f}"),
             ("params", "params", "{:,.0f}"), ("macs", "MACs", "{:,.0f}"), ("size_mb", "size MB", "{:.3f}"))
@@ -33,7 +40,7 @@ def trials_table(title: str, trials: Sequence[Any], front_numbers: set[int] | No
 
 
 def print_front(study: Any, trials: Sequence[Any], front: Sequence[Any]) -> None:
-    console = Console()
+    console = _console()
     budget = ", ".join(str(c) for c in study.constraints) or "no constraints"
     ordered = sorted(front, key=lambda t: t.values.get("latency_ms", 0.0))
     console.print(trials_table(f"Pareto front of '{study.name}' ({budget}, target {study.target})", ordered))
@@ -51,11 +58,11 @@ def print_studies(summaries: Sequence[Any], url: str) -> None:
         counts = ", ".join(f"{n} {state}" for state, n in sorted(s.counts.items())) or "0"
         constraints = ", ".join(str(c) for c in s.constraints)
         table.add_row(s.name, s.space, s.target, s.status, constraints, counts, f"{s.created_at:%Y-%m-%d %H:%M}")
-    Console().print(table)
+    _console().print(table)
 
 
 def print_study(study: Any, trials: Sequence[Any], front: Sequence[Any]) -> None:
-    console = Console()
+    console = _console()
     objectives = ", ".join(f"{o.direction.value} {o.name}" for o in study.objectives)
     constraints = ", ".join(str(c) for c in study.constraints) or "none"
     console.print(f"study [bold]{study.name}[/]: space {study.space}, target {study.target}, status {study.status}")
@@ -73,7 +80,7 @@ def print_operators(rows: Sequence[dict[str, Any]]) -> None:
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(r["family"], r["name"], escape(r["signature"]), escape(r["paper"]))
-    Console().print(table)
+    _console().print(table)
 
 
 def print_spaces(rows: Sequence[dict[str, Any]]) -> None:
@@ -82,11 +89,11 @@ def print_spaces(rows: Sequence[dict[str, Any]]) -> None:
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(r["name"], escape(r["input"]), str(r["slots"]), f"{r['size']:.3g}", r["description"])
-    Console().print(table)
+    _console().print(table)
 
 
 def print_sample_check(report: Any, checked: bool) -> None:
-    console = Console()
+    console = _console()
     data = report.to_json()
     what = "built and ran" if checked else "built"
     done = report.ran if checked else report.built
