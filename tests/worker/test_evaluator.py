@@ -11,32 +11,20 @@ import pytest
 
 from archetype.objectives import Constraint
 from archetype.result import TrialState
-from archetype.searchspace import Architecture, Image, get_space
+from archetype.searchspace import Architecture
 from archetype.searchspace.network import ArchitectureNetwork
 from archetype.worker.evaluator import Budget, TrainingEvaluator
-from archetype.worker.measure import MeasureProtocol
 from archetype.worker.training import TrainConfig
 
-QUICK = MeasureProtocol(warmup=5, blocks=3, min_block_ms=2.0, retries=0)
-TINY = {
-    "input": "Image[1,8,8]",
-    "slots": [
-        {"slot": "stem", "op": "conv_bn_act", "params": {"width": 16, "kernel": 3, "stride": 1}},
-        {"slot": "stage1.block1", "op": "conv_bn_act", "params": {"width": 24, "kernel": 3, "stride": 1}},
-        {"slot": "stage1.down", "op": "pool", "params": {"kind": "max"}},
-        {"slot": "stage2.block1", "op": "conv_bn_act", "params": {"width": 32, "kernel": 3, "stride": 1}},
-        {"slot": "stage2.block2", "op": "identity", "params": {}},
-        {"slot": "head", "op": "classifier_head", "params": {"classes": 10}},
-    ],
-}
+from .conftest import QUICK
+
 SIZE_VALUES = {"params", "macs", "size_mb"}
 LATENCY_VALUES = {"latency_ms", "latency_spread"}
 
 
 @pytest.fixture(scope="module")
-def arch() -> Architecture:
-    space = get_space("conv-small", Image(1, 8, 8), 10)
-    return space.validate(Architecture.from_json(TINY, space))
+def arch(tiny_arch: Architecture) -> Architecture:
+    return tiny_arch
 
 
 def test_complete_evaluation_on_the_default_target(arch):

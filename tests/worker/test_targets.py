@@ -9,10 +9,10 @@ import torch
 
 from archetype.errors import SpecError
 from archetype.searchspace import Architecture, Image, get_space
-from archetype.worker.measure import MeasureProtocol
 from archetype.worker.targets import Target, get_target, list_targets
 
-QUICK = MeasureProtocol(warmup=5, blocks=3, min_block_ms=2.0, retries=0)
+from .conftest import QUICK
+
 ARCH = {
     "input": "Image[1,8,8]",
     "slots": [

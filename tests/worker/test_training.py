@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import nn
 
-from archetype.searchspace import Architecture, Image, get_space
 from archetype.worker.data import load_dataset
 from archetype.worker.training import TrainConfig, TrainingError, evaluate_accuracy, train
-
-TINY = {
-    "input": "Image[1,8,8]",
-    "slots": [
-        {"slot": "stem", "op": "conv_bn_act", "params": {"width": 16, "kernel": 3, "stride": 1}},
-        {"slot": "stage1.block1", "op": "conv_bn_act", "params": {"width": 24, "kernel": 3, "stride": 1}},
-        {"slot": "stage1.down", "op": "pool", "params": {"kind": "max"}},
-        {"slot": "stage2.block1", "op": "conv_bn_act", "params": {"width": 32, "kernel": 3, "stride": 1}},
-        {"slot": "stage2.block2", "op": "identity", "params": {}},
-        {"slot": "head", "op": "classifier_head", "params": {"classes": 10}},
-    ],
-}
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +17,19 @@ def digits():
     return load_dataset("digits")
 
 
-def _tiny_model() -> nn.Module:
-    space = get_space("conv-small", Image(1, 8, 8), 10)
-    arch = space.validate(Architecture.from_json(TINY, space))
-    torch.manual_seed(0)
-    return arch.build()
+@pytest.fixture
+def tiny_model(tiny_arch) -> Callable[[], nn.Module]:
+    """Builds a freshly initialised copy of the tiny architecture, the same weights each time."""
+
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return tiny_arch.build()
+
+    return build
 
 
-def test_a_tiny_convnet_learns_digits_in_three_epochs(digits):
-    model = _tiny_model()
+def test_a_tiny_convnet_learns_digits_in_three_epochs(digits, tiny_model):
+    model = tiny_model()
     epochs: list[int] = []
     report = train(model, digits, TrainConfig(epochs=3, seed=0), on_epoch=lambda epoch, loss: epochs.append(epoch))
     assert epochs == [1, 2, 3] and report.epochs == 3 and len(report.losses) == 3
@@ -46,8 +39,8 @@ def test_a_tiny_convnet_learns_digits_in_three_epochs(digits):
     assert accuracy > 0.8, f"validation accuracy {accuracy:.3f} after 3 epochs"
 
 
-def test_training_is_deterministic_by_seed(digits):
-    runs = [train(_tiny_model(), digits, TrainConfig(epochs=1, seed=seed)).losses for seed in (5, 5, 6)]
+def test_training_is_deterministic_by_seed(digits, tiny_model):
+    runs = [train(tiny_model(), digits, TrainConfig(epochs=1, seed=seed)).losses for seed in (5, 5, 6)]
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
 
@@ -58,7 +51,7 @@ def test_a_diverging_loss_raises_training_error_with_the_epoch(digits):
         train(model, digits, TrainConfig(epochs=2, lr=1e30))
 
 
-def test_threads_are_set_while_training_and_restored_after(digits):
+def test_threads_are_set_while_training_and_restored_after(digits, tiny_model):
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -67,15 +60,15 @@ def test_threads_are_set_while_training_and_restored_after(digits):
         def record_threads(epoch: int, loss: float) -> None:
             during.append(torch.get_num_threads())
 
-        train(_tiny_model(), digits, TrainConfig(epochs=1, threads=1), on_epoch=record_threads)
+        train(tiny_model(), digits, TrainConfig(epochs=1, threads=1), on_epoch=record_threads)
         assert during == [1]
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
 
 
-def test_evaluate_accuracy_restores_the_training_mode(digits):
-    model = _tiny_model().train()
+def test_evaluate_accuracy_restores_the_training_mode(digits, tiny_model):
+    model = tiny_model().train()
     accuracy = evaluate_accuracy(model, digits.test, batch_size=100)
     assert 0.0 <= accuracy <= 1.0
     assert model.training
