@@ -2,10 +2,13 @@
 
 from archetype.searchspace.ops import (
     attention,
+    clustering,
     conv,
     dynamic,
     frequency,
     head,
+    hypercomplex,
+    kan,
     layout,
     mlp,
     mobile,
@@ -18,6 +21,6 @@ from archetype.searchspace.ops import (
 )
 
 __all__ = [
-    "attention", "conv", "dynamic", "frequency", "head", "layout", "mlp", "mobile", "modern_conv",
-    "multibranch", "pooling", "recurrent", "residual", "structural",
+    "attention", "clustering", "conv", "dynamic", "frequency", "head", "hypercomplex", "kan", "layout", "mlp",
+    "mobile", "modern_conv", "multibranch", "pooling", "recurrent", "residual", "structural",
 ]
