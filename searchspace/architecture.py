@@ -12,6 +12,9 @@ from archetype.errors import SpecError
 from archetype.searchspace.operator import Operator, make_operator
 from archetype.searchspace.types import TensorType, parse_type
 
+INPUT = "input"
+"""The name a skip edge uses for the network's input."""
+
 if TYPE_CHECKING:
     import networkx as nx
     from torch import nn
@@ -46,9 +49,13 @@ class Architecture:
     input: TensorType
     choices: tuple[Choice, ...]
     space: SearchSpace | None = field(default=None, compare=False, repr=False)
+    skip_edges: tuple[tuple[str, str], ...] = ()  # (slot, earlier slot or "input" whose output it adds)
 
     def to_json(self) -> dict[str, Any]:
-        return {"input": str(self.input), "slots": [c.to_json() for c in self.choices]}
+        data: dict[str, Any] = {"input": str(self.input), "slots": [c.to_json() for c in self.choices]}
+        if self.skip_edges:  # absent on a chain, so a chain's key does not change
+            data["skips"] = dict(self.skip_edges)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], space: SearchSpace | None = None) -> Architecture:
@@ -56,9 +63,10 @@ class Architecture:
         try:
             input_type = parse_type(data["input"])
             choices = tuple(Choice.of(s["slot"], s["op"], s.get("params", {})) for s in data["slots"])
+            skips = tuple(sorted((str(k), str(v)) for k, v in dict(data.get("skips", {})).items()))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SpecError(f"not an architecture JSON object: {exc!r}") from None
-        return cls(input_type, choices, space)
+        return cls(input_type, choices, space, skips)
 
     def canonical_json(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
@@ -78,9 +86,14 @@ class Architecture:
         """The type every slot receives and produces; TypeCheckError if ill-typed."""
         from archetype.searchspace.typecheck import infer_types
 
+        skips = self.skips()
         if self.space is None:
-            return infer_types(self.input, self.choices)
-        return infer_types(self.input, self.choices, self.space.output, self.space.slot_categories())
+            return infer_types(self.input, self.choices, skips=skips)
+        return infer_types(self.input, self.choices, self.space.output, self.space.slot_categories(), skips)
+
+    def skips(self) -> dict[str, str]:
+        """Slot -> the earlier slot (or ``input``) whose output it adds."""
+        return dict(self.skip_edges)
 
     def encode(self) -> list[float]:
         """A fixed-length vector for predictors; needs the space that made it."""
@@ -89,18 +102,22 @@ class Architecture:
         return self.space.encode(self)
 
     def graph(self) -> nx.DiGraph:
-        """A networkx chain from the input to the output, with types and costs per node."""
+        """A networkx graph from the input to the output, with types and costs per node; skip
+        edges carry ``kind="skip"``, the chain's edges ``kind="chain"``."""
         import networkx as nx
 
         g = nx.DiGraph()
-        g.add_node("input", type=str(self.input))
-        prev = "input"
+        g.add_node(INPUT, type=str(self.input))
+        prev = INPUT
+        skips = self.skips()
         for t in self.typing():
             g.add_node(
                 t.slot, op=t.choice.op, params=dict(t.choice.params), category=t.category,
                 n_params=t.params, macs=t.macs,
             )
-            g.add_edge(prev, t.slot, type=str(t.input))
+            g.add_edge(prev, t.slot, type=str(t.input), kind="chain")
+            if t.slot in skips:
+                g.add_edge(skips[t.slot], t.slot, type=str(t.output), kind="skip")
             prev = t.slot
         g.add_node("output", type=str(self.typing()[-1].output) if self.choices else str(self.input))
         g.add_edge(prev, "output")

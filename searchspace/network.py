@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from archetype.errors import SpecError
+from archetype.searchspace.architecture import INPUT
 
 if TYPE_CHECKING:
     from archetype.searchspace.architecture import Architecture
@@ -27,10 +28,17 @@ class ArchitectureNetwork(nn.Module):
             if not name or names.count(name) > 1 or hasattr(taken, name):
                 raise SpecError(f"slot '{t.slot}': module name '{name}' is empty, repeated or a torch attribute")
         self.slots = nn.ModuleDict({name: t.choice.operator().build(t.input) for t, name in zip(typings, names)})
+        self.skips = {_module_name(slot): _module_name(source) for slot, source in arch.skips().items()}
+        self._kept = set(self.skips.values())  # outputs a later skip edge reads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for module in self.slots.values():
+        kept = {INPUT: x} if INPUT in self._kept else {}
+        for name, module in self.slots.items():
             x = module(x)
+            if name in self.skips:
+                x = x + kept[self.skips[name]]
+            if name in self._kept:
+                kept[name] = x
         return x
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from archetype.errors import SpecError, TypeCheckError
-from archetype.searchspace.architecture import Architecture, Choice
+from archetype.searchspace.architecture import INPUT, Architecture, Choice
 from archetype.searchspace.operator import CATEGORIES, get_operator
 from archetype.searchspace.types import TensorType
 
@@ -48,11 +48,16 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Slot:
-    """A named position in the network; ``categories`` restricts the type category it accepts."""
+    """A named position in the network; ``categories`` restricts the type category it accepts.
+
+    ``skip`` names an earlier slot (or ``input``) whose output is added to this slot's output:
+    a skip edge, which type-checks only where both carry the same type.
+    """
 
     name: str
     candidates: tuple[Candidate, ...]
     categories: tuple[str, ...] = ()
+    skip: str | None = None
 
     def __post_init__(self) -> None:
         if not self.candidates:
@@ -77,12 +82,25 @@ class SearchSpace:
         if not self.slots:
             raise SpecError(f"space '{self.name}' has no slots")
         for slot in self.slots:
-            if slot.name in self._index:
-                raise SpecError(f"space '{self.name}': slot name '{slot.name}' appears twice")
+            if slot.name in self._index or slot.name == INPUT:
+                raise SpecError(f"space '{self.name}': slot name '{slot.name}' appears twice or is reserved")
+            if slot.skip is not None and slot.skip != INPUT and slot.skip not in self._index:
+                raise SpecError(
+                    f"space '{self.name}': slot '{slot.name}' skips from '{slot.skip}', "
+                    f"which is not 'input' or an earlier slot"
+                )
             self._index[slot.name] = slot
 
     def slot_categories(self) -> dict[str, tuple[str, ...]]:
         return {s.name: s.categories for s in self.slots if s.categories}
+
+    def skip_edges(self) -> tuple[tuple[str, str], ...]:
+        """(slot, the earlier slot or ``input`` whose output it adds), sorted."""
+        return tuple(sorted((s.name, s.skip) for s in self.slots if s.skip is not None))
+
+    def architecture(self, choices: tuple[Choice, ...]) -> Architecture:
+        """The architecture of these choices in this space (not yet type-checked)."""
+        return Architecture(self.input, choices, self, self.skip_edges())
 
     def size(self) -> int:
         """Number of architectures in the space, ill-typed ones included."""
@@ -93,7 +111,7 @@ class SearchSpace:
         last_error: TypeCheckError | None = None
         for _ in range(MAX_SAMPLE_DRAWS):
             choices = tuple(self._sample_slot(slot, rng) for slot in self.slots)
-            arch = Architecture(self.input, choices, self)
+            arch = self.architecture(choices)
             try:
                 arch.typing()
             except TypeCheckError as exc:
@@ -118,6 +136,10 @@ class SearchSpace:
             raise SpecError(f"space '{self.name}' has slots {expected}, architecture has {names}")
         if arch.input != self.input:
             raise TypeCheckError(f"space '{self.name}' takes input {self.input}, architecture has {arch.input}")
+        if arch.skip_edges != self.skip_edges():
+            raise SpecError(
+                f"space '{self.name}' has skip edges {dict(self.skip_edges())}, architecture has {arch.skips()}"
+            )
         for choice in arch.choices:
             slot = self._index[choice.slot]
             cand = next((c for c in slot.candidates if c.op == choice.op), None)
@@ -128,7 +150,7 @@ class SearchSpace:
                 value = dict(choice.params).get(name)
                 if value not in values:
                     raise SpecError(f"slot '{slot.name}': {choice.op}.{name}={value!r} is outside {list(values)}")
-        bound = Architecture(arch.input, arch.choices, self)
+        bound = self.architecture(arch.choices)
         bound.typing()
         return bound
 
@@ -137,7 +159,7 @@ class SearchSpace:
         for i, (slot, choice) in enumerate(zip(self.slots, arch.choices, strict=True)):
             for alt in self._slot_alternatives(slot, choice):
                 choices = (*arch.choices[:i], alt, *arch.choices[i + 1 :])
-                candidate = Architecture(self.input, choices, self)
+                candidate = self.architecture(choices)
                 try:
                     candidate.typing()
                 except TypeCheckError:
@@ -174,6 +196,26 @@ class SearchSpace:
 
     def architecture_from_json(self, data: Mapping[str, Any]) -> Architecture:
         return self.validate(Architecture.from_json(data, self))
+
+
+def repeated(
+    name: str,
+    candidates: tuple[Candidate, ...],
+    depth: int | tuple[int, int],
+    categories: tuple[str, ...] = (),
+) -> tuple[Slot, ...]:
+    """Slots ``name.1`` ... ``name.<max>`` of one repeated block; past ``min`` each may also be
+    ``identity``, so the block's depth is searched between ``min`` and ``max`` (elastic depth)."""
+    low, high = (depth, depth) if isinstance(depth, int) else depth
+    if isinstance(low, bool) or isinstance(high, bool) or not 0 <= low <= high or high < 1:
+        raise SpecError(f"slot '{name}': depth must be n >= 1 or [min, max] with 0 <= min <= max, got {depth!r}")
+    if high > low and categories and "shape-preserving" not in categories:
+        raise SpecError(f"slot '{name}': an elastic depth needs shape-preserving blocks, but the slot is {categories}")
+    optional = tuple(c for c in candidates if c.op != "identity")
+    identity = (Candidate.of("identity"),)
+    return tuple(
+        Slot(f"{name}.{i}", candidates if i <= low else identity + optional, categories) for i in range(1, high + 1)
+    )
 
 
 def _plain_value(value: Any) -> Any:

@@ -12,13 +12,14 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from archetype.errors import SpecError
+from archetype.searchspace.architecture import INPUT
 from archetype.searchspace.operator import CATEGORIES, get_operator, make_operator
 from archetype.searchspace.relations import operators_in_category
-from archetype.searchspace.space import Candidate, SearchSpace, Slot
+from archetype.searchspace.space import Candidate, SearchSpace, Slot, repeated
 from archetype.searchspace.types import TENSOR_TYPES, Image, TensorType, Vector, parse_type
 
 TOP_KEYS = ("name", "description", "input", "output", "slots")
-SLOT_KEYS = ("name", "categories", "candidates")
+SLOT_KEYS = ("name", "categories", "candidates", "skip", "repeat")
 CATEGORY_KEYS = ("category", "layout")
 CLASSES = "$classes"
 SLOT_NAME = re.compile(r"[\w.-]+")
@@ -88,8 +89,8 @@ class _SpaceFile:
             if not SLOT_NAME.fullmatch(name):
                 self.fail(fields["name"], f"slot name {name!r} may hold only letters, digits, '_', '.' and '-'")
             self.slot = name
-            if any(s.name == self.slot for s in slots):
-                self.fail(fields["name"], "another slot has this name")
+            if any(s.name == self.slot or s.name.startswith(f"{self.slot}.") for s in slots) or name == INPUT:
+                self.fail(fields["name"], "another slot has this name (or 'input', which names the network's input)")
             categories = self.categories(fields["categories"]) if "categories" in fields else ()
             cand_node = fields.get("candidates")
             if not isinstance(cand_node, SequenceNode) or not cand_node.value:
@@ -100,9 +101,33 @@ class _SpaceFile:
                 candidates += expanded
                 if category is not None and category not in categories:
                     categories = (*categories, category)
-            slots.append(Slot(self.slot, tuple(candidates), categories))
+            skip = self.skip(fields["skip"], slots) if "skip" in fields else None
+            if "repeat" in fields:
+                if skip is not None:
+                    self.fail(fields["skip"], "a repeated slot cannot have a skip edge; put it on a slot of its own")
+                slots += self.repeated(fields["repeat"], tuple(candidates), categories)
+            else:
+                slots.append(Slot(self.slot, tuple(candidates), categories, skip))
         self.slot = None
         return tuple(slots)
+
+    def skip(self, node: Node, earlier: list[Slot]) -> str:
+        source = self.text(node, "skip")
+        if source != INPUT and not any(s.name == source for s in earlier):
+            self.fail(node, f"skip edge from {source!r}: not 'input' or the name of an earlier slot")
+        return source
+
+    def repeated(self, node: Node, candidates: tuple[Candidate, ...], categories: tuple[str, ...]) -> tuple[Slot, ...]:
+        """``repeat: n`` makes n copies; ``repeat: [min, max]`` searches the depth between them."""
+        depth = self.value(node)
+        if isinstance(depth, list) and len(depth) == 2 and all(type(d) is int for d in depth):
+            depth = (depth[0], depth[1])
+        elif type(depth) is not int:
+            self.fail(node, f"'repeat' must be a count n or [min, max], got {depth!r}")
+        try:
+            return repeated(self.slot or "", candidates, depth, categories)
+        except SpecError as exc:
+            self.fail(node, str(exc).removeprefix(f"slot '{self.slot}': "))
 
     def categories(self, node: Node) -> tuple[str, ...]:
         categories = []

@@ -270,7 +270,11 @@ slot = st.fixed_dictionaries(
         "name": _mostly(st.sampled_from(["stem", "body", "down", "a.b", "x-1"]), values),
         "candidates": st.lists(_mostly(plausible_candidates, odd_candidates), min_size=1, max_size=3),
     },
-    optional={"categories": st.lists(_mostly(st.sampled_from(CATEGORIES), values), min_size=1, max_size=2)},
+    optional={
+        "categories": st.lists(_mostly(st.sampled_from(CATEGORIES), values), min_size=1, max_size=2),
+        "skip": _mostly(st.sampled_from(["input", "stem", "body", "down"]), values),
+        "repeat": _mostly(st.one_of(st.integers(0, 3), st.lists(st.integers(-1, 3), min_size=2, max_size=2)), values),
+    },
 )
 
 
