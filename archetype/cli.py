@@ -51,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--workers", type=int, help="evaluations at once (default 1, the most stable latency)")
     search.add_argument("--cpus-per-trial", type=float, help="CPUs given to each evaluation (default 1)")
     search.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    search.add_argument("--retries", type=int,
+                        help="runs again of an evaluation whose worker process was lost (default 2)")
     search.add_argument("--spec", metavar="FILE", help="a run spec .yaml; flags given here override its fields")
+    search.add_argument("--resume", metavar="STUDY",
+                        help="continue a stored study whose search stopped (crash, Ctrl-C): finished trials are "
+                        "kept, running ones are evaluated again; --trials may raise its number of trials")
 
     sub.add_parser("studies", parents=[storage], help="list the studies in the store")
 
@@ -98,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 _SEARCH_FIELDS = {
     "space": "space", "trials": "trials", "data": "data", "epochs": "epochs", "strategy": "strategy",
     "target": "target", "seed": "seed", "study": "study", "workers": "workers",
-    "cpus_per_trial": "cpus_per_trial", "ray_address": "ray_address",
+    "cpus_per_trial": "cpus_per_trial", "ray_address": "ray_address", "retries": "retries",
 }
 
 
@@ -134,10 +139,33 @@ def _search(args: argparse.Namespace) -> int:
     from archetype.search import prepare_search
     from archetype.store import Store
 
+    if args.resume is not None:
+        return _resume(args)
     spec = _spec_from_args(args)
     search = prepare_search(spec)
     with Store.open(args.storage) as store, _SearchProgress(spec, quiet=args.json) as progress:
         report = search.run(store, on_trial=progress.update)
+    return _print_search(args, spec, store, report)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from archetype.search import prepare_search, stored_spec
+    from archetype.store import Store
+
+    others = [f"--{f.replace('_', '-')}" for f in (*_SEARCH_FIELDS, "latency_ms", "spec")
+              if f != "trials" and getattr(args, f) is not None]
+    if others:
+        raise ArchetypeError(f"--resume continues the stored run spec; drop {', '.join(others)} (--trials may change)")
+    with Store.open(args.storage) as store:
+        spec = stored_spec(store, args.resume, args.trials)
+        search = prepare_search(spec)
+        done = sum(t.state.finished for t in store.trials(args.resume))
+        with _SearchProgress(spec, quiet=args.json, done=done) as progress:
+            report = search.run(store, on_trial=progress.update, resume=True)
+    return _print_search(args, spec, store, report)
+
+
+def _print_search(args: argparse.Namespace, spec: Any, store: Any, report: Any) -> int:
     if args.json:
         _print_json({
             "study": report.study.name, "storage": store.url, "trials": len(report.trials),
@@ -290,7 +318,7 @@ def _print_json(data: Any) -> None:
 class _SearchProgress:
     """A progress bar on stderr with the best accuracy within budget so far."""
 
-    def __init__(self, spec: Any, quiet: bool) -> None:
+    def __init__(self, spec: Any, quiet: bool, done: int = 0) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -302,7 +330,7 @@ class _SearchProgress:
             TextColumn("{task.fields[status]}"),
             console=Console(stderr=True), disable=quiet, transient=False,
         )
-        self._task = self._progress.add_task("search", total=spec.trials, status="")
+        self._task = self._progress.add_task("search", total=spec.trials, completed=done, status="")
 
     def __enter__(self) -> _SearchProgress:
         self._progress.start()

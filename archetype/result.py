@@ -32,6 +32,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
     target: str | None = None
     fingerprint: dict[str, str] = field(default_factory=dict)  # device and runtime versions
+    retryable: bool = field(default=False, compare=False)  # the worker was lost, not the evaluation: run again
 
     @classmethod
     def failed(cls, error: str, **kwargs: Any) -> Result:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from archetype.errors import ArchetypeError
+from archetype.errors import ArchetypeError, SpecError
 from archetype.pareto import feasible_front
-from archetype.result import Result
+from archetype.result import Result, TrialState
 from archetype.searchspace.space import SearchSpace
 from archetype.searchspace.spaces import get_space
 from archetype.spec import RunSpec
@@ -43,33 +43,53 @@ class Search:
         *,
         executor: Executor | None = None,
         on_trial: Callable[[TrialRecord], None] | None = None,
+        resume: bool = False,
     ) -> SearchReport:
-        """Run ``spec.trials`` evaluations, storing each trial the moment it ends."""
+        """Run the study to ``spec.trials`` evaluations, storing each trial the moment it ends.
+
+        With ``resume`` the study ``spec.study`` is continued: its strategy state is
+        restored, finished trials stay as they are, and trials that were running
+        when the last driver stopped are evaluated again as their next attempt.
+        """
         spec = self.spec
-        name = spec.study or store.next_study_name(self.space.name)
-        store.create_study(
-            name,
-            space=self.space.name,
-            target=spec.target,
-            objectives=spec.objectives,
-            constraints=spec.constraints,
-            spec=spec.to_json(),
-        )
+        if resume:
+            name, requeued, asked = self._reopen(store)
+        else:
+            name = spec.study or store.next_study_name(self.space.name)
+            store.create_study(
+                name,
+                space=self.space.name,
+                target=spec.target,
+                objectives=spec.objectives,
+                constraints=spec.constraints,
+                spec={**spec.to_json(), "study": name},
+            )
+            requeued, asked = [], 0
         budget = Budget(epochs=spec.epochs)
         owns_executor = executor is None
         status = "failed"
         try:
             executor = executor or RayExecutor(spec.workers, spec.cpus_per_trial, spec.ray_address)
-            asked = 0
+            for trial in requeued:
+                record = store.requeue_trial(trial.id)
+                arch = self.space.architecture_from_json(record.arch)
+                executor.submit((record.id, arch, record.attempt), self.evaluator, arch, budget)
             while asked < spec.trials or executor.pending():
                 while asked < spec.trials and executor.pending() < executor.slots:
                     arch = self.strategy.ask()
                     trial = store.start_trial(name, arch.to_json(), arch.key)
-                    executor.submit((trial.id, arch), self.evaluator, arch, budget)
+                    executor.submit((trial.id, arch, trial.attempt), self.evaluator, arch, budget)
                     asked += 1
-                (trial_id, arch), result = executor.next_result()
-                record = store.finish_trial(trial_id, _checked(result))
+                    store.save_strategy_state(name, self.strategy.state_dict())
+                (trial_id, arch, attempt), result = executor.next_result()
+                result = _checked(result)
+                if result.retryable and attempt <= spec.retries:
+                    record = store.requeue_trial(trial_id)
+                    executor.submit((trial_id, arch, record.attempt), self.evaluator, arch, budget)
+                    continue
+                record = store.finish_trial(trial_id, result)
                 self.strategy.tell(arch, record.result())
+                store.save_strategy_state(name, self.strategy.state_dict())
                 if on_trial is not None:
                     on_trial(record)
             status = "complete"
@@ -82,6 +102,27 @@ class Search:
                 executor.shutdown()
         trials = store.trials(name)
         return SearchReport(store.get_study(name), trials, feasible_front(trials, spec.objectives, spec.constraints))
+
+    def _reopen(self, store: Store) -> tuple[str, list[TrialRecord], int]:
+        """The study to resume, its trials to run again, and how many trials it already has."""
+        name = self.spec.study
+        if name is None:
+            raise SpecError("resuming needs the study's name")
+        trials = store.trials(name)
+        running = [t for t in trials if t.state is TrialState.RUNNING]
+        if len(trials) >= self.spec.trials and not running:
+            raise SpecError(
+                f"study {name!r} already has its {len(trials)} trials; give a larger number of trials to extend it"
+            )
+        state = store.strategy_state(name)
+        if state is not None:
+            self.strategy.load_state_dict(state)
+        else:  # a study stored before strategy states were kept: tell the strategy what was measured
+            for t in trials:
+                if t.state is not TrialState.RUNNING:
+                    self.strategy.tell(self.space.architecture_from_json(t.arch), t.result())
+        store.set_study_status(name, "running")
+        return name, running, len(trials)
 
 
 def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:
@@ -99,6 +140,28 @@ def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:
         train=TrainConfig(epochs=spec.epochs, seed=spec.seed, threads=max(1, int(spec.cpus_per_trial))),
     )
     return Search(spec, space, strategy, evaluator)
+
+
+def resume_search(
+    store: Store,
+    study: str,
+    *,
+    trials: int | None = None,
+    executor: Executor | None = None,
+    evaluator: Evaluator | None = None,
+    on_trial: Callable[[TrialRecord], None] | None = None,
+) -> SearchReport:
+    """Continue a stored study (after its driver stopped) up to its trials, or to ``trials`` if given."""
+    spec = stored_spec(store, study, trials)
+    return prepare_search(spec, evaluator).run(store, executor=executor, on_trial=on_trial, resume=True)
+
+
+def stored_spec(store: Store, study: str, trials: int | None = None) -> RunSpec:
+    """The run spec a study was launched with (its number of trials replaced by ``trials`` if given)."""
+    fields = {**store.get_study(study).spec, "study": study}
+    if trials is not None:
+        fields["trials"] = trials
+    return RunSpec.from_mapping(fields, where=f"the run spec stored with study {study!r}")
 
 
 def run_search(

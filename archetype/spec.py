@@ -32,12 +32,15 @@ class RunSpec:
     cpus_per_trial: float = 1.0
     study: str | None = None  # default: "<space>-<n>"
     ray_address: str | None = None  # None: a local Ray runtime
+    retries: int = 2  # runs again of an evaluation whose worker was lost, before it is stored as failed
 
     def __post_init__(self) -> None:
         for name in ("trials", "epochs", "workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise SpecError(f"retries must be a non-negative integer, got {self.retries!r}")
         if not isinstance(self.cpus_per_trial, int | float) or self.cpus_per_trial <= 0:
             raise SpecError(f"cpus_per_trial must be a positive number, got {self.cpus_per_trial!r}")
         names = [o.name for o in self.objectives]

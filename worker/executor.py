@@ -1,8 +1,10 @@
 """Executors: run evaluations in parallel and hand back results as they finish.
 
-``RayExecutor`` is the default: a local Ray runtime sized to the machine, or an
-existing cluster given its address. ``InlineExecutor`` runs in the calling
-process, for debugging and for tests of the search loop itself.
+``RayExecutor`` is the default: a pool of Ray actors on a local Ray runtime sized
+to the machine, or on an existing cluster given its address. Actors are reused
+from one evaluation to the next, so each keeps its data set and imports loaded.
+``InlineExecutor`` runs in the calling process, for debugging and for tests of
+the search loop itself.
 """
 
 from __future__ import annotations
@@ -33,7 +35,11 @@ class Executor(ABC):
 
     @abstractmethod
     def next_result(self) -> tuple[Any, Result]:
-        """Block until one submitted evaluation ends; its tag and result."""
+        """Block until one submitted evaluation ends; its tag and result.
+
+        A worker lost during the evaluation (its process killed, its node gone)
+        gives a FAILED result with ``retryable`` set, so the caller may run it again.
+        """
 
     @abstractmethod
     def pending(self) -> int:
@@ -68,12 +74,18 @@ class InlineExecutor(Executor):
         return len(self._queue)
 
 
-def _evaluate_remote(evaluator: Evaluator, arch: Architecture, budget: Budget) -> Result:
-    return evaluator.evaluate(arch, budget)
+class EvaluationActor:
+    """A long-lived worker process that evaluates one architecture at a time."""
+
+    def evaluate(self, evaluator: Evaluator, arch: Architecture, budget: Budget) -> Result:
+        return evaluator.evaluate(arch, budget)
+
+    def pid(self) -> int:
+        return os.getpid()
 
 
 class RayExecutor(Executor):
-    """Evaluations as Ray tasks, ``workers`` at a time, each given ``cpus_per_trial`` CPUs."""
+    """A pool of ``workers`` Ray actors, each given ``cpus_per_trial`` CPUs and reused across evaluations."""
 
     def __init__(self, workers: int = 1, cpus_per_trial: float = 1.0, address: str | None = None) -> None:
         import ray
@@ -102,35 +114,62 @@ class RayExecutor(Executor):
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 self._cleanup_temp()
                 raise ArchetypeError(f"cannot start Ray ({address or 'local'}): {exc}") from None
-        self._task = ray.remote(num_cpus=cpus_per_trial, max_retries=0)(_evaluate_remote)
-        self._running: dict[Any, Any] = {}  # ObjectRef -> tag
+        self._actor_class = ray.remote(num_cpus=cpus_per_trial, max_restarts=0, max_task_retries=0)(EvaluationActor)
+        self._idle: list[Any] = [self._actor_class.remote() for _ in range(workers)]
+        self._queue: deque[tuple[Any, Evaluator, Architecture, Budget]] = deque()
+        self._running: dict[Any, tuple[Any, Any]] = {}  # ObjectRef -> (tag, actor)
 
     def submit(self, tag: Any, evaluator: Evaluator, arch: Architecture, budget: Budget) -> None:
-        self._running[self._task.remote(evaluator, arch, budget)] = tag
+        self._queue.append((tag, evaluator, arch, budget))
+        self._dispatch()
 
     def next_result(self) -> tuple[Any, Result]:
         if not self._running:
             raise RuntimeError("next_result() with nothing submitted")
         [ref], _ = self._ray.wait(list(self._running), num_returns=1)
-        tag = self._running.pop(ref)
+        tag, actor = self._running.pop(ref)
         try:
-            return tag, self._ray.get(ref)
-        except Exception as exc:  # the worker process died or Ray lost the task
-            detail = traceback.format_exception_only(type(exc), exc)[-1].strip().splitlines()[-1]
-            return tag, Result.failed(f"worker failed: {detail}")
+            result = self._ray.get(ref)
+        except self._ray.exceptions.RayTaskError as exc:  # the call itself raised: running it again will not help
+            result = Result.failed(f"evaluation raised in the worker: {_last_line(exc)}")
+            self._idle.append(actor)
+        except Exception as exc:  # the actor's process died, or its node
+            result = Result.failed(f"worker lost: {_last_line(exc)}", retryable=True)
+            self._ray.kill(actor, no_restart=True)
+            self._idle.append(self._actor_class.remote())
+        else:
+            self._idle.append(actor)
+        self._dispatch()
+        return tag, result
 
     def pending(self) -> int:
-        return len(self._running)
+        return len(self._running) + len(self._queue)
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the idle workers (for tests and diagnostics)."""
+        return self._ray.get([actor.pid.remote() for actor in self._idle])
 
     def shutdown(self) -> None:
-        for ref in list(self._running):
-            self._ray.cancel(ref, force=True)
+        for actor in [*self._idle, *(actor for _, actor in self._running.values())]:
+            self._ray.kill(actor, no_restart=True)
+        self._idle.clear()
         self._running.clear()
+        self._queue.clear()
         if self._owns_runtime and self._ray.is_initialized():
             self._ray.shutdown()
         self._cleanup_temp()
+
+    def _dispatch(self) -> None:
+        while self._queue and self._idle:
+            tag, evaluator, arch, budget = self._queue.popleft()
+            actor = self._idle.pop()
+            self._running[actor.evaluate.remote(evaluator, arch, budget)] = (tag, actor)
 
     def _cleanup_temp(self) -> None:
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
+
+
+def _last_line(exc: BaseException) -> str:
+    return traceback.format_exception_only(type(exc), exc)[-1].strip().splitlines()[-1]

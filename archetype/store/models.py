@@ -87,6 +87,7 @@ class Study(Base):
     objectives: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # [{name, direction}]
     constraints: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # [{name, op, bound}]
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    strategy_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the last Strategy.state_dict()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

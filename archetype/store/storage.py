@@ -171,6 +171,19 @@ class Store:
             row.status = status.value
             row.updated_at = _utcnow()
 
+    def save_strategy_state(self, name: str, state: Mapping[str, Any]) -> None:
+        """Keep the strategy's ``state_dict()`` with the study, so that ``--resume`` restores it."""
+        with (
+            self._storage_errors(f"save the strategy state of study {name!r}"),
+            session_scope(self._engine, write=True) as session,
+        ):
+            self._study_row(session, name).strategy_state = _json_safe(state)
+
+    def strategy_state(self, name: str) -> dict[str, Any] | None:
+        """The strategy state last saved with the study, or None."""
+        with self._storage_errors(f"read the strategy state of study {name!r}"), session_scope(self._engine) as session:
+            return session.scalar(select(Study.strategy_state).where(Study.name == name))
+
     def next_study_name(self, prefix: str) -> str:
         """The first of ``prefix-1``, ``prefix-2``, ... that no study is called yet."""
         with self._storage_errors("list the study names"), session_scope(self._engine) as session:
@@ -203,6 +216,18 @@ class Store:
                     f"trial {row.number} of study {row.study.name!r} in {self.url} already finished ({row.state})"
                 )
             return _trial_record(row, _write_result(session, row, result))
+
+    def requeue_trial(self, trial_id: int) -> TrialRecord:
+        """Start a running trial again, as its next attempt (after its worker or the driver died)."""
+        with self._storage_errors(f"re-queue trial {trial_id}"), session_scope(self._engine, write=True) as session:
+            row = session.get(Trial, trial_id, with_for_update=True)
+            if row is None:
+                raise StorageError(f"no trial with id {trial_id} in {self.url}")
+            if row.state != TrialState.RUNNING.value:
+                raise StorageError(f"trial {row.number} of study {row.study.name!r} already finished ({row.state})")
+            row.attempt += 1
+            row.started_at = row.study.updated_at = _utcnow()
+            return _trial_record(row, {})
 
     def record_trial(
         self, study_name: str, arch: Mapping[str, Any], arch_key: str, result: Result, attempt: int = 1

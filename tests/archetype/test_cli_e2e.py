@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -67,3 +69,44 @@ def test_search_stores_trials_and_prints_the_front(tmp_path):
     with Store.open(url) as store:
         assert [t.values for t in store.trials(study.name)] == [t.values for t in trials]
         assert len(store.list_studies()) == 2
+
+
+def test_a_killed_search_resumes_without_running_or_storing_a_trial_twice(tmp_path):
+    url = f"sqlite:///{tmp_path / 'killed.db'}"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "archetype", "search", "--space", "conv-small", "--latency-ms", "5", "--trials", "3",
+         "--epochs", "2", "--study", "cut", "--storage", url],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+
+    def states() -> list[str]:
+        try:
+            with Store.open(url) as store:
+                return [t.state.value for t in store.trials("cut")]
+        except Exception:  # the study is not created yet
+            return []
+
+    deadline = time.monotonic() + 300
+    while states()[-2:] != ["complete", "running"]:  # one trial done, the next one under way
+        assert driver.poll() is None and time.monotonic() < deadline, states()
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray processes it started, as a crash would
+    driver.wait()
+    with Store.open(url) as store:
+        before = store.trials("cut")
+    finished = [t for t in before if t.state.value != "running"]
+    assert before[-1].state.value == "running" and store.get_study("cut").status == "running"
+
+    run = _archetype("search", "--resume", "cut", "--storage", url, "--json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    with Store.open(url) as store:
+        after = store.trials("cut")
+        assert store.get_study("cut").status == "complete"
+    assert [t.number for t in after] == [1, 2, 3] and len({t.arch_key for t in after}) == 3
+    assert all(t.state.value in ("complete", "pruned") for t in after)
+    assert after[: len(finished)] == finished  # finished trials are kept as they were, not run again
+    requeued = after[len(before) - 1]
+    assert requeued.arch_key == before[-1].arch_key and requeued.attempt == 2
+
+    refused = _archetype("search", "--resume", "cut", "--space", "mobile", "--storage", url, cwd=tmp_path)
+    assert refused.returncode == 2 and "drop --space" in refused.stderr

@@ -1,0 +1,125 @@
+"""The search driver: every trial stored once, lost workers retried, raising evaluations stored as failed,
+and an interrupted study resumed to the very trials an uninterrupted run evaluates."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import ray.cloudpickle
+
+from archetype.result import Result, TrialState
+from archetype.search import prepare_search, resume_search
+from archetype.searchspace import Architecture
+from archetype.spec import RunSpec
+from archetype.store import Store
+from archetype.worker.evaluator import Budget, Evaluator
+from archetype.worker.executor import InlineExecutor, RayExecutor
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers cannot import test modules
+
+SPEC = RunSpec(space="conv-small", trials=6, constraints=(), seed=3)
+
+
+class FormulaEvaluator(Evaluator):
+    """Values from the architecture alone (no training), with faults on demand.
+
+    The worker process kills itself (SIGKILL) the first time it sees a key in ``kill_once``
+    (remembered in ``kill_dir``) and every time for keys in ``always_kill``; ``raise_for``:
+    keys whose evaluation raises MemoryError; ``interrupt_at``: the call that raises
+    KeyboardInterrupt.
+    """
+
+    def __init__(self, kill_dir: Path | None = None, kill_once: frozenset[str] = frozenset(),
+                 always_kill: frozenset[str] = frozenset(), raise_for: frozenset[str] = frozenset(),
+                 interrupt_at: int | None = None) -> None:
+        self.kill_dir, self.kill_once, self.always_kill = kill_dir, kill_once, always_kill
+        self.raise_for, self.interrupt_at, self.calls = raise_for, interrupt_at, 0
+
+    def evaluate(self, arch: Architecture, budget: Budget) -> Result:
+        self.calls += 1
+        if self.calls == self.interrupt_at:
+            raise KeyboardInterrupt
+        if arch.key in self.always_kill:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if arch.key in self.kill_once and self.kill_dir is not None and not (self.kill_dir / arch.key).exists():
+            (self.kill_dir / arch.key).touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        if arch.key in self.raise_for:
+            raise MemoryError("out of memory in the test evaluator")
+        return Result(TrialState.COMPLETE, {"accuracy": int(arch.key[:4], 16) / 65536, "latency_ms": arch.macs() / 1e6})
+
+
+def _search(store: Store, evaluator: Evaluator, executor, spec: RunSpec = SPEC):
+    return prepare_search(spec, evaluator).run(store, executor=executor)
+
+
+@pytest.fixture()
+def store(tmp_path: Path):
+    with Store.open(f"sqlite:///{tmp_path / 'search.db'}") as store:
+        yield store
+
+
+def test_every_trial_is_stored_once_with_the_strategy_state(store: Store) -> None:
+    report = _search(store, FormulaEvaluator(), InlineExecutor())
+    assert [t.number for t in report.trials] == [1, 2, 3, 4, 5, 6]
+    assert all(t.state is TrialState.COMPLETE and t.attempt == 1 for t in report.trials)
+    assert report.study.status == "complete"
+    state = store.strategy_state(report.study.name)
+    assert state["strategy"] == "random" and sorted(state["seen"]) == sorted(t.arch_key for t in report.trials)
+
+
+@pytest.mark.slow
+def test_lost_workers_are_retried_then_stored_as_failed(store: Store, tmp_path: Path) -> None:
+    probe = prepare_search(SPEC, FormulaEvaluator()).strategy
+    keys = [probe.ask().key for _ in range(SPEC.trials)]  # the same seed asks the same architectures
+    doomed, killed_once, raising = keys[2], keys[0], keys[4]
+    evaluator = FormulaEvaluator(kill_dir=tmp_path, kill_once=frozenset({killed_once, raising}),
+                                 always_kill=frozenset({doomed}), raise_for=frozenset({raising}))
+    with RayExecutor(workers=2) as executor:
+        report = _search(store, evaluator, executor)
+    by_key = {t.arch_key: t for t in report.trials}
+    assert [t.number for t in report.trials] == [1, 2, 3, 4, 5, 6] and set(by_key) == set(keys)
+    lost = by_key[doomed]
+    assert lost.state is TrialState.FAILED and lost.attempt == SPEC.retries + 1
+    assert lost.error.startswith("worker lost: ")
+    raised = by_key[raising]
+    assert raised.state is TrialState.FAILED and raised.attempt == 2  # killed once, then raised: no retry
+    assert "MemoryError: out of memory in the test evaluator" in raised.error
+    assert by_key[killed_once].state is TrialState.COMPLETE and by_key[killed_once].attempt == 2
+    others = [t for k, t in by_key.items() if k not in (doomed, raising, killed_once)]
+    assert all(t.state is TrialState.COMPLETE and t.attempt == 1 for t in others)
+    assert report.study.status == "complete"
+
+
+def test_resume_continues_as_if_never_interrupted(tmp_path: Path) -> None:
+    with Store.open(f"sqlite:///{tmp_path / 'whole.db'}") as whole:
+        expected = [t.arch_key for t in _search(whole, FormulaEvaluator(), InlineExecutor()).trials]
+    with Store.open(f"sqlite:///{tmp_path / 'cut.db'}") as store:
+        with pytest.raises(KeyboardInterrupt):
+            _search(store, FormulaEvaluator(interrupt_at=4), InlineExecutor())
+        name = store.list_studies()[0].name
+        assert store.get_study(name).status == "interrupted"
+        before = store.trials(name)
+        assert [t.state for t in before] == [TrialState.COMPLETE] * 3 + [TrialState.RUNNING]
+
+        report = resume_search(store, name, evaluator=FormulaEvaluator(), executor=InlineExecutor())
+        assert [t.arch_key for t in report.trials] == expected
+        assert [t.number for t in report.trials] == [1, 2, 3, 4, 5, 6]
+        assert report.trials[:3] == before[:3]  # finished trials are not run again
+        assert report.trials[3].attempt == 2 and report.trials[3].state is TrialState.COMPLETE
+        assert report.study.status == "complete"
+
+        with pytest.raises(Exception, match="already has its 6 trials"):
+            resume_search(store, name, evaluator=FormulaEvaluator(), executor=InlineExecutor())
+        longer = resume_search(store, name, trials=8, evaluator=FormulaEvaluator(), executor=InlineExecutor())
+        assert [t.number for t in longer.trials] == list(range(1, 9))
+        assert len({t.arch_key for t in longer.trials}) == 8
+
+
+def test_spec_refuses_negative_retries() -> None:
+    with pytest.raises(Exception, match="retries must be a non-negative integer"):
+        RunSpec(space="conv-small", retries=-1)
