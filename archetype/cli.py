@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--workers", type=int, help="evaluations at once (default 1, the most stable latency)")
     search.add_argument("--cpus-per-trial", type=float, help="CPUs given to each evaluation (default 1)")
     search.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
+    search.add_argument("--scheduler", choices=["asha"],
+                        help="asha: run the trials through Ray Tune and stop weak candidates early on epochs")
     search.add_argument("--retries", type=int,
                         help="runs again of an evaluation whose worker process was lost (default 2)")
     search.add_argument("--spec", metavar="FILE", help="a run spec .yaml; flags given here override its fields")
@@ -104,6 +106,7 @@ _SEARCH_FIELDS = {
     "space": "space", "trials": "trials", "data": "data", "epochs": "epochs", "strategy": "strategy",
     "target": "target", "seed": "seed", "study": "study", "workers": "workers",
     "cpus_per_trial": "cpus_per_trial", "ray_address": "ray_address", "retries": "retries",
+    "scheduler": "scheduler",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -65,33 +66,14 @@ class Search:
                 spec={**spec.to_json(), "study": name},
             )
             requeued, asked = [], 0
-        budget = Budget(epochs=spec.epochs)
         owns_executor = executor is None
         status = "failed"
         try:
-            executor = executor or RayExecutor(spec.workers, spec.cpus_per_trial, spec.ray_address)
-            for trial in requeued:
-                record = store.requeue_trial(trial.id)
-                arch = self.space.architecture_from_json(record.arch)
-                executor.submit((record.id, arch, record.attempt), self.evaluator, arch, budget)
-            while asked < spec.trials or executor.pending():
-                while asked < spec.trials and executor.pending() < executor.slots:
-                    arch = self.strategy.ask()
-                    trial = store.start_trial(name, arch.to_json(), arch.key)
-                    executor.submit((trial.id, arch, trial.attempt), self.evaluator, arch, budget)
-                    asked += 1
-                    store.save_strategy_state(name, self.strategy.state_dict())
-                (trial_id, arch, attempt), result = executor.next_result()
-                result = _checked(result)
-                if result.retryable and attempt <= spec.retries:
-                    record = store.requeue_trial(trial_id)
-                    executor.submit((trial_id, arch, record.attempt), self.evaluator, arch, budget)
-                    continue
-                record = store.finish_trial(trial_id, result)
-                self.strategy.tell(arch, record.result())
-                store.save_strategy_state(name, self.strategy.state_dict())
-                if on_trial is not None:
-                    on_trial(record)
+            if spec.scheduler == "asha" and executor is None:
+                self._run_tune(store, name, requeued, spec.trials - asked, on_trial)
+            else:
+                executor = executor or RayExecutor(spec.workers, spec.cpus_per_trial, spec.ray_address)
+                self._run_executor(store, name, executor, requeued, asked, on_trial)
             status = "complete"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -102,6 +84,62 @@ class Search:
                 executor.shutdown()
         trials = store.trials(name)
         return SearchReport(store.get_study(name), trials, feasible_front(trials, spec.objectives, spec.constraints))
+
+    def _run_executor(
+        self,
+        store: Store,
+        name: str,
+        executor: Executor,
+        requeued: list[TrialRecord],
+        asked: int,
+        on_trial: Callable[[TrialRecord], None] | None,
+    ) -> None:
+        """The plain loop: ask, submit, store and tell each result; lost workers are retried."""
+        spec = self.spec
+        budget = Budget(epochs=spec.epochs)
+        for trial in requeued:
+            record = store.requeue_trial(trial.id)
+            arch = self.space.architecture_from_json(record.arch)
+            executor.submit((record.id, arch, record.attempt), self.evaluator, arch, budget)
+        while asked < spec.trials or executor.pending():
+            while asked < spec.trials and executor.pending() < executor.slots:
+                arch = self.strategy.ask()
+                trial = store.start_trial(name, arch.to_json(), arch.key)
+                executor.submit((trial.id, arch, trial.attempt), self.evaluator, arch, budget)
+                asked += 1
+                store.save_strategy_state(name, self.strategy.state_dict())
+            (trial_id, arch, attempt), result = executor.next_result()
+            result = _checked(result)
+            if result.retryable and attempt <= spec.retries:
+                record = store.requeue_trial(trial_id)
+                executor.submit((trial_id, arch, record.attempt), self.evaluator, arch, budget)
+                continue
+            record = store.finish_trial(trial_id, result)
+            self.strategy.tell(arch, record.result())
+            store.save_strategy_state(name, self.strategy.state_dict())
+            if on_trial is not None:
+                on_trial(record)
+
+    def _run_tune(
+        self,
+        store: Store,
+        name: str,
+        requeued: list[TrialRecord],
+        to_ask: int,
+        on_trial: Callable[[TrialRecord], None] | None,
+    ) -> None:
+        """Trials through Ray Tune, the strategy as its searcher and ASHA stopping weak ones early."""
+        from archetype.worker.tune_runner import AshaSettings, TuneRun, run_with_tune
+
+        spec = self.spec
+        again = deque()
+        for trial in requeued:
+            record = store.requeue_trial(trial.id)
+            again.append((record.id, self.space.architecture_from_json(record.arch)))
+        run = TuneRun(name, store, self.strategy, to_ask, again, on_trial)
+        run_with_tune(run, self.evaluator, epochs=spec.epochs, workers=spec.workers,
+                      cpus_per_trial=spec.cpus_per_trial, retries=spec.retries, asha=AshaSettings(),
+                      ray_address=spec.ray_address)
 
     def _reopen(self, store: Store) -> tuple[str, list[TrialRecord], int]:
         """The study to resume, its trials to run again, and how many trials it already has."""

@@ -13,6 +13,9 @@ import yaml
 from archetype.errors import SpecError
 from archetype.objectives import DEFAULT_OBJECTIVES, Constraint, Direction, Objective
 
+SCHEDULERS = (None, "asha")
+"""Early stoppers a search may run under; None trains every candidate for all its epochs."""
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -33,12 +36,15 @@ class RunSpec:
     study: str | None = None  # default: "<space>-<n>"
     ray_address: str | None = None  # None: a local Ray runtime
     retries: int = 2  # runs again of an evaluation whose worker was lost, before it is stored as failed
+    scheduler: str | None = None  # "asha": run through Ray Tune and stop weak candidates early on epochs
 
     def __post_init__(self) -> None:
         for name in ("trials", "epochs", "workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"{name} must be a positive integer, got {value!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise SpecError(f"unknown scheduler {self.scheduler!r}; known: {', '.join(s for s in SCHEDULERS if s)}")
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise SpecError(f"retries must be a non-negative integer, got {self.retries!r}")
         if not isinstance(self.cpus_per_trial, int | float) or self.cpus_per_trial <= 0:

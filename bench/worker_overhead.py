@@ -32,7 +32,7 @@ class SleepEvaluator(Evaluator):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
 
-    def evaluate(self, arch: Architecture, budget: Budget) -> Result:
+    def evaluate(self, arch: Architecture, budget: Budget, on_epoch=None) -> Result:
         time.sleep(self.seconds)
         return Result(TrialState.COMPLETE, {"accuracy": int(arch.key[:4], 16) / 65536, "latency_ms": 1.0})
 

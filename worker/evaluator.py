@@ -6,6 +6,7 @@ import dataclasses
 import time
 import traceback
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +37,19 @@ class Budget:
             raise ValueError(f"budget epochs must be a non-negative integer, got {self.epochs!r}")
 
 
+EpochReport = Callable[[int, Result], None]
+"""Called after each training epoch with the result so far (an early stopper may end the trial there)."""
+
+
 class Evaluator(ABC):
     """Measures one architecture under a budget; failures come back as FAILED results, not exceptions."""
 
     @abstractmethod
-    def evaluate(self, arch: Architecture, budget: Budget) -> Result:
-        """The measured values of ``arch``, with its state, error text and timings."""
+    def evaluate(self, arch: Architecture, budget: Budget, on_epoch: EpochReport | None = None) -> Result:
+        """The measured values of ``arch``, with its state, error text and timings.
+
+        Evaluators that train call ``on_epoch`` after each epoch; others may ignore it.
+        """
 
 
 class TrainingEvaluator(Evaluator):
@@ -80,11 +88,11 @@ class TrainingEvaluator(Evaluator):
             f"threads={self.threads}, protocol={self.protocol})"
         )
 
-    def evaluate(self, arch: Architecture, budget: Budget) -> Result:
+    def evaluate(self, arch: Architecture, budget: Budget, on_epoch: EpochReport | None = None) -> Result:
         start = time.perf_counter()
         result = Result(TrialState.RUNNING, target=self.target)
         try:
-            self._evaluate(arch, budget, result)
+            self._evaluate(arch, budget, result, on_epoch)
         except Exception as exc:
             result.state = TrialState.FAILED
             result.error = describe_exception(exc)
@@ -92,7 +100,7 @@ class TrainingEvaluator(Evaluator):
             result.timings["total_s"] = time.perf_counter() - start
         return result
 
-    def _evaluate(self, arch: Architecture, budget: Budget, result: Result) -> None:
+    def _evaluate(self, arch: Architecture, budget: Budget, result: Result, on_epoch: EpochReport | None) -> None:
         """Fill ``result`` in place, so that whatever was measured survives a later failure."""
         values, timings = result.values, result.timings
         data = load_dataset(self.dataset, self.seed)
@@ -129,7 +137,16 @@ class TrainingEvaluator(Evaluator):
 
         phase = time.perf_counter()
         config = dataclasses.replace(self.train, epochs=budget.epochs)
-        report = train_model(model, data, config)
+
+        def report_epoch(epoch: int, loss: float) -> None:
+            with torch_threads(config.threads):
+                accuracy = evaluate_accuracy(model, data.val)
+            so_far = dataclasses.replace(result, state=TrialState.PRUNED, values={**values, "accuracy": accuracy},
+                                         error=f"stopped early after epoch {epoch} of {config.epochs}")
+            so_far.values["train_loss"] = loss
+            on_epoch(epoch, so_far)
+
+        report = train_model(model, data, config, on_epoch=None if on_epoch is None else report_epoch)
         timings["train_s"] = time.perf_counter() - phase
         if report.losses:
             values["train_loss"] = report.losses[-1]

@@ -94,26 +94,7 @@ class RayExecutor(Executor):
             raise ArchetypeError(f"--workers must be at least 1, got {workers}")
         self.slots = workers
         self._ray = ray
-        self._temp_dir: str | None = None
-        self._owns_runtime = not ray.is_initialized()
-        if self._owns_runtime:
-            init: dict[str, Any] = {
-                "include_dashboard": False,
-                "log_to_driver": False,
-                "logging_level": "ERROR",
-                "configure_logging": True,
-            }
-            if address is None:
-                # a short private temp dir: Ray's socket paths must stay under ~100 characters
-                self._temp_dir = tempfile.mkdtemp(prefix="arc-ray-")
-                init.update(num_cpus=max(os.cpu_count() or 1, int(workers * cpus_per_trial)), _temp_dir=self._temp_dir)
-            else:
-                init["address"] = address
-            try:
-                ray.init(**init)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                self._cleanup_temp()
-                raise ArchetypeError(f"cannot start Ray ({address or 'local'}): {exc}") from None
+        self._runtime = RayRuntime(workers, cpus_per_trial, address)
         self._actor_class = ray.remote(num_cpus=cpus_per_trial, max_restarts=0, max_task_retries=0)(EvaluationActor)
         self._idle: list[Any] = [self._actor_class.remote() for _ in range(workers)]
         self._queue: deque[tuple[Any, Evaluator, Architecture, Budget]] = deque()
@@ -155,15 +136,52 @@ class RayExecutor(Executor):
         self._idle.clear()
         self._running.clear()
         self._queue.clear()
-        if self._owns_runtime and self._ray.is_initialized():
-            self._ray.shutdown()
-        self._cleanup_temp()
+        self._runtime.stop()
 
     def _dispatch(self) -> None:
         while self._queue and self._idle:
             tag, evaluator, arch, budget = self._queue.popleft()
             actor = self._idle.pop()
             self._running[actor.evaluate.remote(evaluator, arch, budget)] = (tag, actor)
+
+
+class RayRuntime:
+    """Ray for a search: a local runtime sized to the machine in a private temp dir, or a cluster's address.
+
+    A runtime that was already initialised (by the caller) is used as it is and left running.
+    """
+
+    def __init__(self, workers: int = 1, cpus_per_trial: float = 1.0, address: str | None = None) -> None:
+        import ray
+
+        self._ray = ray
+        self._temp_dir: str | None = None
+        self._owns_runtime = not ray.is_initialized()
+        if not self._owns_runtime:
+            return
+        init: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "logging_level": "ERROR",
+            "configure_logging": True,
+        }
+        if address is None:
+            # a short private temp dir: Ray's socket paths must stay under ~100 characters
+            self._temp_dir = tempfile.mkdtemp(prefix="arc-ray-")
+            init.update(num_cpus=max(os.cpu_count() or 1, int(workers * cpus_per_trial)), _temp_dir=self._temp_dir)
+        else:
+            init["address"] = address
+        try:
+            ray.init(**init)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            self._cleanup_temp()
+            raise ArchetypeError(f"cannot start Ray ({address or 'local'}): {exc}") from None
+
+    def stop(self) -> None:
+        """Shut down the runtime if this object started it, and remove its temp dir."""
+        if self._owns_runtime and self._ray.is_initialized():
+            self._ray.shutdown()
+        self._cleanup_temp()
 
     def _cleanup_temp(self) -> None:
         if self._temp_dir is not None:

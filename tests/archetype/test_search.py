@@ -39,7 +39,7 @@ class FormulaEvaluator(Evaluator):
         self.kill_dir, self.kill_once, self.always_kill = kill_dir, kill_once, always_kill
         self.raise_for, self.interrupt_at, self.calls = raise_for, interrupt_at, 0
 
-    def evaluate(self, arch: Architecture, budget: Budget) -> Result:
+    def evaluate(self, arch: Architecture, budget: Budget, on_epoch=None) -> Result:
         self.calls += 1
         if self.calls == self.interrupt_at:
             raise KeyboardInterrupt
@@ -123,3 +123,36 @@ def test_resume_continues_as_if_never_interrupted(tmp_path: Path) -> None:
 def test_spec_refuses_negative_retries() -> None:
     with pytest.raises(Exception, match="retries must be a non-negative integer"):
         RunSpec(space="conv-small", retries=-1)
+
+
+class EpochEvaluator(Evaluator):
+    """Accuracy grows with each epoch towards a value fixed by the architecture; reported every epoch."""
+
+    def evaluate(self, arch: Architecture, budget: Budget, on_epoch=None) -> Result:
+        final = int(arch.key[:4], 16) / 65536
+        for epoch in range(1, budget.epochs + 1):
+            if on_epoch is not None:
+                on_epoch(epoch, Result(TrialState.PRUNED, {"accuracy": final * epoch / budget.epochs},
+                                       error=f"stopped early after epoch {epoch} of {budget.epochs}"))
+        return Result(TrialState.COMPLETE, {"accuracy": final, "latency_ms": arch.macs() / 1e6})
+
+
+@pytest.mark.slow
+def test_asha_through_tune_stops_weak_candidates_and_stores_every_trial(store: Store) -> None:
+    spec = RunSpec(space="conv-small", trials=8, epochs=9, constraints=(), seed=5, scheduler="asha")
+    report = prepare_search(spec, EpochEvaluator()).run(store)
+    trials = report.trials
+    assert [t.number for t in trials] == list(range(1, 9)) and len({t.arch_key for t in trials}) == 8
+    assert report.study.status == "complete"
+    pruned = [t for t in trials if t.state is TrialState.PRUNED]
+    complete = [t for t in trials if t.state is TrialState.COMPLETE]
+    assert pruned and complete, [t.state for t in trials]
+    for t in pruned:  # stopped at a rung (epoch 1 or 3 of 9) with the accuracy reached there
+        epoch = int(t.error.split("after epoch ")[1].split()[0])
+        assert epoch in (1, 3) and t.values["accuracy"] == pytest.approx(int(t.arch_key[:4], 16) / 65536 * epoch / 9)
+    for t in complete:
+        assert t.values["accuracy"] == pytest.approx(int(t.arch_key[:4], 16) / 65536)
+    best = max(trials, key=lambda t: int(t.arch_key[:4], 16))
+    assert best.state is TrialState.COMPLETE  # ASHA never stops the best candidate
+    state = store.strategy_state(report.study.name)
+    assert sorted(state["seen"]) == sorted(t.arch_key for t in trials)

@@ -28,7 +28,7 @@ class PidEvaluator(Evaluator):
         self.kill_marker = kill_marker
         self.raise_in_call = raise_in_call
 
-    def evaluate(self, arch: Architecture, budget: Budget) -> Result:
+    def evaluate(self, arch: Architecture, budget: Budget, on_epoch=None) -> Result:
         if self.raise_in_call:
             raise RuntimeError("the evaluator itself broke")
         if self.kill_marker is not None and not self.kill_marker.exists():
