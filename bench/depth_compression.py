@@ -99,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="mnist")
     parser.add_argument("--budgets", default="0.85,0.7,0.55", help="fractions of the predicted original time")
-    parser.add_argument("--train-samples", type=int, default=12000)
+    parser.add_argument("--train-samples", type=int, default=4000)
     parser.add_argument("--max-span", type=int, default=4)
     parser.add_argument("--steps-per-ms", type=float, default=2000.0)
     args = parser.parse_args()
