@@ -198,3 +198,17 @@ def test_session_scope_commits_on_success_and_rolls_back_on_error(url: str) -> N
     with session_scope(engine) as session:
         assert session.scalars(select(Study.name)).all() == ["kept"]
     engine.dispose()
+
+
+def test_a_first_revision_database_upgrades_with_its_data(url: str, db_path: Path, study: str) -> None:
+    engine = open_engine(url)
+    with engine.begin() as connection:
+        command.downgrade(migration_config(connection), "0001")
+    engine.dispose()
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+    with Store.open(url) as store:
+        assert store.get_study(study).name == study and store.strategy_state(study) is None
+        store.save_strategy_state(study, {"strategy": "random"})
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(_head(),)]

@@ -223,3 +223,28 @@ def test_stored_trials_survive_reopening(url: str, study: str) -> None:
         written = store.record_trial(study, ARCH, KEY, _complete(accuracy=0.5, latency_ms=1.0))
     with Store.open(url) as store:
         assert store.trials(study) == [written]
+
+
+def test_strategy_state_is_kept_with_the_study(store: Store, study: str) -> None:
+    assert store.strategy_state(study) is None
+    state = {"strategy": "random", "version": 1, "seen": ["a", "b"], "rng": {"state": 2**70}}
+    store.save_strategy_state(study, state)
+    assert store.strategy_state(study) == state
+    store.save_strategy_state(study, {**state, "seen": ["a"]})
+    assert store.strategy_state(study)["seen"] == ["a"]
+    with pytest.raises(StorageError, match="no study named 'nope'"):
+        store.save_strategy_state("nope", state)
+
+
+def test_requeue_starts_a_running_trial_again_as_its_next_attempt(store: Store, study: str) -> None:
+    trial = store.start_trial(study, ARCH, KEY)
+    again = store.requeue_trial(trial.id)
+    assert (again.number, again.attempt, again.state) == (trial.number, 2, TrialState.RUNNING)
+    assert again.started_at >= trial.started_at
+    assert store.requeue_trial(trial.id).attempt == 3
+    store.finish_trial(trial.id, _complete(accuracy=0.5))
+    with pytest.raises(StorageError, match="already finished"):
+        store.requeue_trial(trial.id)
+    with pytest.raises(StorageError, match="no trial with id 999"):
+        store.requeue_trial(999)
+    assert [t.number for t in store.trials(study)] == [1]
