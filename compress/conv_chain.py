@@ -114,6 +114,10 @@ def extract_chain(model: nn.Module, input_shape: Sequence[int] | None = None) ->
     first module that does not fit.
     """
     if isinstance(model, ArchitectureNetwork):
+        if model.skips:
+            slot, source = next(iter(model.skips.items()))
+            raise UnsupportedNetworkError(f"slot '{slot}' adds a skip edge from '{source}'; depth compression "
+                                          "takes chains whose residuals are inside operators")
         children = list(model.slots.named_children())
         if input_shape is None:
             t = model.input_type
