@@ -1,10 +1,20 @@
 """The SQL store of studies, trials and metrics: one Store class, SQLite by default, migrated on open."""
 
 from archetype.store.engine import DEFAULT_STORAGE, STORAGE_ENV, open_engine, resolve_url, session_scope
-from archetype.store.models import StudyStatus
-from archetype.store.storage import Store, StudyRecord, StudySummary, TrialRecord
+from archetype.store.models import CompressionStatus, StudyStatus
+from archetype.store.storage import (
+    CompressionRunRecord,
+    CompressionStepRecord,
+    Store,
+    StudyRecord,
+    StudySummary,
+    TrialRecord,
+)
 
 __all__ = [
+    "CompressionRunRecord",
+    "CompressionStatus",
+    "CompressionStepRecord",
     "DEFAULT_STORAGE",
     "STORAGE_ENV",
     "Store",

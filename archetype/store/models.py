@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -41,6 +42,15 @@ class StudyStatus(enum.StrEnum):
     COMPLETE = "complete"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+
+
+class CompressionStatus(enum.StrEnum):
+    """Where a compression run stands: running, or ended complete (budget met), unmet (best reached) or failed."""
+
+    RUNNING = "running"
+    COMPLETE = "complete"
+    UNMET = "unmet"
+    FAILED = "failed"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -134,3 +144,47 @@ class TrialMetric(Base):
     value: Mapped[float | None] = mapped_column(Double)
 
     trial: Mapped[Trial] = relationship(back_populates="metrics")
+
+
+class CompressionRun(Base):
+    """One ``archetype compress`` run: the source model, the budget, the pipeline and where the output went."""
+
+    __tablename__ = "compression_runs"
+    __table_args__ = (CheckConstraint(_one_of("status", CompressionStatus), name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    source: Mapped[str] = mapped_column(Text)  # what the user named: a file, a factory or STUDY:TRIAL
+    source_trial_id: Mapped[int | None] = mapped_column(ForeignKey("trials.id", ondelete="SET NULL"), index=True)
+    target: Mapped[str] = mapped_column(Text)
+    budget: Mapped[dict[str, Any]] = mapped_column(JSON)  # {latency_ms, max_size_mb, max_accuracy_drop}
+    pipeline: Mapped[list[str]] = mapped_column(JSON)  # step names in order
+    status: Mapped[str] = mapped_column(String(16))
+    out_dir: Mapped[str | None] = mapped_column(Text)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)  # the run's final summary
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    steps: Mapped[list[CompressionStep]] = relationship(
+        back_populates="run", passive_deletes=True, order_by="CompressionStep.position"
+    )
+
+
+class CompressionStep(Base):
+    """One step of a compression run, numbered from 0 (the source model as measured) in pipeline order."""
+
+    __tablename__ = "compression_steps"
+    __table_args__ = (UniqueConstraint("run_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("compression_runs.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    accepted: Mapped[bool] = mapped_column(Boolean)  # False: the step was tried and its model rejected
+    metrics: Mapped[dict[str, float]] = mapped_column(JSON)  # latency_ms, latency_spread, size_mb, params, macs, accuracy
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)  # step-specific: ranks, ratios, merged spans, policy
+    message: Mapped[str | None] = mapped_column(Text)  # why a step was rejected, or a note
+    seconds: Mapped[float] = mapped_column(Double)
+
+    run: Mapped[CompressionRun] = relationship(back_populates="steps")

@@ -19,7 +19,15 @@ from archetype.errors import StorageError
 from archetype.objectives import Constraint, Objective
 from archetype.result import Result, TrialState
 from archetype.store.engine import describe_failure, masked_url, open_engine, resolve_url, session_scope
-from archetype.store.models import Study, StudyStatus, Trial, TrialMetric
+from archetype.store.models import (
+    CompressionRun,
+    CompressionStatus,
+    CompressionStep,
+    Study,
+    StudyStatus,
+    Trial,
+    TrialMetric,
+)
 
 _NUMBERING_TRIES = 5  # concurrent writers may pick the same trial number; the unique constraint makes one retry
 
@@ -80,6 +88,40 @@ class TrialRecord:
             target=self.target,
             fingerprint=dict(self.fingerprint),
         )
+
+
+@dataclass(frozen=True)
+class CompressionStepRecord:
+    """One stored compression step: the model after it, as measured, and whether it was kept."""
+
+    position: int
+    name: str
+    accepted: bool
+    metrics: dict[str, float]
+    details: dict[str, Any]
+    message: str | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CompressionRunRecord:
+    """A stored compression run with its steps in pipeline order (position 0 is the source model)."""
+
+    id: int
+    name: str
+    source: str
+    source_study: str | None
+    source_trial: int | None  # the trial's number within ``source_study``
+    target: str
+    budget: dict[str, Any]
+    pipeline: list[str]
+    status: CompressionStatus
+    out_dir: str | None
+    report: dict[str, Any]
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    steps: tuple[CompressionStepRecord, ...]
 
 
 class Store:
@@ -265,7 +307,133 @@ class Store:
                 raise StorageError(f"no trial number {number} in study {study_name!r} in {self.url}")
             return _trial_record(row, _values_of(session, chosen.with_only_columns(Trial.id))[row.id])
 
+    # compression runs
+
+    def create_compression_run(
+        self,
+        name: str,
+        *,
+        source: str,
+        target: str,
+        budget: Mapping[str, Any],
+        pipeline: Iterable[str],
+        source_trial: tuple[str, int] | None = None,
+        out_dir: str | None = None,
+    ) -> CompressionRunRecord:
+        """Store a running compression run, linked to ``(study, trial number)`` where it came from one."""
+        with (
+            self._storage_errors(f"create compression run {name!r}"),
+            session_scope(self._engine, write=True) as session,
+        ):
+            if session.scalar(select(CompressionRun.id).where(CompressionRun.name == name)) is not None:
+                raise StorageError(f"compression run {name!r} already exists in {self.url}; pick another name")
+            trial_id = None
+            if source_trial is not None:
+                study_name, number = source_trial
+                study = self._study_row(session, study_name)
+                trial_id = session.scalar(select(Trial.id).where(Trial.study_id == study.id, Trial.number == number))
+                if trial_id is None:
+                    raise StorageError(f"no trial number {number} in study {study_name!r} in {self.url}")
+            row = CompressionRun(
+                name=name,
+                source=source,
+                source_trial_id=trial_id,
+                target=target,
+                budget=_json_safe(budget),
+                pipeline=list(pipeline),
+                status=CompressionStatus.RUNNING.value,
+                out_dir=out_dir,
+                report={},
+                created_at=_utcnow(),
+            )
+            session.add(row)
+            session.flush()
+            return _compression_record(session, row)
+
+    def add_compression_step(
+        self,
+        run_name: str,
+        *,
+        name: str,
+        accepted: bool,
+        metrics: Mapping[str, float],
+        details: Mapping[str, Any] | None = None,
+        message: str | None = None,
+        seconds: float = 0.0,
+    ) -> CompressionStepRecord:
+        """Append a step to a running compression run, at the next position."""
+        with (
+            self._storage_errors(f"add a step to compression run {run_name!r}"),
+            session_scope(self._engine, write=True) as session,
+        ):
+            run = self._compression_row(session, run_name)
+            last = session.scalar(select(func.max(CompressionStep.position)).where(CompressionStep.run_id == run.id))
+            row = CompressionStep(
+                run_id=run.id,
+                position=0 if last is None else last + 1,
+                name=name,
+                accepted=accepted,
+                metrics=_json_safe(dict(metrics)),
+                details=_json_safe(dict(details or {})),
+                message=message,
+                seconds=float(seconds),
+            )
+            session.add(row)
+            session.flush()
+            return _step_record(row)
+
+    def finish_compression_run(
+        self,
+        run_name: str,
+        status: CompressionStatus | str,
+        report: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """End a compression run complete, unmet (best reached kept) or failed, with its summary."""
+        status = CompressionStatus(status)
+        if status is CompressionStatus.RUNNING:
+            raise ValueError("a compression run ends complete, unmet or failed, not running")
+        with (
+            self._storage_errors(f"finish compression run {run_name!r}"),
+            session_scope(self._engine, write=True) as session,
+        ):
+            row = self._compression_row(session, run_name)
+            row.status = status.value
+            row.report = _json_safe(dict(report or {}))
+            row.error = error
+            row.finished_at = _utcnow()
+
+    def compression_runs(self) -> list[CompressionRunRecord]:
+        """Every compression run, newest first, with its steps."""
+        with self._storage_errors("list the compression runs"), session_scope(self._engine) as session:
+            chosen = select(CompressionRun).order_by(CompressionRun.created_at.desc(), CompressionRun.id.desc())
+            return [_compression_record(session, row) for row in session.scalars(chosen)]
+
+    def compression_run(self, name: str) -> CompressionRunRecord:
+        """The compression run called ``name``; StorageError if there is none."""
+        with self._storage_errors(f"read compression run {name!r}"), session_scope(self._engine) as session:
+            return _compression_record(session, self._compression_row(session, name))
+
+    def next_compression_name(self, prefix: str) -> str:
+        """The first of ``prefix-1``, ``prefix-2``, ... that no compression run is called yet."""
+        with self._storage_errors("list the compression run names"), session_scope(self._engine) as session:
+            taken = set(
+                session.scalars(
+                    select(CompressionRun.name).where(CompressionRun.name.startswith(f"{prefix}-", autoescape=True))
+                )
+            )
+        number = 1
+        while f"{prefix}-{number}" in taken:
+            number += 1
+        return f"{prefix}-{number}"
+
     # helpers
+
+    def _compression_row(self, session: Session, name: str) -> CompressionRun:
+        row = session.scalar(select(CompressionRun).where(CompressionRun.name == name))
+        if row is None:
+            raise StorageError(f"no compression run named {name!r} in {self.url}")
+        return row
 
     def _study_row(self, session: Session, name: str, *, lock: bool = False) -> Study:
         """The study row called ``name``; ``lock`` holds it (on servers) so that trial numbers are taken in turn."""
@@ -386,6 +554,47 @@ def _trial_record(row: Trial, values: dict[str, float]) -> TrialRecord:
         fingerprint=dict(row.fingerprint),
         started_at=row.started_at,
         finished_at=row.finished_at,
+    )
+
+
+def _step_record(row: CompressionStep) -> CompressionStepRecord:
+    return CompressionStepRecord(
+        position=row.position,
+        name=row.name,
+        accepted=row.accepted,
+        metrics=dict(row.metrics),
+        details=dict(row.details),
+        message=row.message,
+        seconds=row.seconds,
+    )
+
+
+def _compression_record(session: Session, row: CompressionRun) -> CompressionRunRecord:
+    study_name, number = None, None
+    if row.source_trial_id is not None:
+        found = session.execute(
+            select(Study.name, Trial.number).join(Trial, Trial.study_id == Study.id).where(
+                Trial.id == row.source_trial_id
+            )
+        ).first()
+        if found is not None:
+            study_name, number = found
+    return CompressionRunRecord(
+        id=row.id,
+        name=row.name,
+        source=row.source,
+        source_study=study_name,
+        source_trial=number,
+        target=row.target,
+        budget=dict(row.budget),
+        pipeline=list(row.pipeline),
+        status=CompressionStatus(row.status),
+        out_dir=row.out_dir,
+        report=dict(row.report),
+        error=row.error,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        steps=tuple(_step_record(step) for step in row.steps),
     )
 
 
