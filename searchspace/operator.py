@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 from torch import nn
 
 from archetype.errors import SpecError
-from archetype.searchspace.types import Image, TensorType, Tokens
+from archetype.searchspace.types import Image, TensorType, Tokens, Volume
 
 CATEGORIES = (
     "shape-preserving",
@@ -106,7 +106,9 @@ def categorize(x: TensorType, y: TensorType) -> str:
 
 
 def _extent(t: TensorType) -> tuple[int, ...]:
-    """The sizes a downsampler shrinks: H and W of an image, N of a token sequence."""
+    """The sizes a downsampler shrinks: H and W of an image, D, H and W of a volume, N of a token sequence."""
+    if isinstance(t, Volume):
+        return (t.D, t.H, t.W)
     if isinstance(t, Image):
         return (t.H, t.W)
     if isinstance(t, Tokens):

@@ -14,12 +14,13 @@ import itertools
 from collections.abc import Iterator
 
 from archetype.searchspace.operator import Operator, OperatorTypeError, categorize, list_operators
-from archetype.searchspace.types import Image, TensorType, Tokens, Vector
+from archetype.searchspace.types import Image, TensorType, Tokens, Vector, Volume
 
 PROBES: dict[type[TensorType], tuple[TensorType, ...]] = {
     Image: (Image(16, 8, 12), Image(24, 16, 8), Image(32, 12, 12)),
     Tokens: (Tokens(16, 32), Tokens(64, 48), Tokens(36, 64)),
     Vector: (Vector(32), Vector(64)),
+    Volume: (Volume(8, 4, 10, 12), Volume(16, 6, 14, 18), Volume(12, 8, 20, 16)),
 }
 MAX_INSTANCES = 64
 _PROBE_CLASSES = {"classes": 10}  # heads need a number of classes to be probed
@@ -133,6 +134,8 @@ def _name_dim(j: int, pairs: list, in_names: list[str], op: Operator) -> str:
         hw = [d[1] * d[2] for d in ins]
         candidates.append(("H*W", hw))
         candidates += [(f"H*W/{hp}²", [c // (v * v) for c in hw]) for hp, v in hps.items()]
+    if len(in_names) == 4:  # Volume -> Image: depth folded into channels
+        candidates.append(("C*D", [d[0] * d[1] for d in ins]))
     if len(in_names) == 2:  # Tokens -> Image of a square grid
         candidates.append(("√N", [round(d[0] ** 0.5) for d in ins]))
     for name, values in candidates:

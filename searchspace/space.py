@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from archetype.errors import SpecError, TypeCheckError
+from archetype.searchspace.adapters import insert_adapters, without_adapters
 from archetype.searchspace.architecture import INPUT, Architecture, Choice
 from archetype.searchspace.operator import CATEGORIES, get_operator
 from archetype.searchspace.types import TensorType
@@ -69,13 +70,18 @@ class Slot:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """A typed chain of slots from ``input`` to ``output``; makes and checks architectures."""
+    """A typed chain of slots from ``input`` to ``output``; makes and checks architectures.
+
+    With ``adapters``, a layout adapter (``searchspace.adapters``) is inserted as an explicit choice in
+    front of any slot whose operator cannot take the layout it receives (an image before a token mixer).
+    """
 
     name: str
     input: TensorType
     output: TensorType | None
     slots: tuple[Slot, ...]
     description: str = ""
+    adapters: bool = False
     _index: dict[str, Slot] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -99,7 +105,9 @@ class SearchSpace:
         return tuple(sorted((s.name, s.skip) for s in self.slots if s.skip is not None))
 
     def architecture(self, choices: tuple[Choice, ...]) -> Architecture:
-        """The architecture of these choices in this space (not yet type-checked)."""
+        """The architecture of these choices in this space (not yet type-checked), adapters inserted."""
+        if self.adapters:
+            choices = insert_adapters(self.input, choices)
         return Architecture(self.input, choices, self, self.skip_edges())
 
     def size(self) -> int:
@@ -130,7 +138,8 @@ class SearchSpace:
 
     def validate(self, arch: Architecture) -> Architecture:
         """Check slots, operators, values and types; returns the architecture bound to this space."""
-        names = [c.slot for c in arch.choices]
+        own = without_adapters(arch.choices)
+        names = [c.slot for c in own]
         expected = [s.name for s in self.slots]
         if names != expected:
             raise SpecError(f"space '{self.name}' has slots {expected}, architecture has {names}")
@@ -140,7 +149,7 @@ class SearchSpace:
             raise SpecError(
                 f"space '{self.name}' has skip edges {dict(self.skip_edges())}, architecture has {arch.skips()}"
             )
-        for choice in arch.choices:
+        for choice in own:
             slot = self._index[choice.slot]
             cand = next((c for c in slot.candidates if c.op == choice.op), None)
             if cand is None:
@@ -150,15 +159,20 @@ class SearchSpace:
                 value = dict(choice.params).get(name)
                 if value not in values:
                     raise SpecError(f"slot '{slot.name}': {choice.op}.{name}={value!r} is outside {list(values)}")
-        bound = self.architecture(arch.choices)
+        bound = self.architecture(own)
+        if bound.choices != arch.choices:
+            given = [c.slot for c in arch.choices if c not in own]
+            placed = [c.slot for c in bound.choices if c not in own]
+            raise SpecError(f"space '{self.name}' places adapters at {placed}, architecture has them at {given}")
         bound.typing()
         return bound
 
     def neighbours(self, arch: Architecture) -> Iterator[Architecture]:
         """Every well-typed architecture that differs from ``arch`` in one slot's operator or one value."""
-        for i, (slot, choice) in enumerate(zip(self.slots, arch.choices, strict=True)):
+        own = without_adapters(arch.choices)
+        for i, (slot, choice) in enumerate(zip(self.slots, own, strict=True)):
             for alt in self._slot_alternatives(slot, choice):
-                choices = (*arch.choices[:i], alt, *arch.choices[i + 1 :])
+                choices = (*own[:i], alt, *own[i + 1 :])
                 candidate = self.architecture(choices)
                 try:
                     candidate.typing()
@@ -183,7 +197,7 @@ class SearchSpace:
     def encode(self, arch: Architecture) -> list[float]:
         """One-hot operator per slot, then each hyperparameter's index scaled to [0, 1]."""
         vec: list[float] = []
-        for slot, choice in zip(self.slots, arch.choices, strict=True):
+        for slot, choice in zip(self.slots, without_adapters(arch.choices), strict=True):
             params = dict(choice.params)
             for cand in slot.candidates:
                 chosen = cand.op == choice.op

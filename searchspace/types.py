@@ -2,7 +2,8 @@
 
 A type is a frozen value, so two slots agree exactly when their types are equal.
 ``Image[C,H,W]`` is a feature map, ``Tokens[N,C]`` a token sequence and
-``Vector[C]`` a flat feature or logit vector (batch dimension implied).
+``Vector[C]`` a flat feature or logit vector, ``Volume[C,D,H,W]`` a 3-D feature map
+(a clip of frames or a scan; batch dimension implied).
 """
 
 from __future__ import annotations
@@ -59,7 +60,18 @@ class Vector(TensorType):
     layout: ClassVar[str] = "Vector"
 
 
-TENSOR_TYPES: dict[str, type[TensorType]] = {t.layout: t for t in (Image, Tokens, Vector)}
+@dataclass(frozen=True)
+class Volume(TensorType):
+    """A 3-D feature map of C channels over D slices (or frames) of H rows and W columns."""
+
+    C: int
+    D: int
+    H: int
+    W: int
+    layout: ClassVar[str] = "Volume"
+
+
+TENSOR_TYPES: dict[str, type[TensorType]] = {t.layout: t for t in (Image, Tokens, Vector, Volume)}
 _TYPE_RE = re.compile(r"^\s*(\w+)\s*\[\s*([0-9]+(?:\s*,\s*[0-9]+)*)\s*\]\s*$")
 
 

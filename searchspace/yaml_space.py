@@ -16,9 +16,9 @@ from archetype.searchspace.architecture import INPUT
 from archetype.searchspace.operator import CATEGORIES, get_operator, make_operator
 from archetype.searchspace.relations import operators_in_category
 from archetype.searchspace.space import Candidate, SearchSpace, Slot, repeated
-from archetype.searchspace.types import TENSOR_TYPES, Image, TensorType, Vector, parse_type
+from archetype.searchspace.types import TENSOR_TYPES, TensorType, Vector, parse_type
 
-TOP_KEYS = ("name", "description", "input", "output", "slots")
+TOP_KEYS = ("name", "description", "input", "output", "adapters", "slots")
 SLOT_KEYS = ("name", "categories", "candidates", "skip", "repeat")
 CATEGORY_KEYS = ("category", "layout")
 CLASSES = "$classes"
@@ -26,7 +26,7 @@ SLOT_NAME = re.compile(r"[\w.-]+")
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def load_space_yaml(path: str | Path, input_type: Image, num_classes: int) -> SearchSpace:
+def load_space_yaml(path: str | Path, input_type: TensorType, num_classes: int) -> SearchSpace:
     """Load and validate a space file, fitted to the data's input type and number of classes."""
     return _SpaceFile(Path(path), num_classes).load(input_type)
 
@@ -44,7 +44,7 @@ class _SpaceFile:
         slot = "" if self.slot is None else f"slot '{self.slot}': "
         raise SpecError(f"{where}: {slot}{what}")
 
-    def load(self, input_type: Image) -> SearchSpace:
+    def load(self, input_type: TensorType) -> SearchSpace:
         try:
             root = yaml.compose(self.path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
         except OSError as exc:
@@ -67,8 +67,11 @@ class _SpaceFile:
             if given != input_type:
                 self.fail(top["input"], f"input {given} does not match the data's input type {input_type}")
         output = self.tensor_type(top["output"], "output") if "output" in top else Vector(self.num_classes)
+        adapters = self.flag(top["adapters"], "adapters") if "adapters" in top else False
         slots = self.slots(top["slots"])
-        space = SearchSpace(name=name, input=input_type, output=output, slots=slots, description=description)
+        space = SearchSpace(
+            name=name, input=input_type, output=output, slots=slots, description=description, adapters=adapters
+        )
         try:
             space.sample(np.random.default_rng(0))
         except SpecError as exc:  # the sampler's message ends with its last type error
@@ -266,6 +269,12 @@ class _SpaceFile:
         value = self.value(node)
         if not isinstance(value, str) or not value or (one_line and not value.isprintable()):
             self.fail(node, f"{what} must be a non-empty one-line string, got {value!r}")
+        return value
+
+    def flag(self, node: Node, what: str) -> bool:
+        value = self.value(node)
+        if not isinstance(value, bool):
+            self.fail(node, f"{what} must be true or false, got {value!r}")
         return value
 
     def tensor_type(self, node: Node, what: str) -> TensorType:

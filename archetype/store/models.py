@@ -182,7 +182,7 @@ class CompressionStep(Base):
     position: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(64))
     accepted: Mapped[bool] = mapped_column(Boolean)  # False: the step was tried and its model rejected
-    metrics: Mapped[dict[str, float]] = mapped_column(JSON)  # latency_ms, latency_spread, size_mb, params, macs, accuracy
+    metrics: Mapped[dict[str, float]] = mapped_column(JSON)  # latency_ms, size_mb, params, macs, accuracy, ...
     details: Mapped[dict[str, Any]] = mapped_column(JSON)  # step-specific: ranks, ratios, merged spans, policy
     message: Mapped[str | None] = mapped_column(Text)  # why a step was rejected, or a note
     seconds: Mapped[float] = mapped_column(Double)

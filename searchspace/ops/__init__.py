@@ -18,9 +18,11 @@ from archetype.searchspace.ops import (
     recurrent,
     residual,
     structural,
+    volumetric,
 )
 
 __all__ = [
     "attention", "clustering", "conv", "dynamic", "frequency", "head", "hypercomplex", "kan", "layout", "mlp",
     "mobile", "modern_conv", "multibranch", "pooling", "recurrent", "residual", "structural",
+    "volumetric",
 ]

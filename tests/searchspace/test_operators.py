@@ -18,10 +18,20 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from archetype.compress.onnx_export import OPSET
 from archetype.errors import SpecError
-from archetype.searchspace import Image, Operator, TensorType, Tokens, Vector, list_operators, make_operator, operator
+from archetype.searchspace import (
+    Image,
+    Operator,
+    TensorType,
+    Tokens,
+    Vector,
+    Volume,
+    list_operators,
+    make_operator,
+    operator,
+)
 from archetype.searchspace.operator import OperatorTypeError, get_operator
 
-INPUTS: tuple[TensorType, ...] = (Image(8, 8, 8), Image(3, 16, 16), Tokens(16, 32), Vector(32))
+INPUTS: tuple[TensorType, ...] = (Image(8, 8, 8), Image(3, 16, 16), Tokens(16, 32), Vector(32), Volume(3, 4, 8, 8))
 REQUIRED: dict[str, dict[str, Any]] = {"classifier_head": {"classes": 10}}
 """Values for hyperparameters that have neither a default nor a domain."""
 BATCH = 2

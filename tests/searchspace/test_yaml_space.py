@@ -364,7 +364,7 @@ def test_category_candidates_expand_to_every_registered_operator_of_that_categor
     ("candidate", "message"),
     [
         ("{category: sideways}", "unknown category 'sideways'"),
-        ("{category: head, layout: Volume}", "unknown layout 'Volume'"),
+        ("{category: head, layout: Matrix}", "unknown layout 'Matrix'"),
         ("{category: upsampling}", "no registered operator is upsampling on Image"),
         ("{category: head, colour: red}", "unknown key 'colour' in a category candidate"),
     ],
