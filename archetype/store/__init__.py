@@ -8,6 +8,7 @@ from archetype.store.storage import (
     Store,
     StudyRecord,
     StudySummary,
+    TrialPage,
     TrialRecord,
 )
 
@@ -21,6 +22,7 @@ __all__ = [
     "StudyRecord",
     "StudyStatus",
     "StudySummary",
+    "TrialPage",
     "TrialRecord",
     "open_engine",
     "resolve_url",
