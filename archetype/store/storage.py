@@ -337,7 +337,7 @@ class Store:
 
         ``sort`` is one of ``TRIAL_SORT_COLUMNS`` or a metric name (trials without it come last);
         ``within_budget`` keeps the complete trials that meet every constraint of the study (True)
-        or every other trial (False). Ties are broken by trial number.
+        or every other trial (False). Ties are broken by trial number, in the same direction.
         """
         if sort not in TRIAL_SORT_COLUMNS and not _METRIC_NAME.fullmatch(sort):
             raise ValueError(f"sort: {sort!r} is neither a trial column ({', '.join(TRIAL_SORT_COLUMNS)}) nor a metric")
