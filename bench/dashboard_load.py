@@ -18,6 +18,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+
 from archetype.objectives import DEFAULT_OBJECTIVES, Constraint
 from archetype.result import Result, TrialState
 from archetype.searchspace import get_space, parse_type
@@ -33,7 +35,8 @@ def fill(store: Store, trials: int, seed: int = 0) -> float:
     store.create_study(STUDY, space=space.name, target="cpu-ort", objectives=DEFAULT_OBJECTIVES,
                        constraints=[Constraint.parse(f"latency_ms<={BUDGET_MS}")], spec={"space": space.name})
     rng = random.Random(seed)
-    archs = [space.sample(rng) for _ in range(200)]
+    sampler = np.random.default_rng(seed)
+    archs = [space.sample(sampler) for _ in range(200)]
     started = time.perf_counter()
     for _ in range(trials):
         arch = rng.choice(archs)
@@ -75,7 +78,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder, Store.open(f"sqlite:///{Path(folder) / 'load.db'}") as store:
         seconds = fill(store, args.trials)
-        print(f"filled {args.trials} trials in {seconds:.1f} s ({args.trials / seconds:.0f} trials/s via Store.record_trial)")
+        rate = args.trials / seconds
+        print(f"filled {args.trials} trials in {seconds:.1f} s ({rate:.0f} trials/s via Store.record_trial)")
         config = uvicorn.Config(create_app(store), host="127.0.0.1", port=0, log_level="warning")
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True)
@@ -88,7 +92,8 @@ def main() -> None:
             ("study page (HTML)", f"/studies/{STUDY}"),
             ("study data: points, front, progress", f"/api/studies/{STUDY}"),
             ("trials table, first page", f"/api/studies/{STUDY}/trials"),
-            ("trials table, by accuracy, page 100", f"/api/studies/{STUDY}/trials?sort=accuracy&order=desc&offset=5000"),
+            ("trials table, by accuracy, page 100",
+             f"/api/studies/{STUDY}/trials?sort=accuracy&order=desc&offset=5000"),
             ("trials table, within budget", f"/api/studies/{STUDY}/trials?budget=within&sort=latency_ms"),
             ("trial (architecture SVG)", f"/api/studies/{STUDY}/trials/{args.trials // 2}"),
             ("studies overview", "/api/studies"),

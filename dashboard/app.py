@@ -12,7 +12,8 @@ from string import Template
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import FastAPI, HTTPException, Path as PathParam, Query, Request, Response
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from archetype.dashboard import queries
@@ -148,7 +149,7 @@ def create_app(store: Store, token: str | None = None) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def studies_page(request: Request) -> HTMLResponse:
-        return _page(request, "studies", "Studies", {})
+        return _page(request, "studies", "Studies and compression runs", {})
 
     @app.get("/studies/{name}", response_class=HTMLResponse, include_in_schema=False)
     def study_page(request: Request, name: StudyName) -> HTMLResponse:

@@ -50,7 +50,8 @@ def _edge(source_row: int, target_row: int, data: dict[str, Any]) -> str:
     y1, y2 = _top(source_row) + _BOX_H, _top(target_row)
     label = escape(str(data.get("type", "")))
     return (
-        f'<line class="edge chain" x1="{x}" y1="{y1}" x2="{x}" y2="{y2 - 1}" stroke="#555" marker-end="url(#arrow)"/>'
+        f'<line class="edge chain" x1="{x}" y1="{y1}" x2="{x}" y2="{y2 - 1}" stroke="#555" '
+        'marker-end="url(#arrow)"/>'
         f'<text class="edge-type" x="{_LEFT - 8}" y="{(y1 + y2) / 2 + 4}" text-anchor="end">{label}</text>'
     )
 
@@ -65,12 +66,12 @@ def _node(name: str, data: dict[str, Any], row: int) -> str:
             params = params[: _MAX_PARAMS_TEXT - 1] + "\u2026"
         title, detail = f"{name}: {op}", params or str(data.get("category", ""))
         css = "identity" if op == "identity" else "op"
-    top = _top(row)
+    top, middle = _top(row), _LEFT + _BOX_W / 2
     hover = escape(f"{title}\n{detail}\nparams {data.get('n_params', '-')}, MACs {data.get('macs', '-')}")
     return (
         f'<g class="node {css}" data-node="{escape(name)}"><title>{hover}</title>'
         f'<rect x="{_LEFT}" y="{top}" width="{_BOX_W}" height="{_BOX_H}" rx="6"/>'
-        f'<text class="node-title" x="{_LEFT + _BOX_W / 2}" y="{top + 16}" text-anchor="middle">{escape(title)}</text>'
-        f'<text class="node-detail" x="{_LEFT + _BOX_W / 2}" y="{top + 32}" text-anchor="middle">{escape(detail)}</text>'
+        f'<text class="node-title" x="{middle}" y="{top + 16}" text-anchor="middle">{escape(title)}</text>'
+        f'<text class="node-detail" x="{middle}" y="{top + 32}" text-anchor="middle">{escape(detail)}</text>'
         "</g>"
     )

@@ -41,7 +41,8 @@ def hypervolume_2d(points: Sequence[tuple[float, float]], reference: tuple[float
 
 def is_feasible(trial: Any, constraints: Sequence[Constraint]) -> bool:
     """A complete trial that meets every constraint (what ``feasible_front`` keeps)."""
-    return getattr(trial.state, "value", trial.state) == "complete" and all(c.satisfied(trial.values) for c in constraints)
+    complete = getattr(trial.state, "value", trial.state) == "complete"
+    return complete and all(c.satisfied(trial.values) for c in constraints)
 
 
 def search_progress(

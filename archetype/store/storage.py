@@ -586,7 +586,8 @@ def _within_budget(study: Study) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = [Trial.state == TrialState.COMPLETE.value]
     for item in study.constraints:
         constraint = Constraint.from_json(item)
-        bound = TrialMetric.value <= constraint.bound if constraint.op == "<=" else TrialMetric.value >= constraint.bound
+        value = TrialMetric.value
+        bound = value <= constraint.bound if constraint.op == "<=" else value >= constraint.bound
         conditions.append(
             exists().where(TrialMetric.trial_id == Trial.id, TrialMetric.name == constraint.name, bound)
         )

@@ -146,13 +146,13 @@ function drawFront() {
 function drawProgress() {
   const { view } = study;
   const numbers = view.progress.map((p) => p.number);
-  const traces = [{ type: "scatter", mode: "lines", name: `best ${view.study.best_objective || ""} within budget`,
+  const traces = [{ type: "scatter", mode: "lines+markers", name: `best ${view.study.best_objective || ""} within budget`,
     x: numbers, y: view.progress.map((p) => p.best), line: { shape: "hv", color: "#27ae60" } }];
   if (view.hypervolume_objectives.length === 2) {
     traces.push({ type: "scatter", mode: "lines", name: `hypervolume (${view.hypervolume_objectives.join(", ")})`,
       x: numbers, y: view.progress.map((p) => p.hypervolume), yaxis: "y2", line: { shape: "hv", color: "#8e44ad" } });
   }
-  const layout = { margin: { t: 10, r: 60 }, xaxis: { title: { text: "trial" } }, legend: { orientation: "h" },
+  const layout = { margin: { t: 40, r: 60 }, xaxis: { title: { text: "trial" } }, legend: { orientation: "h", y: 1.15 },
     yaxis: { title: { text: view.study.best_objective || "" } },
     yaxis2: { title: { text: "hypervolume" }, overlaying: "y", side: "right", showgrid: false } };
   Plotly.react("progress-plot", traces, layout, { displaylogo: false, responsive: true });

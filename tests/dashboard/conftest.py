@@ -60,7 +60,8 @@ def _add_compression_run(store: Store, study: str, number: int) -> None:
 def _add_failing_study(store: Store, arch: dict, key: str) -> None:
     store.create_study(FAILING_STUDY, space="conv-small", target="cpu-ort", objectives=DEFAULT_OBJECTIVES,
                        constraints=[Constraint.parse("latency_ms<=1")], spec={"space": "conv-small"})
-    store.record_trial(FAILING_STUDY, arch, key, Result(TrialState.FAILED, error="RuntimeError: out of memory at slot stage2.1"))
+    failure = Result(TrialState.FAILED, error="RuntimeError: out of memory at slot stage2.1")
+    store.record_trial(FAILING_STUDY, arch, key, failure)
     store.record_trial(FAILING_STUDY, arch, key, Result(TrialState.COMPLETE, {"accuracy": 0.5, "latency_ms": 0.5}))
 
 

@@ -88,6 +88,9 @@ def test_the_study_page_plots_the_stored_front(page, live, filled, screenshots) 
     timed = sorted((t for t in trials if "latency_ms" in t.values), key=lambda t: (t.values["latency_ms"], t.number))
     assert rows[: len(timed)] == [t.number for t in timed]
     page.screenshot(path=screenshots / "study.png", full_page=True)
+    clicked = (plotted["Pareto front"] or shown)[0]
+    page.evaluate("n => document.getElementById('front-plot').emit('plotly_click', {points: [{customdata: n}]})", clicked)
+    page.wait_for_url(f"**/studies/{study.name}/trials/{clicked}")
 
 
 def test_the_trial_page_draws_the_architecture_and_its_slots(page, live, filled, screenshots) -> None:
@@ -116,9 +119,10 @@ def test_the_compression_page_shows_the_waterfall(page, live, filled, screenshot
     assert [(kind, name) for kind, name, _ in traces] == [
         ("waterfall", "latency_ms"), ("waterfall", "size_mb"), ("waterfall", "accuracy")]
     assert traces[0][2] == pytest.approx([0.09, -0.02, 0.0, -0.03, 0.04])
-    assert page.locator("#waterfall-plot .waterfall").count() == 3
+    assert page.locator("#waterfall-plot .waterfalllayer .trace").count() == 3
     source = page.get_attribute("#run-info a", "href")
-    assert source == f"/studies/{filled.report.study.name}/trials/{filled.store.compression_run(filled.run).source_trial}"
+    run = filled.store.compression_run(filled.run)
+    assert source == f"/studies/{run.source_study}/trials/{run.source_trial}"
     page.screenshot(path=screenshots / "compression.png", full_page=True)
 
 
@@ -134,7 +138,9 @@ def test_a_running_study_updates_without_a_reload(page, serve, tmp_path, screens
         assert page.inner_text("#live") == "● live"
         store.record_trial("running", arch, "b" * 16, Result(TrialState.COMPLETE, {"accuracy": 0.8, "latency_ms": 0.6}))
         page.wait_for_function("() => document.body.dataset.updates === '1'", timeout=15_000)
-        front = page.evaluate("() => document.getElementById('front-plot').data.find(t => t.name === 'Pareto front').customdata")
+        front = page.evaluate(
+            "() => document.getElementById('front-plot').data.find(t => t.name === 'Pareto front').customdata"
+        )
         assert sorted(front) == [1, 2]
         assert page.eval_on_selector_all("#trials tbody tr", "rows => rows.length") == 2
         page.screenshot(path=screenshots / "running.png", full_page=True)

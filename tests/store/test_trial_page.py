@@ -81,7 +81,7 @@ def test_an_injected_metric_name_is_only_a_bound_value(store: Store, filled: str
 
 @pytest.mark.parametrize(("offset", "limit"), [(-1, 10), (0, 0), (0, 1001), (True, 5)])
 def test_bad_offsets_and_limits_are_refused(store: Store, filled: str, offset: int, limit: int) -> None:
-    with pytest.raises(ValueError, match="offset|limit"):
+    with pytest.raises(ValueError, match=r"offset|limit"):
         store.trial_page(filled, offset=offset, limit=limit)
 
 
