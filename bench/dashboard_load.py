@@ -69,49 +69,61 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--db", type=Path, help="keep the filled store in this SQLite file (reused if it exists)")
     args = parser.parse_args()
 
+    with tempfile.TemporaryDirectory() as folder:
+        path = args.db or Path(folder) / "load.db"
+        reuse = path.exists()
+        with Store.open(f"sqlite:///{path}") as store:
+            if reuse:
+                print(f"reusing {path}: {len(store.trials(STUDY))} trials")
+            else:
+                seconds = fill(store, args.trials)
+                rate = args.trials / seconds
+                print(f"filled {args.trials} trials in {seconds:.1f} s ({rate:.0f} trials/s via Store.record_trial)")
+            serve_and_time(store, args.repeats, args.trials)
+
+
+def serve_and_time(store: Store, repeats: int, trials: int) -> None:
+    """Serve ``store`` with uvicorn and print the time of each request."""
     import uvicorn
 
     from archetype.dashboard import queries
     from archetype.dashboard.app import create_app
 
-    with tempfile.TemporaryDirectory() as folder, Store.open(f"sqlite:///{Path(folder) / 'load.db'}") as store:
-        seconds = fill(store, args.trials)
-        rate = args.trials / seconds
-        print(f"filled {args.trials} trials in {seconds:.1f} s ({rate:.0f} trials/s via Store.record_trial)")
-        config = uvicorn.Config(create_app(store), host="127.0.0.1", port=0, log_level="warning")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        base = f"http://127.0.0.1:{port}"
-        requests = [
-            ("study page (HTML)", f"/studies/{STUDY}"),
-            ("study data: points, front, progress", f"/api/studies/{STUDY}"),
-            ("trials table, first page", f"/api/studies/{STUDY}/trials"),
-            ("trials table, by accuracy, page 100",
-             f"/api/studies/{STUDY}/trials?sort=accuracy&order=desc&offset=5000"),
-            ("trials table, within budget", f"/api/studies/{STUDY}/trials?budget=within&sort=latency_ms"),
-            ("trial (architecture SVG)", f"/api/studies/{STUDY}/trials/{args.trials // 2}"),
-            ("studies overview", "/api/studies"),
-            ("plotly.min.js", "/static/plotly.min.js"),
-        ]
-        print(f"\n{'request':<40} {'first ms':>9} {'median ms':>10} {'KB':>8}")
-        for label, path in requests:
-            first, median, size = timed(base + path, args.repeats)
-            print(f"{label:<40} {first:>9.1f} {median:>10.1f} {size / 1024:>8.0f}")
-        recompute = []
-        for _ in range(3):
-            start = time.perf_counter()
-            view = queries.study_view(store, STUDY)
-            recompute.append((time.perf_counter() - start) * 1000)
-        print(f"{'study data recomputed (no cache)':<40} {'':>9} {statistics.median(recompute):>10.1f}")
-        print(f"\n{len(view.points)} points, {len(view.front)} on the front, {len(view.progress)} progress steps")
-        server.should_exit = True
-        thread.join(timeout=10)
+    config = uvicorn.Config(create_app(store), host="127.0.0.1", port=0, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    requests = [
+        ("study page (HTML)", f"/studies/{STUDY}"),
+        ("study data: points, front, progress", f"/api/studies/{STUDY}"),
+        ("trials table, first page", f"/api/studies/{STUDY}/trials"),
+        ("trials table, by accuracy, page 100",
+         f"/api/studies/{STUDY}/trials?sort=accuracy&order=desc&offset=5000"),
+        ("trials table, within budget", f"/api/studies/{STUDY}/trials?budget=within&sort=latency_ms"),
+        ("trial (architecture SVG)", f"/api/studies/{STUDY}/trials/{trials // 2}"),
+        ("studies overview", "/api/studies"),
+        ("plotly.min.js", "/static/plotly.min.js"),
+    ]
+    print(f"\n{'request':<40} {'first ms':>9} {'median ms':>10} {'KB':>8}")
+    for label, path in requests:
+        first, median, size = timed(base + path, repeats)
+        print(f"{label:<40} {first:>9.1f} {median:>10.1f} {size / 1024:>8.0f}")
+    recompute = []
+    for _ in range(3):
+        start = time.perf_counter()
+        view = queries.study_view(store, STUDY)
+        recompute.append((time.perf_counter() - start) * 1000)
+    print(f"{'study data recomputed (no cache)':<40} {'':>9} {statistics.median(recompute):>10.1f}")
+    print(f"\n{len(view.points)} points, {len(view.front)} on the front, {len(view.progress)} progress steps")
+    server.should_exit = True
+    thread.join(timeout=10)
 
 
 if __name__ == "__main__":
