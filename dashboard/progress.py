@@ -66,7 +66,7 @@ def search_progress(
                 point = (_minimized(pair[0], trial.values), _minimized(pair[1], trial.values))
                 if not any(q[0] <= point[0] and q[1] <= point[1] for q in front):
                     front = [q for q in front if not (point[0] <= q[0] and point[1] <= q[1])] + [point]
-                hypervolume = hypervolume_2d(front, reference)
+                    hypervolume = hypervolume_2d(front, reference)
         points.append(ProgressPoint(trial.number, hypervolume, best))
     shown = {} if reference is None else {o.name: _unminimized(o, r) for o, r in zip(pair, reference)}
     return SearchProgress(points, primary.name if primary else None, [o.name for o in pair], shown)

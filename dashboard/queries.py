@@ -13,7 +13,7 @@ from archetype.errors import ArchetypeError
 from archetype.objectives import Direction
 from archetype.pareto import feasible_front
 from archetype.result import TrialState
-from archetype.store import CompressionRunRecord, Store, StudyRecord, TrialRecord
+from archetype.store import CompressionRunRecord, Store, StudyRecord, TrialOutcome
 
 WATERFALL_METRICS = ("latency_ms", "size_mb", "accuracy")
 
@@ -244,7 +244,7 @@ def study_row(store: Store, study: StudyRecord, counts: dict[str, int]) -> Study
 def study_view(store: Store, name: str) -> StudyView:
     """The study page's data: every measured trial as a point, the feasible front, progress and front operators."""
     study = store.get_study(name)
-    trials = store.trials(name)
+    trials = store.trial_outcomes(name)
     front = feasible_front(trials, study.objectives, study.constraints)
     front_numbers = {t.number for t in front}
     counts = Counter(t.state.value for t in trials)
@@ -270,7 +270,7 @@ def study_view(store: Store, name: str) -> StudyView:
     )
 
 
-def operator_counts(trials: Sequence[TrialRecord]) -> list[OperatorCount]:
+def operator_counts(trials: Sequence[TrialOutcome]) -> list[OperatorCount]:
     """How often each operator was chosen in each slot among ``trials``, slots in architecture order."""
     counts: Counter[tuple[str, str]] = Counter()
     slot_order: dict[str, int] = {}

@@ -8,6 +8,7 @@ from archetype.store.storage import (
     Store,
     StudyRecord,
     StudySummary,
+    TrialOutcome,
     TrialPage,
     TrialRecord,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "StudyRecord",
     "StudyStatus",
     "StudySummary",
+    "TrialOutcome",
     "TrialPage",
     "TrialRecord",
     "open_engine",

@@ -85,6 +85,11 @@ def test_bad_offsets_and_limits_are_refused(store: Store, filled: str, offset: i
         store.trial_page(filled, offset=offset, limit=limit)
 
 
+def test_outcomes_are_the_trials_numbers_states_architectures_and_values(store: Store, filled: str) -> None:
+    expected = [(t.number, t.state, t.arch, t.values) for t in store.trials(filled)]
+    assert [(o.number, o.state, o.arch, o.values) for o in store.trial_outcomes(filled)] == expected
+
+
 def test_a_missing_study_is_a_clean_error(store: Store) -> None:
     from archetype.errors import StorageError
 
