@@ -43,7 +43,9 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("screenshots")
+    kept = os.environ.get("ARCHETYPE_SCREENSHOTS")  # a folder to keep them in; else a pytest temporary folder
+    folder = Path(kept) if kept else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
     print(f"screenshots in {folder}")
     return folder
 
@@ -89,7 +91,8 @@ def test_the_study_page_plots_the_stored_front(page, live, filled, screenshots) 
     assert rows[: len(timed)] == [t.number for t in timed]
     page.screenshot(path=screenshots / "study.png", full_page=True)
     clicked = (plotted["Pareto front"] or shown)[0]
-    page.evaluate("n => document.getElementById('front-plot').emit('plotly_click', {points: [{customdata: n}]})", clicked)
+    click = "n => document.getElementById('front-plot').emit('plotly_click', {points: [{customdata: n}]})"
+    page.evaluate(click, clicked)
     page.wait_for_url(f"**/studies/{study.name}/trials/{clicked}")
 
 
