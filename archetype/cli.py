@@ -1,4 +1,4 @@
-"""The ``archetype`` command line: search, studies, show."""
+"""The ``archetype`` command line: search, studies, show, dashboard."""
 
 from __future__ import annotations
 
@@ -65,6 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", parents=[storage], help="print a study: its settings, trials and front")
     show.add_argument("study", help="study name")
 
+    dashboard = sub.add_parser(
+        "dashboard", help="serve a web dashboard of the studies and compression runs (read-only)",
+        description="Serve a web app that reads the store and writes nothing: every study with its Pareto front, "
+        "progress and trials, each trial's architecture, and each compression run's steps. A running study "
+        "updates in the page without a reload. The JSON API is described at /api/openapi.json.",
+    )
+    dashboard.add_argument("--storage", metavar="URL",
+                           help="SQLAlchemy URL of the store (default: $ARCHETYPE_STORAGE, else sqlite:///archetype.db)")
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default 127.0.0.1: this machine only)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    dashboard.add_argument("--token", help="require this token on every page and API call "
+                           "(?token=T in the URL or an 'Authorization: Bearer T' header)")
+
     output = _Parser(add_help=False)
     output.add_argument("--json", action="store_true", help="print JSON instead of tables")
     ops = sub.add_parser("ops", parents=[output], help="list the registered operators",
@@ -91,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
         "search": _search, "studies": _studies, "show": _show, "ops": _ops, "spaces": _spaces, "sample": _sample,
+        "dashboard": _dashboard,
     }
     try:
         return commands[args.command](args)
@@ -225,6 +240,13 @@ def _show(args: argparse.Namespace) -> int:
     from archetype.report import print_study
 
     print_study(study, trials, front)
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from archetype.dashboard.server import serve
+
+    serve(args.storage, args.host, args.port, args.token)
     return 0
 
 

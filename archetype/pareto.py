@@ -21,13 +21,19 @@ def dominates(a: Mapping[str, float], b: Mapping[str, float], objectives: Sequen
 
 
 def pareto_front(points: Sequence[Mapping[str, float]], objectives: Sequence[Objective]) -> list[int]:
-    """Indices of the non-dominated points, in input order; points missing an objective are left out."""
+    """Indices of the non-dominated points, in input order; points missing an objective are left out.
+
+    One pass keeps a point unless a point kept so far dominates it, and drops the kept points it
+    dominates (dominance is transitive), so the cost grows with the front, not with all pairs.
+    """
     names = [o.name for o in objectives]
-    usable = [i for i, p in enumerate(points) if all(n in p for n in names)]
-    return [
-        i for i in usable
-        if not any(dominates(points[j], points[i], objectives) for j in usable if j != i)
-    ]
+    front: list[int] = []
+    for i, point in enumerate(points):
+        if not all(n in point for n in names) or any(dominates(points[j], point, objectives) for j in front):
+            continue
+        front = [j for j in front if not dominates(point, points[j], objectives)]
+        front.append(i)
+    return front
 
 
 def feasible_front(trials: Sequence, objectives: Sequence[Objective], constraints: Sequence = ()) -> list:

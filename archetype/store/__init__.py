@@ -8,6 +8,8 @@ from archetype.store.storage import (
     Store,
     StudyRecord,
     StudySummary,
+    TrialOutcome,
+    TrialPage,
     TrialRecord,
 )
 
@@ -21,6 +23,8 @@ __all__ = [
     "StudyRecord",
     "StudyStatus",
     "StudySummary",
+    "TrialOutcome",
+    "TrialPage",
     "TrialRecord",
     "open_engine",
     "resolve_url",

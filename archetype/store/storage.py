@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -11,9 +12,9 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Engine, Select, func, select, update
+from sqlalchemy import ColumnElement, Engine, Select, and_, exists, func, not_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from archetype.errors import StorageError
 from archetype.objectives import Constraint, Objective
@@ -30,6 +31,11 @@ from archetype.store.models import (
 )
 
 _NUMBERING_TRIES = 5  # concurrent writers may pick the same trial number; the unique constraint makes one retry
+
+TRIAL_SORT_COLUMNS = ("number", "state", "attempt", "started_at", "finished_at")
+"""Trial columns a trial page may be sorted by; any other sort key names a metric (``accuracy``, ``latency_ms``)."""
+MAX_PAGE_SIZE = 1000
+_METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,25 @@ class CompressionRunRecord:
     created_at: datetime
     finished_at: datetime | None
     steps: tuple[CompressionStepRecord, ...]
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """A trial's number, state, architecture and values: what fronts and plots need, read without the rest."""
+
+    number: int
+    state: TrialState
+    arch: dict[str, Any]
+    values: dict[str, float]
+
+
+@dataclass(frozen=True)
+class TrialPage:
+    """One page of a study's trials as sorted and filtered, with how many trials match in all."""
+
+    total: int
+    offset: int
+    trials: list[TrialRecord]
 
 
 class Store:
@@ -306,6 +331,63 @@ class Store:
             if row is None:
                 raise StorageError(f"no trial number {number} in study {study_name!r} in {self.url}")
             return _trial_record(row, _values_of(session, chosen.with_only_columns(Trial.id))[row.id])
+
+    def trial_outcomes(self, study_name: str) -> list[TrialOutcome]:
+        """Every trial of the study, ordered by number, with its values: lighter to read than ``trials``."""
+        with self._storage_errors(f"read the trials of study {study_name!r}"), session_scope(self._engine) as session:
+            study = self._study_row(session, study_name)
+            chosen = select(Trial.id, Trial.number, Trial.state, Trial.arch).where(Trial.study_id == study.id)
+            rows = session.execute(chosen.order_by(Trial.number)).all()
+            values = _values_of(session, select(Trial.id).where(Trial.study_id == study.id))
+            return [TrialOutcome(number, TrialState(state), arch, values[id_]) for id_, number, state, arch in rows]
+
+    def trial_page(
+        self,
+        study_name: str,
+        *,
+        states: Iterable[TrialState] | None = None,
+        within_budget: bool | None = None,
+        sort: str = "number",
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> TrialPage:
+        """A page of the study's trials, sorted and filtered in SQL (for studies of tens of thousands of trials).
+
+        ``sort`` is one of ``TRIAL_SORT_COLUMNS`` or a metric name (trials without it come last);
+        ``within_budget`` keeps the complete trials that meet every constraint of the study (True)
+        or every other trial (False). Ties are broken by trial number, in the same direction.
+        """
+        if sort not in TRIAL_SORT_COLUMNS and not _METRIC_NAME.fullmatch(sort):
+            raise ValueError(f"sort: {sort!r} is neither a trial column ({', '.join(TRIAL_SORT_COLUMNS)}) nor a metric")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be an integer from 1 to {MAX_PAGE_SIZE}, got {limit!r}")
+        with self._storage_errors(f"read the trials of study {study_name!r}"), session_scope(self._engine) as session:
+            study = self._study_row(session, study_name)
+            where: list[ColumnElement[bool]] = [Trial.study_id == study.id]
+            if states is not None:
+                where.append(Trial.state.in_([TrialState(state).value for state in states]))
+            if within_budget is not None:
+                feasible = _within_budget(study)
+                where.append(feasible if within_budget else not_(feasible))
+            total = session.scalar(select(func.count()).select_from(Trial).where(*where)) or 0
+            chosen = select(Trial).where(*where)
+            if sort in TRIAL_SORT_COLUMNS:
+                column = getattr(Trial, sort)
+                chosen = chosen.order_by(column.desc() if descending else column.asc())
+            else:
+                metric = aliased(TrialMetric)
+                chosen = chosen.outerjoin(metric, and_(metric.trial_id == Trial.id, metric.name == sort))
+                chosen = chosen.order_by(
+                    metric.value.is_(None), metric.value.desc() if descending else metric.value.asc()
+                )
+            chosen = chosen.order_by(Trial.number.desc() if descending else Trial.number.asc())
+            rows = session.scalars(chosen.offset(offset).limit(limit)).all()
+            ids = select(Trial.id).where(Trial.id.in_([row.id for row in rows]))
+            values = _values_of(session, ids)
+            return TrialPage(total, offset, [_trial_record(row, values[row.id]) for row in rows])
 
     # compression runs
 
@@ -516,6 +598,19 @@ def _values_of(session: Session, trial_ids: Select[tuple[int]]) -> defaultdict[i
     for trial_id, name, value in session.execute(metrics):
         values[trial_id][name] = value
     return values
+
+
+def _within_budget(study: Study) -> ColumnElement[bool]:
+    """SQL for: the trial is complete and every constraint of ``study`` holds on its stored, finite value."""
+    conditions: list[ColumnElement[bool]] = [Trial.state == TrialState.COMPLETE.value]
+    for item in study.constraints:
+        constraint = Constraint.from_json(item)
+        value = TrialMetric.value
+        bound = value <= constraint.bound if constraint.op == "<=" else value >= constraint.bound
+        conditions.append(
+            exists().where(TrialMetric.trial_id == Trial.id, TrialMetric.name == constraint.name, bound)
+        )
+    return and_(*conditions)
 
 
 def _check_finished(result: Result) -> None:

@@ -30,6 +30,23 @@ def test_front_against_brute_force():
         assert (i in front) == (not dominated)
 
 
+def test_front_with_ties_and_three_objectives_against_brute_force():
+    import random
+
+    from archetype.objectives import Direction, Objective
+
+    rng = random.Random(1)
+    objectives = [*DEFAULT_OBJECTIVES, Objective("size_mb", Direction.MINIMIZE)]
+    points = [{o.name: float(rng.randint(0, 4)) for o in objectives} for _ in range(300)]
+    points += [{"accuracy": 1.0}]  # missing objectives: never on the front
+    expected = [
+        i for i, p in enumerate(points)
+        if all(o.name in p for o in objectives)
+        and not any(dominates(q, p, objectives) for q in points if all(o.name in q for o in objectives))
+    ]
+    assert pareto_front(points, objectives) == expected
+
+
 @dataclass
 class _Trial:
     state: TrialState
