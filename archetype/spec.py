@@ -53,6 +53,8 @@ class RunSpec:
         epochs = self.supernet_epochs
         if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
             raise SpecError(f"supernet_epochs must be a positive integer, got {epochs!r}")
+        if self.supernets != 1 and self.strategy != "oneshot":
+            raise SpecError(f"supernets={self.supernets} needs strategy 'oneshot', not {self.strategy!r}")
         if self.strategy == "oneshot" and self.scheduler is not None:
             raise SpecError("strategy 'oneshot' scores candidates on a supernet; it runs without a scheduler")
         if self.scheduler not in SCHEDULERS:

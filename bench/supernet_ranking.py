@@ -6,7 +6,7 @@ the same architectures are then scored with inherited weights (batch norm recali
 supernet and from a balanced mixture of ``--supernets`` supernets. Prints Kendall tau and Spearman
 rho between the stand-alone and inherited-weight accuracies, and the wall time of each way.
 
-    .venv/bin/python bench/supernet_ranking.py [--archs 32] [--epochs 8] [--supernet-epochs 30] [--supernets 3]
+    .venv/bin/python bench/supernet_ranking.py [--archs 32] [--epochs 10] [--supernet-epochs 40] [--supernets 3]
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def distinct_architectures(space, count: int, seed: int) -> list:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", type=int, default=32)
-    parser.add_argument("--epochs", type=int, default=8, help="stand-alone training epochs per architecture")
-    parser.add_argument("--supernet-epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=10, help="stand-alone training epochs per architecture")
+    parser.add_argument("--supernet-epochs", type=int, default=40)
     parser.add_argument("--supernets", type=int, default=3, help="supernets in the mixture")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

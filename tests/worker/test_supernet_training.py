@@ -39,6 +39,7 @@ def _stop_at(step: int):
     return on_step
 
 
+@pytest.mark.slow
 def test_resumed_training_ends_where_an_uninterrupted_run_ends(space, digits, tmp_path: Path) -> None:
     whole = SupernetTrainer(space, digits, QUICK)
     whole.train()
@@ -86,6 +87,7 @@ def test_a_checkpoint_of_another_version_or_config_is_refused(space, digits, tmp
         SupernetTrainer(space, digits, QUICK, checkpoint=path)
 
 
+@pytest.mark.slow
 def test_sandwich_and_mixture_train_and_score(space, digits) -> None:
     config = dataclasses.replace(QUICK, sandwich=True, supernets=2)
     trainer = SupernetTrainer(space, digits, config)
