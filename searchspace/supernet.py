@@ -30,7 +30,8 @@ class Supernet(nn.Module):
     """All choices of ``space`` with shared weights; ``activate(arch)`` picks the path ``forward`` runs."""
 
     def __init__(self, space: SearchSpace, lazy: bool = False) -> None:
-        """Hold every choice's module; with ``lazy`` a module is built when a path first needs it."""
+        """Hold every choice's module; with ``lazy`` a module is built when a path first needs it
+        (to inspect or extract paths; an optimizer needs the modules built, so train an eager one)."""
         super().__init__()
         self.space = space
         self.slots = nn.ModuleDict()

@@ -9,13 +9,13 @@ from archetype.searchspace.types import Image, Vector
 
 @register_space("pool-positions")
 def pool_positions(input_type: Image, num_classes: int) -> SearchSpace:
-    """conv, pool?, conv, pool?, conv, pool?, head: widths and the downsampling positions are searched.
+    """conv, pool?, conv, pool?, conv, pool?, head: widths, kernels and the downsampling positions are searched.
 
     The space of the balanced-mixture paper's experiment (ResNet pooling positions), scaled to small images:
     one shared supernet ranks such candidates badly, since each conv serves maps of several resolutions.
     """
     def conv(widths: tuple[int, ...]) -> tuple[Candidate, ...]:
-        return (Candidate.of("conv_bn_act", {"width": widths, "kernel": 3, "stride": 1}),)
+        return (Candidate.of("conv_bn_act", {"width": widths, "kernel": (3, 5), "stride": 1}),)
 
     pool = (Candidate.of("identity"), Candidate.of("pool", {"kind": "max"}))
     return SearchSpace(
