@@ -43,6 +43,9 @@ def main() -> None:
     parser.add_argument("--supernet-epochs", type=int, default=40)
     parser.add_argument("--supernets", type=int, default=3, help="supernets in the mixture")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="stand-alone runs per architecture (seed, seed+1, ...): the reference is their mean, "
+                        "and with 2 or more the tau between two stand-alone runs shows how noisy the reference is")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -53,14 +56,18 @@ def main() -> None:
     print(f"space {space.name}: {space.size()} architectures; {len(archs)} drawn, {len(configs)} pooling patterns")
 
     start = time.perf_counter()
-    standalone = []
-    for i, arch in enumerate(archs):
-        torch.manual_seed(args.seed)
-        model = arch.build()
-        train(model, data, TrainConfig(epochs=args.epochs, seed=args.seed))
-        standalone.append(evaluate_accuracy(model, data.val))
-        print(f"  stand-alone {i + 1}/{len(archs)}: val accuracy {standalone[-1]:.3f}", flush=True)
-    standalone_s = time.perf_counter() - start
+    runs_by_seed = []
+    for seed in range(args.seed, args.seed + args.seeds):
+        accuracies = []
+        for i, arch in enumerate(archs):
+            torch.manual_seed(seed)
+            model = arch.build()
+            train(model, data, TrainConfig(epochs=args.epochs, seed=seed))
+            accuracies.append(evaluate_accuracy(model, data.val))
+            print(f"  stand-alone seed {seed}, {i + 1}/{len(archs)}: val accuracy {accuracies[-1]:.3f}", flush=True)
+        runs_by_seed.append(accuracies)
+    standalone = list(np.mean(runs_by_seed, axis=0))
+    standalone_s = (time.perf_counter() - start) / args.seeds  # the cost of one stand-alone run of each
 
     rows = []
     k = args.supernets
@@ -89,6 +96,11 @@ def main() -> None:
     print(f"stand-alone: {args.epochs} epochs each, mean val accuracy {np.mean(standalone):.3f}, "
           f"best {max(standalone):.3f}, total {standalone_s:.1f} s "
           f"({standalone_s / len(archs):.2f} s per architecture)")
+    if args.seeds > 1:
+        tau = stats.kendalltau(runs_by_seed[0], runs_by_seed[1]).statistic
+        rho = stats.spearmanr(runs_by_seed[0], runs_by_seed[1]).statistic
+        print(f"stand-alone seed {args.seed} vs seed {args.seed + 1}: kendall tau {tau:.3f}, spearman {rho:.3f} "
+              f"(the reference below is the mean of {args.seeds} seeds)")
     header = (f"{'scored with':<19} {'kendall tau':>11} {'spearman':>9} {'mean inh. acc':>13} "
               f"{'stand-alone acc of top pick':>27} {'train s':>8} {'score s':>8} {'total s':>8}")
     print(header)
