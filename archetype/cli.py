@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--trials", type=int, help="number of architectures to evaluate (default 20)")
     search.add_argument("--data", help="digits (default), mnist, or npz:PATH")
     search.add_argument("--epochs", type=int, help="training epochs per architecture (default 5)")
-    search.add_argument("--strategy", help="search strategy (default random)")
+    search.add_argument("--strategy", help="search strategy: random (default) or oneshot (candidates scored on a "
+                        "trained supernet, the best then trained from scratch)")
+    search.add_argument("--supernets", type=int, metavar="K",
+                        help="with --strategy oneshot: train a balanced mixture of K supernets (default 1)")
     search.add_argument("--target", help="latency target: cpu-ort (default) or cpu-torch")
     search.add_argument("--seed", type=int, help="seed for the data split, strategy and weights (default 0)")
     search.add_argument("--study", help="study name (default: <space>-<n>)")
@@ -121,7 +124,7 @@ _SEARCH_FIELDS = {
     "space": "space", "trials": "trials", "data": "data", "epochs": "epochs", "strategy": "strategy",
     "target": "target", "seed": "seed", "study": "study", "workers": "workers",
     "cpus_per_trial": "cpus_per_trial", "ray_address": "ray_address", "retries": "retries",
-    "scheduler": "scheduler",
+    "scheduler": "scheduler", "supernets": "supernets",
 }
 
 
@@ -355,7 +358,8 @@ class _SearchProgress:
             TextColumn("{task.fields[status]}"),
             console=Console(stderr=True), disable=quiet, transient=False,
         )
-        self._task = self._progress.add_task("search", total=spec.trials, completed=done, status="")
+        total = spec.trials + (spec.finalists if spec.strategy == "oneshot" else 0)
+        self._task = self._progress.add_task("search", total=total, completed=done, status="")
 
     def __enter__(self) -> _SearchProgress:
         self._progress.start()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from archetype.errors import ArchetypeError, SpecError
 from archetype.pareto import feasible_front
 from archetype.result import Result, TrialState
+from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
 from archetype.searchspace.spaces import get_space
 from archetype.spec import RunSpec
@@ -37,6 +38,7 @@ class Search:
     space: SearchSpace
     strategy: Strategy
     evaluator: Evaluator
+    latency: Callable[[Architecture], float] | None = None  # one-shot: predicted latency (default: measured)
 
     def run(
         self,
@@ -53,6 +55,10 @@ class Search:
         when the last driver stopped are evaluated again as their next attempt.
         """
         spec = self.spec
+        if resume and spec.strategy == "oneshot":
+            raise SpecError(
+                f"study {spec.study!r} is a one-shot search, which cannot be resumed; start a new study"
+            )
         if resume:
             name, requeued, asked = self._reopen(store)
         else:
@@ -69,7 +75,11 @@ class Search:
         owns_executor = executor is None
         status = "failed"
         try:
-            if spec.scheduler == "asha" and executor is None:
+            if spec.strategy == "oneshot":
+                from archetype.oneshot import run_oneshot
+
+                run_oneshot(self, store, name, executor, on_trial, self.latency)
+            elif spec.scheduler == "asha" and executor is None:
                 self._run_tune(store, name, requeued, spec.trials - asked, on_trial)
             else:
                 executor = executor or RayExecutor(spec.workers, spec.cpus_per_trial, spec.ray_address)

@@ -37,12 +37,26 @@ class RunSpec:
     ray_address: str | None = None  # None: a local Ray runtime
     retries: int = 2  # runs again of an evaluation whose worker was lost, before it is stored as failed
     scheduler: str | None = None  # "asha": run through Ray Tune and stop weak candidates early on epochs
+    supernets: int = 1  # strategy "oneshot": supernets trained (K > 1: a balanced mixture)
+    supernet_epochs: int | None = None  # strategy "oneshot": supernet training epochs (default 4 x epochs)
+    finalists: int = 3  # strategy "oneshot": best scored candidates then trained from scratch and measured
 
     def __post_init__(self) -> None:
         for name in ("trials", "epochs", "workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("supernets", "finalists"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SpecError(f"{name} must be a positive integer, got {value!r}")
+        epochs = self.supernet_epochs
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
+            raise SpecError(f"supernet_epochs must be a positive integer, got {epochs!r}")
+        if self.supernets != 1 and self.strategy != "oneshot":
+            raise SpecError(f"supernets={self.supernets} needs strategy 'oneshot', not {self.strategy!r}")
+        if self.strategy == "oneshot" and self.scheduler is not None:
+            raise SpecError("strategy 'oneshot' scores candidates on a supernet; it runs without a scheduler")
         if self.scheduler not in SCHEDULERS:
             raise SpecError(f"unknown scheduler {self.scheduler!r}; known: {', '.join(s for s in SCHEDULERS if s)}")
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:

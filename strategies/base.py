@@ -96,4 +96,4 @@ def make_strategy(
 
 
 def _load_builtin() -> None:
-    from archetype.strategies import random  # noqa: F401
+    from archetype.strategies import oneshot, random  # noqa: F401

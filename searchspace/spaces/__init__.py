@@ -46,4 +46,13 @@ def get_space(name_or_path: str, input_type: Image, num_classes: int) -> SearchS
 
 
 def _load_builtin() -> None:
-    from archetype.searchspace.spaces import conv_small, convnext, hybrid, mlp, mobile, resnet, vit  # noqa: F401
+    from archetype.searchspace.spaces import (  # noqa: F401
+        conv_small,
+        convnext,
+        hybrid,
+        mlp,
+        mobile,
+        pool_positions,
+        resnet,
+        vit,
+    )

@@ -1,0 +1,39 @@
+"""The oneshot strategy: regularized evolution on supernet scores that never breeds from an infeasible candidate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from archetype.objectives import DEFAULT_OBJECTIVES, Constraint
+from archetype.result import Result, TrialState
+from archetype.searchspace import Image, get_space
+from archetype.strategies import make_strategy
+
+
+def test_mutates_the_best_feasible_candidate_once_the_population_is_full() -> None:
+    space = get_space("conv-small", Image(1, 8, 8), 10)
+    strategy = make_strategy("oneshot", space, DEFAULT_OBJECTIVES, (Constraint.parse("latency_ms<=1"),), seed=0,
+                             population=4, tournament=4)
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(4)]
+    scores = [(0.5, 0.5), (0.9, 0.5), (0.99, 5.0), (0.1, 0.2)]  # (supernet accuracy, latency): the 0.99 is too slow
+    for arch, (accuracy, latency) in zip(archs, scores):
+        strategy.tell(arch, Result(TrialState.COMPLETE, {"supernet_accuracy": accuracy, "latency_ms": latency}))
+    parent_neighbours = {n.key for n in space.neighbours(archs[1])}
+    for _ in range(3):
+        assert strategy.ask().key in parent_neighbours
+    state = json.loads(json.dumps(strategy.state_dict()))
+    resumed = make_strategy("oneshot", space, DEFAULT_OBJECTIVES, (Constraint.parse("latency_ms<=1"),), seed=9,
+                            population=4, tournament=4)
+    resumed.load_state_dict(state)
+    assert [strategy.ask().key for _ in range(3)] == [resumed.ask().key for _ in range(3)]
+
+
+def test_failed_or_unscored_results_have_no_fitness() -> None:
+    space = get_space("conv-small", Image(1, 8, 8), 10)
+    strategy = make_strategy("oneshot", space, DEFAULT_OBJECTIVES, seed=0)
+    assert strategy.fitness(Result(TrialState.FAILED, error="boom")) == float("-inf")
+    assert strategy.fitness(Result(TrialState.COMPLETE, {"latency_ms": 1.0})) == float("-inf")
+    assert strategy.fitness(Result(TrialState.COMPLETE, {"accuracy": 0.7})) == 0.7
