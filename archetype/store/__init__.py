@@ -5,6 +5,7 @@ from archetype.store.models import CompressionStatus, StudyStatus
 from archetype.store.storage import (
     CompressionRunRecord,
     CompressionStepRecord,
+    LatencyRecord,
     Store,
     StudyRecord,
     StudySummary,
@@ -12,11 +13,12 @@ from archetype.store.storage import (
 )
 
 __all__ = [
+    "DEFAULT_STORAGE",
+    "STORAGE_ENV",
     "CompressionRunRecord",
     "CompressionStatus",
     "CompressionStepRecord",
-    "DEFAULT_STORAGE",
-    "STORAGE_ENV",
+    "LatencyRecord",
     "Store",
     "StudyRecord",
     "StudyStatus",
