@@ -62,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "kept, running ones are evaluated again; --trials may raise its number of trials")
 
     search.add_argument("--predict-latency", action="store_true", default=None,
-                        help="prune candidates whose latency predicted from the latency table exceeds the budget by "
-                        "more than 20%% (done anyway when a table covers the space and target)")
+                        help="prune candidates whose latency predicted from the latency table (archetype latency "
+                        "build) exceeds the budget by more than the margin; done anyway when a table covers the "
+                        "space and target")
+    search.add_argument("--latency-margin", type=float, metavar="SHARE",
+                        help="how far over the budget a prediction must be to prune (default 0.2, i.e. 20%%)")
 
     sub.add_parser("studies", parents=[storage], help="list the studies in the store")
 
@@ -141,6 +144,7 @@ _SEARCH_FIELDS = {
     "target": "target", "seed": "seed", "study": "study", "workers": "workers",
     "cpus_per_trial": "cpus_per_trial", "ray_address": "ray_address", "retries": "retries",
     "scheduler": "scheduler", "predict_latency": "predict_latency",
+    "latency_margin": "latency_margin",
 }
 
 

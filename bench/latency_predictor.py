@@ -7,6 +7,8 @@ architectures, and report the share the table alone and the table with the
 learned correction (5-fold hold-out) predict within ±10% of the measurement, the
 figure ``archetype latency check`` prints. Run:
 ``.venv/bin/python bench/latency_predictor.py [-n 200] [--spaces conv-small mobile]``.
+The protocol defaults to the project's; ``--blocks``, ``--min-block-ms`` and
+``--retries`` shorten it (warm-up stays at 20 runs) where a full run takes too long.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from archetype.store import Store
 from archetype.worker.data import load_dataset
 from archetype.worker.latency_predictor import check_predictions
 from archetype.worker.latency_table import LatencyTable
+from archetype.worker.measure import MeasureProtocol
 from archetype.worker.targets import get_target
 
 
@@ -32,9 +35,13 @@ def main() -> None:
     parser.add_argument("--data", default="digits")
     parser.add_argument("--max-instances", type=int, default=None, help="cap on the instances a build measures")
     parser.add_argument("--storage", help="keep the tables in this store (default: a temporary SQLite file)")
+    parser.add_argument("--blocks", type=int, default=MeasureProtocol.blocks)
+    parser.add_argument("--min-block-ms", type=float, default=MeasureProtocol.min_block_ms)
+    parser.add_argument("--retries", type=int, default=MeasureProtocol.retries)
     args = parser.parse_args()
     data = load_dataset(args.data)
-    target = get_target(args.target)
+    protocol = MeasureProtocol(blocks=args.blocks, min_block_ms=args.min_block_ms, retries=args.retries)
+    target = get_target(args.target, protocol=protocol)
     folder = tempfile.TemporaryDirectory()
     with folder, Store.open(args.storage or f"sqlite:///{Path(folder.name) / 'bench.db'}") as store:
         rows = []
@@ -47,7 +54,8 @@ def main() -> None:
             check = check_predictions(table, space, args.n)
             rows.append((name, build, build_s, check))
             print(f"{name}: built in {build_s:.0f} s, checked in {check.seconds:.0f} s", flush=True)
-    print(f"\ntarget {target.name}, {target.threads} thread, data {args.data}, {args.n} random architectures per space")
+    print(f"\ntarget {target.name}, {target.threads} thread, data {args.data}, {args.n} random architectures per space; "
+          f"{protocol}")
     print(f"{'space':<11} {'instances':>9} {'failed':>6} {'build s':>8} {'s/inst':>7} {'overhead ms':>11} "
           f"{'archs':>5} {'+on demand':>10} {'table ±10%':>10} {'+learned ±10%':>13} {'med err tbl':>11} "
           f"{'med err lrn':>11}")
