@@ -131,5 +131,6 @@ def print_latency_result(command: str, result: dict[str, Any]) -> None:
     table.add_row(f"table + learned ({result['folds']}-fold hold-out)", f"{result['within_predictor']:.1%}",
                   f"{result['median_error_predictor']:.1%}")
     console.print(table)
+    skipped = f"; {result['not_measured']} drawn but not measurable" if result["not_measured"] else ""
     console.print(f"fixed overhead {result['overhead_ms']:.4f} ms; {result['instances_measured']} instances added "
-                  f"to the table; {result['seconds']:.1f} s")
+                  f"to the table{skipped}; {result['seconds']:.1f} s")

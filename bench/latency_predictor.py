@@ -54,8 +54,8 @@ def main() -> None:
             check = check_predictions(table, space, args.n)
             rows.append((name, build, build_s, check))
             print(f"{name}: built in {build_s:.0f} s, checked in {check.seconds:.0f} s", flush=True)
-    print(f"\ntarget {target.name}, {target.threads} thread, data {args.data}, {args.n} random architectures per space; "
-          f"{protocol}")
+    print(f"\ntarget {target.name}, {target.threads} thread, data {args.data}, "
+          f"{args.n} random architectures per space; {protocol}")
     print(f"{'space':<11} {'instances':>9} {'failed':>6} {'build s':>8} {'s/inst':>7} {'overhead ms':>11} "
           f"{'archs':>5} {'+on demand':>10} {'table ±10%':>10} {'+learned ±10%':>13} {'med err tbl':>11} "
           f"{'med err lrn':>11}")

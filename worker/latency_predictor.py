@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from archetype.errors import ArchetypeError
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
 from archetype.store import LatencyRecord
@@ -89,7 +90,10 @@ def measure_samples(
     archs: Sequence[Architecture],
     on_arch: Callable[[Architecture], None] | None = None,
 ) -> dict[str, float]:
-    """The measured latency of each architecture by key: stored ones are read, the others measured and stored."""
+    """The measured latency of each architecture by key: stored ones are read, the others measured and stored.
+
+    An architecture that fails to build, export or run is left out of the answer.
+    """
     target, store = table.target, table.store
     known = {s.key: s.median_ms for s in store.latency_samples(target.name, table.device, space.name)}
     measured: list[LatencyRecord] = []
@@ -99,15 +103,19 @@ def measure_samples(
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(0)
                     model = arch.build()
-                latency = target.measure(model, arch.input)
-                measured.append(LatencyRecord(arch.key, arch.to_json(), latency.median_ms, latency.spread))
-                known[arch.key] = latency.median_ms
+                try:
+                    latency = target.measure(model, arch.input)
+                except Exception:  # the caller counts it as an architecture not measured
+                    pass
+                else:
+                    measured.append(LatencyRecord(arch.key, arch.to_json(), latency.median_ms, latency.spread))
+                    known[arch.key] = latency.median_ms
             if on_arch is not None:
                 on_arch(arch)
     finally:  # an interrupted check keeps what it measured
         if measured:
             store.put_latency_samples(target.name, table.device, space.name, measured)
-    return {arch.key: known[arch.key] for arch in archs}
+    return {arch.key: known[arch.key] for arch in archs if arch.key in known}
 
 
 def draw_architectures(space: SearchSpace, n: int, seed: int = 0) -> list[Architecture]:
@@ -128,7 +136,8 @@ class PredictionCheck:
 
     space: str
     target: str
-    architectures: int
+    architectures: int  # drawn, predicted and measured
+    not_measured: int  # drawn but left out: an instance or the whole network failed on the target
     overhead_ms: float
     within_table: float  # share predicted within ±10% by the table alone
     within_predictor: float  # share within ±10% by table + learned correction, each predicted by a model
@@ -166,6 +175,10 @@ def check_predictions(
     failed = table.ensure(missing)
     usable = [arch for arch in archs if table.predict(arch) is not None]
     measured = measure_samples(table, space, usable, on_arch)
+    if not measured:
+        raise ArchetypeError(f"none of the {len(archs)} architectures drawn from {space.name!r} could be measured "
+                             f"on {table.target.name}; operator instances that failed: {failed or 'none'}")
+    usable = [arch for arch in usable if arch.key in measured]
     truth = np.array([measured[arch.key] for arch in usable])
     by_table = np.array([table.predict(arch) for arch in usable])
 
@@ -177,12 +190,11 @@ def check_predictions(
         predictor = LatencyPredictor(table, space, seed).fit([usable[i] for i in train], truth[train])
         for i in fold:
             by_predictor[i] = predictor(usable[i])
-    if failed and not usable:
-        raise RuntimeError(f"no architecture could be predicted; failed instances: {failed}")
     return PredictionCheck(
         space=space.name,
         target=table.target.name,
         architectures=len(usable),
+        not_measured=len(archs) - len(usable),
         overhead_ms=overhead,
         within_table=_share_within(by_table, truth),
         within_predictor=_share_within(by_predictor, truth),

@@ -165,7 +165,7 @@ class LatencyTable:
 
     def covers(self, space: SearchSpace) -> bool:
         """Whether every operator instance of ``space`` and the overhead are stored."""
-        return not self.missing(space_instances(space)) and OVERHEAD_KEY in self._ms
+        return not self.missing(space_instances(space)) and self.has_overhead()
 
     def has_overhead(self) -> bool:
         """Whether the target's fixed overhead is stored (a table was started on this device)."""
@@ -244,8 +244,7 @@ class LatencyTable:
     def predict(self, arch: Architecture) -> float | None:
         """Overhead plus each instance's latency above the overhead; None if an instance is not stored."""
         instances = arch_instances(arch)
-        missing = self.missing(instances)
-        if missing or OVERHEAD_KEY not in self._ms:
+        if self.missing(instances) or not (OVERHEAD_KEY in self._ms or self.has_overhead()):
             return None
         overhead = self._ms[OVERHEAD_KEY]
         return overhead + sum(max(self._ms[inst.key] - overhead, 0.0) for inst in instances)

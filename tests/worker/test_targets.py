@@ -90,7 +90,8 @@ def test_fingerprint_names_the_machine_and_versions(name):
 
 
 def test_unknown_target_lists_the_known_ones():
-    with pytest.raises(SpecError, match=r"unknown target 'tpu-v9'; known: cpu-ort, cpu-ort-int8, cpu-torch, cuda-ort, cuda-torch"):
+    known = "cpu-ort, cpu-ort-int8, cpu-torch, cuda-ort, cuda-torch"
+    with pytest.raises(SpecError, match=rf"unknown target 'tpu-v9'; known: {known}"):
         get_target("tpu-v9")
 
 
