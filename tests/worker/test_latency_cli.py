@@ -74,3 +74,14 @@ def test_bad_latency_input_is_one_line(argv, message, tmp_path, capsys):
     assert main([*argv, "--storage", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("archetype latency: error: ") and message in err and "\n" not in err
+
+
+def test_search_that_must_predict_latency_refuses_a_missing_table(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    argv = ["search", "--space", "conv-small", "--latency-ms", "1", "--predict-latency", "--storage", url]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar's first frame
+    assert err == ("archetype search: error: no latency table for target 'cpu-ort' on this machine; "
+                   "run: archetype latency build --space conv-small --target cpu-ort")
+    with Store.open(url) as store:
+        assert store.list_studies() == []
