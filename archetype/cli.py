@@ -60,7 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--resume", metavar="STUDY",
                         help="continue a stored study whose search stopped (crash, Ctrl-C): finished trials are "
                         "kept, running ones are evaluated again; --trials may raise its number of trials")
-
     search.add_argument("--predict-latency", action="store_true", default=None,
                         help="prune candidates whose latency predicted from the latency table (archetype latency "
                         "build) exceeds the budget by more than the margin; done anyway when a table covers the "
@@ -364,7 +363,10 @@ def _latency(args: argparse.Namespace) -> int:
             result = {"space": space.name, "target": target.name, "storage": store.url, **report.to_json()}
         else:
             task = progress.add_task(f"measuring {space.name} on {target.name}", total=args.n)
-            check = check_predictions(table, space, args.n, seed=args.seed, on_arch=lambda _: progress.advance(task))
+            missing = progress.add_task("operator instances not in the table yet", total=None)
+            check = check_predictions(table, space, args.n, seed=args.seed, on_arch=lambda _: progress.advance(task),
+                                      on_missing=lambda n: progress.update(missing, total=n),
+                                      on_instance=lambda _: progress.advance(missing))
             result = {"storage": store.url, **check.to_json()}
     if args.json:
         _print_json(result)

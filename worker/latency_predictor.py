@@ -24,7 +24,7 @@ from archetype.errors import ArchetypeError
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
 from archetype.store import LatencyRecord
-from archetype.worker.latency_table import LatencyTable, arch_instances
+from archetype.worker.latency_table import LatencyTable, OperatorInstance, arch_instances
 
 MIN_SAMPLES = 10
 """Fewer measured architectures than this and the predictor is the table alone."""
@@ -160,11 +160,14 @@ def check_predictions(
     seed: int = 0,
     folds: int = 5,
     on_arch: Callable[[Architecture], None] | None = None,
+    on_missing: Callable[[int], None] | None = None,
+    on_instance: Callable[[OperatorInstance], None] | None = None,
 ) -> PredictionCheck:
     """Measure ``n`` random architectures and compare them with the table's and the predictor's predictions.
 
     Instances of the drawn architectures missing from the table are measured
-    first. The predictor's figure is a ``folds``-fold hold-out: each
+    first (``on_missing`` gets their number, ``on_instance`` is called after
+    each, ``on_arch`` after each architecture). The predictor's figure is a ``folds``-fold hold-out: each
     architecture is predicted by a model fitted on the other folds only.
     """
     start = time.perf_counter()
@@ -172,7 +175,9 @@ def check_predictions(
     overhead = table.measure_overhead()
     instances = {inst.key: inst for arch in archs for inst in arch_instances(arch)}
     missing = table.missing(instances.values())
-    failed = table.ensure(missing)
+    if on_missing is not None:
+        on_missing(len(missing))
+    failed = table.ensure(missing, on_instance=on_instance)
     usable = [arch for arch in archs if table.predict(arch) is not None]
     measured = measure_samples(table, space, usable, on_arch)
     if not measured:
