@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "trained supernet, the best then trained from scratch)")
     search.add_argument("--supernets", type=int, metavar="K",
                         help="with --strategy oneshot: train a balanced mixture of K supernets (default 1)")
-    search.add_argument("--target", help="latency target: cpu-ort (default) or cpu-torch")
+    search.add_argument("--target", help="latency target: cpu-ort (default), cpu-ort-int8, cpu-torch, cuda-ort, "
+                        "cuda-torch")
     search.add_argument("--seed", type=int, help="seed for the data split, strategy and weights (default 0)")
     search.add_argument("--study", help="study name (default: <space>-<n>)")
     search.add_argument("--workers", type=int, help="evaluations at once (default 1, the most stable latency)")
@@ -62,8 +63,42 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--resume", metavar="STUDY",
                         help="continue a stored study whose search stopped (crash, Ctrl-C): finished trials are "
                         "kept, running ones are evaluated again; --trials may raise its number of trials")
+    search.add_argument("--predict-latency", action="store_true", default=None,
+                        help="prune candidates whose latency predicted from the latency table (archetype latency "
+                        "build) exceeds the budget by more than the margin; done anyway when a table covers the "
+                        "space and target")
+    search.add_argument("--latency-margin", type=float, metavar="SHARE",
+                        help="how far over the budget a prediction must be to prune (default 0.2, i.e. 20%%)")
 
     sub.add_parser("studies", parents=[storage], help="list the studies in the store")
+
+    latency = sub.add_parser(
+        "latency", help="build and check a per-operator latency table",
+        description="A latency table holds every operator instance of a space measured alone on a target, "
+        "in the store; an architecture's latency is predicted from it plus a model learned from measured ones.",
+    )
+    latency_sub = latency.add_subparsers(dest="latency_command", required=True, parser_class=_Parser)
+    build = latency_sub.add_parser(
+        "build", parents=[storage], help="measure every operator instance of a space on a target",
+        description="Measure each operator instance of the space (operator, values, input type) alone on the "
+        "target and store it; instances already stored for this target and machine are skipped, so an "
+        "interrupted build resumes.",
+    )
+    check = latency_sub.add_parser(
+        "check", parents=[storage], help="measure random architectures and report the share predicted within 10%%",
+        description="Measure n random architectures of the space on the target and print the share whose "
+        "latency the table alone, and the table with the learned predictor (5-fold hold-out), predict within "
+        "10%%. Measured architectures are stored and train the predictor a search uses.",
+    )
+    for command in (build, check):
+        command.add_argument("--space", required=True, help="predefined space name or a space .yaml file")
+        command.add_argument("--target", default="cpu-ort", help="latency target (default cpu-ort)")
+        command.add_argument("--data", default="digits", help="data set whose input the space is fitted to")
+        command.add_argument("--threads", type=int, default=1, help="the target's intra-op threads (default 1)")
+    build.add_argument("--max-instances", type=int, metavar="N",
+                       help="measure a seeded sample of N instances when the space has more")
+    check.add_argument("-n", type=int, default=200, help="architectures to measure (default 200)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the architectures drawn (default 0)")
 
     show = sub.add_parser("show", parents=[storage], help="print a study: its settings, trials and front")
     show.add_argument("study", help="study name")
@@ -109,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "search": _search, "studies": _studies, "show": _show, "ops": _ops, "spaces": _spaces, "sample": _sample,
         "dashboard": _dashboard,
+        "latency": _latency,
     }
     try:
         return commands[args.command](args)
@@ -124,7 +160,8 @@ _SEARCH_FIELDS = {
     "space": "space", "trials": "trials", "data": "data", "epochs": "epochs", "strategy": "strategy",
     "target": "target", "seed": "seed", "study": "study", "workers": "workers",
     "cpus_per_trial": "cpus_per_trial", "ray_address": "ray_address", "retries": "retries",
-    "scheduler": "scheduler", "supernets": "supernets",
+    "scheduler": "scheduler", "supernets": "supernets", "predict_latency": "predict_latency",
+    "latency_margin": "latency_margin",
 }
 
 
@@ -319,6 +356,50 @@ def _sample(args: argparse.Namespace) -> int:
 
         print_sample_check(report, checked=args.check)
     return 1 if report.failures else 0
+
+
+def _latency(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from archetype.searchspace import get_space
+    from archetype.store import Store
+    from archetype.worker.data import load_dataset
+    from archetype.worker.latency_predictor import check_predictions
+    from archetype.worker.latency_table import LatencyTable
+    from archetype.worker.targets import get_target
+
+    count = args.max_instances if args.latency_command == "build" else args.n
+    if count is not None and count < 1:
+        flag = "--max-instances" if args.latency_command == "build" else "-n"
+        raise ArchetypeError(f"{flag} must be a positive integer, got {count}")
+    data = load_dataset(args.data)
+    space = get_space(args.space, data.input_type, data.num_classes)
+    target = get_target(args.target, threads=args.threads)
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=Console(stderr=True), disable=args.json)
+    with Store.open(args.storage) as store, progress:
+        table = LatencyTable(store, target)
+        if args.latency_command == "build":
+            task = progress.add_task(f"latency table {space.name} on {target.name}", total=None)
+            report = table.build(space, max_instances=args.max_instances,
+                                 on_start=lambda n: progress.update(task, total=n),
+                                 on_instance=lambda _: progress.advance(task))
+            result = {"space": space.name, "target": target.name, "storage": store.url, **report.to_json()}
+        else:
+            task = progress.add_task(f"measuring {space.name} on {target.name}", total=args.n)
+            missing = progress.add_task("operator instances not in the table yet", total=None)
+            check = check_predictions(table, space, args.n, seed=args.seed, on_arch=lambda _: progress.advance(task),
+                                      on_missing=lambda n: progress.update(missing, total=n),
+                                      on_instance=lambda _: progress.advance(missing))
+            result = {"storage": store.url, **check.to_json()}
+    if args.json:
+        _print_json(result)
+    else:
+        from archetype.report import print_latency_result
+
+        print_latency_result(args.latency_command, result)
+    return 1 if result.get("failed") else 0
 
 
 def _study_json(study: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from archetype.result import Result, TrialState
@@ -54,6 +55,18 @@ def supernet_config(search: Search) -> SupernetConfig:
         threads=max(1, int(spec.cpus_per_trial)),
         supernets=spec.supernets,
     )
+
+
+@dataclass(frozen=True)
+class TableLatency:
+    """A latency table's prediction, measured instead where the table lacks one of the operators."""
+
+    predict: Callable[[Architecture], float | None]
+    fallback: LatencyFn
+
+    def __call__(self, arch: Architecture) -> float:
+        predicted = self.predict(arch)
+        return self.fallback(arch) if predicted is None else predicted
 
 
 def run_oneshot(

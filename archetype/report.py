@@ -108,3 +108,29 @@ def print_sample_check(report: Any, checked: bool) -> None:
     console.print("operators drawn: " + ", ".join(f"{k} {v}" for k, v in data["operators"].items()))
     for failure in report.failures:
         console.print(f"failed {failure}", markup=False)
+
+
+def print_latency_result(command: str, result: dict[str, Any]) -> None:
+    """The outcome of ``archetype latency build`` or ``check`` as a few lines."""
+    console = _console()
+    where = f"{result['space']} on {result['target']}"
+    if command == "build":
+        capped = f" (a sample of {result['capped_from']})" if result.get("capped_from") else ""
+        console.print(f"latency table of {where}: {result['instances']} operator instances{capped}, "
+                      f"{result['measured']} measured now, {result['stored_before']} already stored, "
+                      f"{len(result['failed'])} failed, in {result['seconds']:.1f} s; stored in {result['storage']}")
+        for instance, error in result["failed"].items():
+            console.print(f"  failed: {escape(instance)}: {escape(error)}")
+        return
+    table = Table(title=f"latency predicted within ±10% on {result['architectures']} architectures of {where}",
+                  title_justify="left")
+    table.add_column("predictor")
+    table.add_column("within ±10%", justify="right")
+    table.add_column("median error", justify="right")
+    table.add_row("table sum + overhead", f"{result['within_table']:.1%}", f"{result['median_error_table']:.1%}")
+    table.add_row(f"table + learned ({result['folds']}-fold hold-out)", f"{result['within_predictor']:.1%}",
+                  f"{result['median_error_predictor']:.1%}")
+    console.print(table)
+    skipped = f"; {result['not_measured']} drawn but not measurable" if result["not_measured"] else ""
+    console.print(f"fixed overhead {result['overhead_ms']:.4f} ms; {result['instances_measured']} instances added "
+                  f"to the table{skipped}; {result['seconds']:.1f} s")

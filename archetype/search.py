@@ -18,6 +18,8 @@ from archetype.strategies import Strategy, make_strategy
 from archetype.worker.data import load_dataset
 from archetype.worker.evaluator import Budget, Evaluator, TrainingEvaluator
 from archetype.worker.executor import Executor, RayExecutor
+from archetype.worker.latency_screen import LatencyScreen, open_latency_screen
+from archetype.worker.targets import get_target
 from archetype.worker.training import TrainConfig
 
 
@@ -59,6 +61,8 @@ class Search:
             raise SpecError(
                 f"study {spec.study!r} is a one-shot search, which cannot be resumed; start a new study"
             )
+        screen = open_latency_screen(store, self.space, spec.target, spec.latency_budget(), margin=spec.latency_margin,
+                                     required=spec.predict_latency, seed=spec.seed)
         if resume:
             name, requeued, asked = self._reopen(store)
         else:
@@ -76,14 +80,17 @@ class Search:
         status = "failed"
         try:
             if spec.strategy == "oneshot":
-                from archetype.oneshot import run_oneshot
+                from archetype.oneshot import MeasuredLatency, TableLatency, run_oneshot
 
-                run_oneshot(self, store, name, executor, on_trial, self.latency)
+                latency = self.latency
+                if latency is None and screen is not None:  # a latency table covers the space: predict from it
+                    latency = TableLatency(screen.predict, MeasuredLatency(spec.target, threads=1))
+                run_oneshot(self, store, name, executor, on_trial, latency)
             elif spec.scheduler == "asha" and executor is None:
-                self._run_tune(store, name, requeued, spec.trials - asked, on_trial)
+                self._run_tune(store, name, requeued, spec.trials - asked, on_trial, screen)
             else:
                 executor = executor or RayExecutor(spec.workers, spec.cpus_per_trial, spec.ray_address)
-                self._run_executor(store, name, executor, requeued, asked, on_trial)
+                self._run_executor(store, name, executor, requeued, asked, on_trial, screen)
             status = "complete"
         except KeyboardInterrupt:
             status = "interrupted"
@@ -103,8 +110,9 @@ class Search:
         requeued: list[TrialRecord],
         asked: int,
         on_trial: Callable[[TrialRecord], None] | None,
+        screen: LatencyScreen | None = None,
     ) -> None:
-        """The plain loop: ask, submit, store and tell each result; lost workers are retried."""
+        """The plain loop: ask, screen, submit, store and tell each result; lost workers are retried."""
         spec = self.spec
         budget = Budget(epochs=spec.epochs)
         for trial in requeued:
@@ -114,16 +122,29 @@ class Search:
         while asked < spec.trials or executor.pending():
             while asked < spec.trials and executor.pending() < executor.slots:
                 arch = self.strategy.ask()
+                asked += 1
+                pruned = screen.verdict(arch) if screen is not None else None
+                if pruned is not None:
+                    record = store.record_trial(name, arch.to_json(), arch.key, pruned)
+                    self.strategy.tell(arch, record.result())
+                    store.save_strategy_state(name, self.strategy.state_dict())
+                    if on_trial is not None:
+                        on_trial(record)
+                    continue
                 trial = store.start_trial(name, arch.to_json(), arch.key)
                 executor.submit((trial.id, arch, trial.attempt), self.evaluator, arch, budget)
-                asked += 1
                 store.save_strategy_state(name, self.strategy.state_dict())
+            if not executor.pending():  # every candidate asked was pruned by its predicted latency
+                continue
             (trial_id, arch, attempt), result = executor.next_result()
             result = _checked(result)
             if result.retryable and attempt <= spec.retries:
                 record = store.requeue_trial(trial_id)
                 executor.submit((trial_id, arch, record.attempt), self.evaluator, arch, budget)
                 continue
+            predicted = screen.predict(arch) if screen is not None else None
+            if predicted is not None:
+                result.values.setdefault("predicted_latency_ms", predicted)
             record = store.finish_trial(trial_id, result)
             self.strategy.tell(arch, record.result())
             store.save_strategy_state(name, self.strategy.state_dict())
@@ -137,6 +158,7 @@ class Search:
         requeued: list[TrialRecord],
         to_ask: int,
         on_trial: Callable[[TrialRecord], None] | None,
+        screen: LatencyScreen | None = None,
     ) -> None:
         """Trials through Ray Tune, the strategy as its searcher and ASHA stopping weak ones early."""
         from archetype.worker.tune_runner import AshaSettings, TuneRun, run_with_tune
@@ -146,7 +168,7 @@ class Search:
         for trial in requeued:
             record = store.requeue_trial(trial.id)
             again.append((record.id, self.space.architecture_from_json(record.arch)))
-        run = TuneRun(name, store, self.strategy, to_ask, again, on_trial)
+        run = TuneRun(name, store, self.strategy, to_ask, again, on_trial, screen)
         run_with_tune(run, self.evaluator, epochs=spec.epochs, workers=spec.workers,
                       cpus_per_trial=spec.cpus_per_trial, retries=spec.retries, asha=AshaSettings(),
                       ray_address=spec.ray_address)
@@ -177,6 +199,7 @@ def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:
     """Resolve the data, space, strategy and evaluator of ``spec``; bad input fails here, before anything is stored."""
     dataset = load_dataset(spec.data, spec.seed)
     space = get_space(spec.space, dataset.input_type, dataset.num_classes)
+    get_target(spec.target)  # an unknown target, or one this machine lacks, fails here
     strategy = make_strategy(
         spec.strategy, space, spec.objectives, spec.constraints, spec.seed, **spec.strategy_options
     )

@@ -40,6 +40,8 @@ class RunSpec:
     supernets: int = 1  # strategy "oneshot": supernets trained (K > 1: a balanced mixture)
     supernet_epochs: int | None = None  # strategy "oneshot": supernet training epochs (default 4 x epochs)
     finalists: int = 3  # strategy "oneshot": best scored candidates then trained from scratch and measured
+    predict_latency: bool | None = None  # prune on predicted latency; None: when a latency table covers the space
+    latency_margin: float = 0.2  # prune only when the predicted latency exceeds the budget by more than this share
 
     def __post_init__(self) -> None:
         for name in ("trials", "epochs", "workers"):
@@ -61,6 +63,11 @@ class RunSpec:
             raise SpecError(f"unknown scheduler {self.scheduler!r}; known: {', '.join(s for s in SCHEDULERS if s)}")
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise SpecError(f"retries must be a non-negative integer, got {self.retries!r}")
+        if self.predict_latency not in (None, True, False):
+            raise SpecError(f"predict_latency must be true, false or unset, got {self.predict_latency!r}")
+        if isinstance(self.latency_margin, bool) or not isinstance(self.latency_margin, int | float) \
+                or self.latency_margin < 0:
+            raise SpecError(f"latency_margin must be a non-negative number, got {self.latency_margin!r}")
         if not isinstance(self.cpus_per_trial, int | float) or self.cpus_per_trial <= 0:
             raise SpecError(f"cpus_per_trial must be a positive number, got {self.cpus_per_trial!r}")
         names = [o.name for o in self.objectives]

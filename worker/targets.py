@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import platform
 import tempfile
@@ -69,6 +70,18 @@ def list_targets() -> list[str]:
     return sorted(_TARGETS)
 
 
+def usable_targets() -> list[str]:
+    """The registered targets this machine can measure on (a CUDA target needs a CUDA device)."""
+    usable = []
+    for name in list_targets():
+        try:
+            get_target(name)
+        except SpecError:
+            continue
+        usable.append(name)
+    return usable
+
+
 def get_target(name: str, **options: Any) -> Target:
     """A fresh target by name; ``options`` go to its constructor (``threads``, ``protocol``)."""
     cls = _TARGETS.get(name)
@@ -91,10 +104,19 @@ class OnnxRuntimeCpuTarget(Target):
     """ONNX Runtime's CPU execution provider: full graph optimisation, sequential, ``threads`` intra-op threads."""
 
     runtime = "onnxruntime"
+    provider: ClassVar[str] = "CPUExecutionProvider"
+
+    def __init__(self, threads: int = 1, protocol: MeasureProtocol | None = None) -> None:
+        super().__init__(threads, protocol)
+        available = _onnxruntime().get_available_providers()
+        if self.provider not in available:
+            raise SpecError(
+                f"target {self.name!r} needs ONNX Runtime's {self.provider}, which this installation lacks "
+                f"(it has {', '.join(available)}); install onnxruntime-gpu on a machine with a CUDA device"
+            )
 
     def measure(self, model: nn.Module, input_type: TensorType) -> Latency:
-        import onnxruntime as ort
-
+        ort = _onnxruntime()
         example = example_input(input_type)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
@@ -104,9 +126,60 @@ class OnnxRuntimeCpuTarget(Target):
         options.log_severity_level = 3  # errors only
         with tempfile.TemporaryDirectory(prefix="archetype-ort-") as folder:
             path = export_onnx(model, example, Path(folder) / "model.onnx")
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            path = self.prepare(path, input_type)
+            session = ort.InferenceSession(str(path), options, providers=[self.provider])
         feed = {session.get_inputs()[0].name: example.numpy()}
         return self.protocol.measure(lambda: session.run(None, feed))
+
+    def prepare(self, path: Path, input_type: TensorType) -> Path:
+        """The ONNX file the session runs, made from the exported ``path`` (as it is here)."""
+        return path
+
+
+@register_target("cpu-ort-int8")
+class OnnxRuntimeInt8CpuTarget(OnnxRuntimeCpuTarget):
+    """ONNX Runtime on the CPU after static INT8 quantization: QDQ format, per-channel weights.
+
+    The activation scales are calibrated on ``CALIBRATION_BATCHES`` synthetic
+    inputs (seeded normal noise of the input type), not on real data: the
+    quantized graph runs the same kernels whatever the scales, so its latency is
+    right, but its accuracy is not what a model calibrated on data would reach.
+    """
+
+    CALIBRATION_BATCHES: ClassVar[int] = 8
+
+    def prepare(self, path: Path, input_type: TensorType) -> Path:
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+        batches = [example_input(input_type, seed=seed).numpy() for seed in range(1, self.CALIBRATION_BATCHES + 1)]
+        name = _onnxruntime().InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+
+        class SyntheticInputs(CalibrationDataReader):
+            def __init__(self) -> None:
+                self._feeds = iter([{name: batch} for batch in batches])
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return next(self._feeds, None)
+
+        quantized = path.with_name("model.int8.onnx")
+        quantize_static(
+            str(path), str(quantized), SyntheticInputs(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        )
+        return quantized
+
+    def fingerprint(self) -> dict[str, str]:
+        return {**super().fingerprint(), "quantization": "static int8 QDQ, per-channel weights"}
+
+
+@register_target("cuda-ort")
+class OnnxRuntimeCudaTarget(OnnxRuntimeCpuTarget):
+    """ONNX Runtime's CUDA execution provider (onnxruntime-gpu and a CUDA device); the input is copied in each run."""
+
+    provider = "CUDAExecutionProvider"
+
+    def fingerprint(self) -> dict[str, str]:
+        return {**super().fingerprint(), "gpu": _gpu_name()}
 
 
 @register_target("cpu-torch")
@@ -124,6 +197,45 @@ class TorchCpuTarget(Target):
                 return self.protocol.measure(lambda: model(example))
         finally:
             model.train(was_training)
+
+
+@register_target("cuda-torch")
+class TorchCudaTarget(Target):
+    """PyTorch eager mode on the first CUDA device, eval mode; each run waits for the device to finish."""
+
+    runtime = "torch"
+
+    def __init__(self, threads: int = 1, protocol: MeasureProtocol | None = None) -> None:
+        super().__init__(threads, protocol)
+        if not torch.cuda.is_available():
+            raise SpecError(
+                f"target {self.name!r} needs a CUDA device, and torch {torch.__version__} sees none on this machine"
+            )
+
+    def measure(self, model: nn.Module, input_type: TensorType) -> Latency:
+        device = torch.device("cuda")
+        example = example_input(input_type).to(device)
+        on_device = copy.deepcopy(model).to(device).eval()
+
+        def run() -> None:
+            on_device(example)
+            torch.cuda.synchronize(device)
+
+        with torch_threads(self.threads), torch.inference_mode():
+            return self.protocol.measure(run)
+
+    def fingerprint(self) -> dict[str, str]:
+        return {**super().fingerprint(), "gpu": _gpu_name(), "cuda": str(torch.version.cuda)}
+
+
+def _onnxruntime() -> Any:
+    import onnxruntime
+
+    return onnxruntime
+
+
+def _gpu_name() -> str:
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
 
 
 @functools.cache

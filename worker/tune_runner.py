@@ -22,6 +22,7 @@ from archetype.store import Store, TrialRecord
 from archetype.strategies import Strategy
 from archetype.worker.evaluator import Budget, Evaluator
 from archetype.worker.executor import RayRuntime
+from archetype.worker.latency_screen import LatencyScreen
 
 RESULT = "archetype_result"
 """The reported metric that carries the whole Result as JSON (Tune flattens nested dicts)."""
@@ -84,26 +85,32 @@ class TuneRun:
     to_ask: int
     requeued: deque[tuple[int, Architecture]]
     on_trial: Callable[[TrialRecord], None] | None = None
+    screen: LatencyScreen | None = None  # prunes candidates by predicted latency before Tune sees them
 
     def __post_init__(self) -> None:
         self._live: dict[str, tuple[int, Architecture]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its searcher into its own experiment files; the live object, not a copy, runs the study
-        return {**self.__dict__, "store": None, "on_trial": None}
+        return {**self.__dict__, "store": None, "on_trial": None, "screen": None}
 
     def suggest(self, tune_trial: str) -> dict[str, Any] | None:
         if self.requeued:
             trial_id, arch = self.requeued.popleft()
-        elif self.to_ask > 0:
+            self._live[tune_trial] = (trial_id, arch)
+            return {"arch": arch.to_json()}
+        while self.to_ask > 0:
             arch = self.strategy.ask()
-            trial_id = self.store.start_trial(self.study, arch.to_json(), arch.key).id
             self.to_ask -= 1
+            pruned = self.screen.verdict(arch) if self.screen is not None else None
+            if pruned is not None:
+                self._store_and_tell(self.store.record_trial(self.study, arch.to_json(), arch.key, pruned), arch)
+                continue
+            trial_id = self.store.start_trial(self.study, arch.to_json(), arch.key).id
             self.store.save_strategy_state(self.study, self.strategy.state_dict())
-        else:
-            return None
-        self._live[tune_trial] = (trial_id, arch)
-        return {"arch": arch.to_json()}
+            self._live[tune_trial] = (trial_id, arch)
+            return {"arch": arch.to_json()}
+        return None
 
     def complete(self, tune_trial: str, reported: dict[str, Any] | None, error: bool) -> None:
         trial_id, arch = self._live.pop(tune_trial)
@@ -114,7 +121,9 @@ class TuneRun:
             if error:
                 result = Result.failed(f"the trial's worker failed after epoch {reported.get('epoch')}",
                                        values=result.values, target=result.target, fingerprint=result.fingerprint)
-        record = self.store.finish_trial(trial_id, result)
+        self._store_and_tell(self.store.finish_trial(trial_id, result), arch)
+
+    def _store_and_tell(self, record: TrialRecord, arch: Architecture) -> None:
         self.strategy.tell(arch, record.result())
         self.store.save_strategy_state(self.study, self.strategy.state_dict())
         if self.on_trial is not None:

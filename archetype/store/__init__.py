@@ -5,6 +5,7 @@ from archetype.store.models import CompressionStatus, StudyStatus
 from archetype.store.storage import (
     CompressionRunRecord,
     CompressionStepRecord,
+    LatencyRecord,
     Store,
     StudyRecord,
     StudySummary,
@@ -19,6 +20,7 @@ __all__ = [
     "CompressionRunRecord",
     "CompressionStatus",
     "CompressionStepRecord",
+    "LatencyRecord",
     "Store",
     "StudyRecord",
     "StudyStatus",

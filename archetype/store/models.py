@@ -188,3 +188,42 @@ class CompressionStep(Base):
     seconds: Mapped[float] = mapped_column(Double)
 
     run: Mapped[CompressionRun] = relationship(back_populates="steps")
+
+
+class LatencyEntry(Base):
+    """One operator instance measured alone on a target and device: a row of a latency table.
+
+    ``device`` is a hash of the target's fingerprint (machine, runtime versions,
+    threads); ``instance_key`` a hash of ``instance``, the operator's name, its
+    hyperparameters and its input type. The key ``overhead`` holds the fixed
+    cost of one run of an empty model on the target.
+    """
+
+    __tablename__ = "latency_entries"
+    __table_args__ = (UniqueConstraint("target", "device", "instance_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(64))
+    instance_key: Mapped[str] = mapped_column(String(64))
+    instance: Mapped[dict[str, Any]] = mapped_column(JSON)  # {op, params, input}
+    median_ms: Mapped[float] = mapped_column(Double)
+    spread: Mapped[float] = mapped_column(Double)
+    measured_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class LatencySample(Base):
+    """A whole architecture of a space measured on a target and device, what a latency predictor learns from."""
+
+    __tablename__ = "latency_samples"
+    __table_args__ = (UniqueConstraint("target", "device", "space", "arch_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(64))
+    space: Mapped[str] = mapped_column(String(255))
+    arch_key: Mapped[str] = mapped_column(String(16))
+    arch: Mapped[dict[str, Any]] = mapped_column(JSON)
+    median_ms: Mapped[float] = mapped_column(Double)
+    spread: Mapped[float] = mapped_column(Double)
+    measured_at: Mapped[datetime] = mapped_column(UTCDateTime)

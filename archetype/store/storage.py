@@ -24,12 +24,15 @@ from archetype.store.models import (
     CompressionRun,
     CompressionStatus,
     CompressionStep,
+    LatencyEntry,
+    LatencySample,
     Study,
     StudyStatus,
     Trial,
     TrialMetric,
 )
 
+_IN_CHUNK = 500  # keys per IN (...) list, below every backend's limit on bound parameters
 _NUMBERING_TRIES = 5  # concurrent writers may pick the same trial number; the unique constraint makes one retry
 
 TRIAL_SORT_COLUMNS = ("number", "state", "attempt", "started_at", "finished_at")
@@ -147,6 +150,17 @@ class TrialPage:
     total: int
     offset: int
     trials: list[TrialRecord]
+
+
+@dataclass(frozen=True)
+class LatencyRecord:
+    """A stored latency on a target and device: of one operator instance, or of a whole architecture."""
+
+    key: str  # the instance key, or the architecture key
+    item: dict[str, Any]  # the instance {op, params, input}, or the architecture JSON
+    median_ms: float
+    spread: float  # relative interquartile range of the timed blocks
+    measured_at: datetime | None = None  # set by the store
 
 
 class Store:
@@ -509,6 +523,67 @@ class Store:
             number += 1
         return f"{prefix}-{number}"
 
+    # latency tables
+
+    def put_latency_entries(self, target: str, device: str, entries: Iterable[LatencyRecord]) -> int:
+        """Store operator-instance latencies, replacing those of the same keys; how many were written."""
+        entries = list(entries)
+        with (
+            self._storage_errors(f"store latency entries of target {target!r}"),
+            session_scope(self._engine, write=True) as session,
+        ):
+            scope = (LatencyEntry.target == target, LatencyEntry.device == device)
+            _upsert(session, LatencyEntry, LatencyEntry.instance_key, scope, entries,
+                    lambda e, now: LatencyEntry(target=target, device=device, instance_key=e.key, instance={},
+                                                median_ms=0.0, spread=0.0, measured_at=now),
+                    "instance")
+        return len(entries)
+
+    def latency_entries(
+        self, target: str, device: str, keys: Iterable[str] | None = None
+    ) -> dict[str, LatencyRecord]:
+        """The stored operator-instance latencies of a target and device by key (only ``keys`` if given)."""
+        with self._storage_errors(f"read latency entries of target {target!r}"), session_scope(self._engine) as session:
+            chosen = select(LatencyEntry).where(LatencyEntry.target == target, LatencyEntry.device == device)
+            if keys is None:
+                rows = list(session.scalars(chosen))
+            else:
+                wanted = sorted(set(keys))
+                rows = []
+                for start in range(0, len(wanted), _IN_CHUNK):
+                    chunk = wanted[start : start + _IN_CHUNK]
+                    rows.extend(session.scalars(chosen.where(LatencyEntry.instance_key.in_(chunk))))
+            return {
+                row.instance_key: LatencyRecord(row.instance_key, dict(row.instance), row.median_ms, row.spread,
+                                                row.measured_at)
+                for row in rows
+            }
+
+    def put_latency_samples(self, target: str, device: str, space: str, samples: Iterable[LatencyRecord]) -> int:
+        """Store whole-architecture latencies of a space, replacing those of the same architectures."""
+        samples = list(samples)
+        with (
+            self._storage_errors(f"store latency samples of space {space!r}"),
+            session_scope(self._engine, write=True) as session,
+        ):
+            scope = (LatencySample.target == target, LatencySample.device == device, LatencySample.space == space)
+            _upsert(session, LatencySample, LatencySample.arch_key, scope, samples,
+                    lambda e, now: LatencySample(target=target, device=device, space=space, arch_key=e.key, arch={},
+                                                 median_ms=0.0, spread=0.0, measured_at=now),
+                    "arch")
+        return len(samples)
+
+    def latency_samples(self, target: str, device: str, space: str) -> list[LatencyRecord]:
+        """The whole-architecture latencies stored for a space on a target and device, oldest first."""
+        with self._storage_errors(f"read latency samples of space {space!r}"), session_scope(self._engine) as session:
+            chosen = select(LatencySample).where(
+                LatencySample.target == target, LatencySample.device == device, LatencySample.space == space
+            ).order_by(LatencySample.id)
+            return [
+                LatencyRecord(row.arch_key, dict(row.arch), row.median_ms, row.spread, row.measured_at)
+                for row in session.scalars(chosen)
+            ]
+
     # helpers
 
     def _compression_row(self, session: Session, name: str) -> CompressionRun:
@@ -587,6 +662,34 @@ def _write_result(session: Session, row: Trial, result: Result) -> dict[str, flo
     session.execute(update(Study).where(Study.id == row.study_id).values(updated_at=now))
     session.flush()
     return {name: value for name, value in stored.items() if math.isfinite(value)}
+
+
+def _upsert(
+    session: Session,
+    model: type[LatencyEntry] | type[LatencySample],
+    key_column: Any,
+    scope: tuple[Any, ...],
+    records: list[LatencyRecord],
+    new_row: Callable[[LatencyRecord, datetime], Any],
+    item_field: str,
+) -> None:
+    """Write ``records`` into the rows of ``model`` within ``scope``: update a row of the same key, else add one."""
+    now = _utcnow()
+    keys = sorted({r.key for r in records})
+    existing: dict[str, Any] = {}
+    for start in range(0, len(keys), _IN_CHUNK):
+        chosen = select(model).where(*scope, key_column.in_(keys[start : start + _IN_CHUNK]))
+        existing.update({getattr(row, key_column.key): row for row in session.scalars(chosen)})
+    for record in records:
+        if not (math.isfinite(record.median_ms) and math.isfinite(record.spread)):
+            raise ValueError(f"latency of {record.key} is not finite: {record.median_ms} ms, spread {record.spread}")
+        row = existing.get(record.key)
+        if row is None:
+            row = existing[record.key] = new_row(record, now)
+            session.add(row)
+        setattr(row, item_field, _json_safe(record.item))
+        row.median_ms, row.spread, row.measured_at = float(record.median_ms), float(record.spread), now
+    session.flush()
 
 
 def _values_of(session: Session, trial_ids: Select[tuple[int]]) -> defaultdict[int, dict[str, float]]:

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray.cloudpickle
 
@@ -156,3 +157,56 @@ def test_asha_through_tune_stops_weak_candidates_and_stores_every_trial(store: S
     assert best.state is TrialState.COMPLETE  # ASHA never stops the best candidate
     state = store.strategy_state(report.study.name)
     assert sorted(state["seen"]) == sorted(t.arch_key for t in trials)
+
+
+class KeyRecordingEvaluator(FormulaEvaluator):
+    """A FormulaEvaluator that remembers which architectures it evaluated."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[str] = []
+
+    def evaluate(self, arch: Architecture, budget: Budget, on_epoch=None) -> Result:
+        self.keys.append(arch.key)
+        return super().evaluate(arch, budget, on_epoch)
+
+
+def test_a_latency_table_prunes_hopeless_candidates_without_evaluating_them(store: Store) -> None:
+    from dataclasses import replace
+
+    from archetype.objectives import Constraint
+    from archetype.searchspace.operator import make_operator
+    from archetype.store import LatencyRecord
+    from archetype.worker.latency_table import OVERHEAD_KEY, LatencyTable, space_instances
+    from archetype.worker.targets import get_target
+
+    spec = replace(SPEC, target="cpu-torch", trials=12)
+    space = prepare_search(spec, FormulaEvaluator()).space
+    device = LatencyTable(store, get_target("cpu-torch")).device
+    # a table that predicts exactly what FormulaEvaluator measures, plus 0.01 ms of overhead
+    entries = [LatencyRecord(OVERHEAD_KEY, {}, 0.01, 0.0)] + [
+        LatencyRecord(i.key, i.to_json(), 0.01 + make_operator(i.op, dict(i.params)).macs(i.input) / 1e6, 0.0)
+        for i in space_instances(space)
+    ]
+    store.put_latency_entries("cpu-torch", device, entries)
+    macs = sorted(a.macs() / 1e6 for a in (space.sample(np.random.default_rng(s)) for s in range(40)))
+    budget = macs[len(macs) // 2]
+    spec = replace(spec, constraints=(Constraint("latency_ms", "<=", budget),))
+    evaluator = KeyRecordingEvaluator()
+    report = _search(store, evaluator, InlineExecutor(), spec)
+
+    assert [t.number for t in report.trials] == list(range(1, 13))
+    pruned = [t for t in report.trials if t.state is TrialState.PRUNED]
+    measured = [t for t in report.trials if t.state is TrialState.COMPLETE]
+    assert pruned and measured and len(pruned) + len(measured) == 12
+    for t in pruned:
+        assert t.values["predicted_latency_ms"] > 1.2 * budget and "latency_ms" not in t.values
+        assert t.error.startswith("predicted latency_ms ") and t.error.endswith("not trained or measured")
+        assert t.arch_key not in evaluator.keys
+    for t in measured:
+        assert t.values["predicted_latency_ms"] <= 1.2 * budget
+        assert t.values["latency_ms"] == pytest.approx(t.values["predicted_latency_ms"] - 0.01)
+    assert sorted(evaluator.keys) == sorted(t.arch_key for t in measured)
+
+    off = _search(store, KeyRecordingEvaluator(), InlineExecutor(), replace(spec, predict_latency=False))
+    assert all(t.state is TrialState.COMPLETE for t in off.trials)

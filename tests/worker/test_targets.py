@@ -9,7 +9,7 @@ import torch
 
 from archetype.errors import SpecError
 from archetype.searchspace import Architecture, Image, get_space
-from archetype.worker.targets import Target, get_target, list_targets
+from archetype.worker.targets import Target, get_target, list_targets, usable_targets
 
 from .conftest import QUICK
 
@@ -36,11 +36,36 @@ def arch() -> Architecture:
     return space.validate(Architecture.from_json(ARCH, space))
 
 
-def test_the_registry_has_the_cpu_runtimes():
-    assert {"cpu-ort", "cpu-torch"} <= set(list_targets())
+def test_the_registry_has_the_cpu_and_cuda_runtimes():
+    assert {"cpu-ort", "cpu-ort-int8", "cpu-torch", "cuda-ort", "cuda-torch"} <= set(list_targets())
+    assert {"cpu-ort", "cpu-ort-int8", "cpu-torch"} <= set(usable_targets())
 
 
-@pytest.mark.parametrize("name", list_targets())
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_cuda_targets_refuse_a_machine_without_cuda():
+    with pytest.raises(SpecError, match=r"target 'cuda-torch' needs a CUDA device, and torch .* sees none"):
+        get_target("cuda-torch")
+    with pytest.raises(SpecError, match=r"target 'cuda-ort' needs ONNX Runtime's CUDAExecutionProvider, which this "
+                       r"installation lacks \(it has .*CPUExecutionProvider"):
+        get_target("cuda-ort")
+    assert not {"cuda-ort", "cuda-torch"} & set(usable_targets())
+
+
+@pytest.mark.slow
+def test_int8_target_runs_a_quantized_graph(arch, tmp_path):
+    import onnx
+
+    from archetype.compress.onnx_export import export_onnx
+    from archetype.worker.targets import example_input
+
+    target = get_target("cpu-ort-int8", protocol=QUICK)
+    assert "int8" in target.fingerprint()["quantization"]
+    exported = export_onnx(arch.build(), example_input(arch.input), tmp_path / "model.onnx")
+    ops = {node.op_type for node in onnx.load(str(target.prepare(exported, arch.input))).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+@pytest.mark.parametrize("name", usable_targets())
 def test_target_measures_a_built_architecture(name, arch):
     target = get_target(name, protocol=QUICK)
     assert isinstance(target, Target) and target.name == name
@@ -54,7 +79,7 @@ def test_target_measures_a_built_architecture(name, arch):
     assert torch.get_num_threads() == previous_threads
 
 
-@pytest.mark.parametrize("name", list_targets())
+@pytest.mark.parametrize("name", usable_targets())
 def test_fingerprint_names_the_machine_and_versions(name):
     fingerprint = get_target(name, threads=2).fingerprint()
     assert fingerprint["target"] == name and fingerprint["threads"] == "2"
@@ -65,7 +90,8 @@ def test_fingerprint_names_the_machine_and_versions(name):
 
 
 def test_unknown_target_lists_the_known_ones():
-    with pytest.raises(SpecError, match=r"unknown target 'tpu-v9'; known: .*cpu-ort, cpu-torch"):
+    known = "cpu-ort, cpu-ort-int8, cpu-torch, cuda-ort, cuda-torch"
+    with pytest.raises(SpecError, match=rf"unknown target 'tpu-v9'; known: {known}"):
         get_target("tpu-v9")
 
 

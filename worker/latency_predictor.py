@@ -1,0 +1,223 @@
+"""LatencyPredictor: a latency table's sum, corrected by a model learned from whole measured architectures.
+
+A table misses what happens between operators: fused kernels, memory traffic,
+skip additions. The predictor learns ``log(measured / table)`` with gradient
+boosting over the architecture's encoding, the table's own log prediction and
+the log MACs and parameters, and multiplies the table's prediction back by it.
+Its training data are the measured architectures kept in the store
+(``latency_samples``); the fitted model is not stored but refitted from them
+(seeded, in well under a second), so no pickles outlive a library version.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from archetype.errors import ArchetypeError
+from archetype.searchspace.architecture import Architecture
+from archetype.searchspace.space import SearchSpace
+from archetype.store import LatencyRecord
+from archetype.worker.latency_table import LatencyTable, OperatorInstance, arch_instances
+
+MIN_SAMPLES = 10
+"""Fewer measured architectures than this and the predictor is the table alone."""
+
+WITHIN = 0.10
+"""A prediction is good when it lies within this share of the measured latency."""
+
+
+class LatencyPredictor:
+    """Predicts an architecture's latency on the table's target: table sum + overhead, times a learned correction."""
+
+    def __init__(self, table: LatencyTable, space: SearchSpace, seed: int = 0) -> None:
+        self.table = table
+        self.space = space
+        self.seed = seed
+        self._model: Any = None
+
+    @property
+    def learned(self) -> bool:
+        """Whether a correction has been fitted (else the table alone predicts)."""
+        return self._model is not None
+
+    def fit(self, archs: Sequence[Architecture], measured_ms: Sequence[float]) -> LatencyPredictor:
+        """Learn the correction from measured architectures whose instances are all in the table."""
+        rows, targets = [], []
+        for arch, measured in zip(archs, measured_ms, strict=True):
+            table_ms = self.table.predict(arch)
+            if table_ms is None or table_ms <= 0 or measured <= 0:
+                continue
+            rows.append(self._features(arch, table_ms))
+            targets.append(math.log(measured / table_ms))
+        if len(rows) < MIN_SAMPLES:
+            self._model = None
+            return self
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        model = GradientBoostingRegressor(n_estimators=100, max_depth=3, learning_rate=0.08, subsample=0.8,
+                                          random_state=self.seed)
+        self._model = model.fit(np.array(rows), np.array(targets))
+        return self
+
+    def fit_stored(self) -> LatencyPredictor:
+        """Fit on the architectures of this space measured on this target and device, as stored."""
+        samples = self.table.store.latency_samples(self.table.target.name, self.table.device, self.space.name)
+        archs = [self.space.architecture_from_json(s.item) for s in samples]
+        return self.fit(archs, [s.median_ms for s in samples])
+
+    def __call__(self, arch: Architecture) -> float | None:
+        """The predicted latency in ms; None when an instance of ``arch`` is not in the table."""
+        table_ms = self.table.predict(arch)
+        if table_ms is None or self._model is None or table_ms <= 0:
+            return table_ms
+        correction = float(self._model.predict(np.array([self._features(arch, table_ms)]))[0])
+        return table_ms * math.exp(correction)
+
+    def _features(self, arch: Architecture, table_ms: float) -> list[float]:
+        return [*self.space.encode(arch), math.log(table_ms), math.log1p(arch.macs()), math.log1p(arch.params())]
+
+
+def measure_samples(
+    table: LatencyTable,
+    space: SearchSpace,
+    archs: Sequence[Architecture],
+    on_arch: Callable[[Architecture], None] | None = None,
+) -> dict[str, float]:
+    """The measured latency of each architecture by key: stored ones are read, the others measured and stored.
+
+    An architecture that fails to build, export or run is left out of the answer.
+    """
+    target, store = table.target, table.store
+    known = {s.key: s.median_ms for s in store.latency_samples(target.name, table.device, space.name)}
+    measured: list[LatencyRecord] = []
+    try:
+        for arch in archs:
+            if arch.key not in known:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(0)
+                    model = arch.build()
+                try:
+                    latency = target.measure(model, arch.input)
+                except Exception:  # the caller counts it as an architecture not measured
+                    pass
+                else:
+                    measured.append(LatencyRecord(arch.key, arch.to_json(), latency.median_ms, latency.spread))
+                    known[arch.key] = latency.median_ms
+            if on_arch is not None:
+                on_arch(arch)
+    finally:  # an interrupted check keeps what it measured
+        if measured:
+            store.put_latency_samples(target.name, table.device, space.name, measured)
+    return {arch.key: known[arch.key] for arch in archs if arch.key in known}
+
+
+def draw_architectures(space: SearchSpace, n: int, seed: int = 0) -> list[Architecture]:
+    """``n`` distinct architectures drawn uniformly (fewer only if the space has fewer)."""
+    rng = np.random.default_rng(seed)
+    drawn: dict[str, Architecture] = {}
+    for _ in range(n * 20):
+        if len(drawn) == n:
+            break
+        arch = space.sample(rng)
+        drawn.setdefault(arch.key, arch)
+    return list(drawn.values())
+
+
+@dataclass(frozen=True)
+class PredictionCheck:
+    """How well latency is predicted on measured architectures of a space: shares within ±10% of measured."""
+
+    space: str
+    target: str
+    architectures: int  # drawn, predicted and measured
+    not_measured: int  # drawn but left out: an instance or the whole network failed on the target
+    overhead_ms: float
+    within_table: float  # share predicted within ±10% by the table alone
+    within_predictor: float  # share within ±10% by table + learned correction, each predicted by a model
+    # fitted without it (k-fold hold-out)
+    median_error_table: float  # median |predicted / measured - 1|
+    median_error_predictor: float
+    folds: int
+    seconds: float
+    instances_measured: int  # operator instances the check had to add to the table
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def check_predictions(
+    table: LatencyTable,
+    space: SearchSpace,
+    n: int,
+    *,
+    seed: int = 0,
+    folds: int = 5,
+    on_arch: Callable[[Architecture], None] | None = None,
+    on_missing: Callable[[int], None] | None = None,
+    on_instance: Callable[[OperatorInstance], None] | None = None,
+) -> PredictionCheck:
+    """Measure ``n`` random architectures and compare them with the table's and the predictor's predictions.
+
+    Instances of the drawn architectures missing from the table are measured
+    first (``on_missing`` gets their number, ``on_instance`` is called after
+    each, ``on_arch`` after each architecture). The predictor's figure is a ``folds``-fold hold-out: each
+    architecture is predicted by a model fitted on the other folds only.
+    """
+    start = time.perf_counter()
+    archs = draw_architectures(space, n, seed)
+    overhead = table.measure_overhead()
+    instances = {inst.key: inst for arch in archs for inst in arch_instances(arch)}
+    missing = table.missing(instances.values())
+    if on_missing is not None:
+        on_missing(len(missing))
+    failed = table.ensure(missing, on_instance=on_instance)
+    usable = [arch for arch in archs if table.predict(arch) is not None]
+    measured = measure_samples(table, space, usable, on_arch)
+    if not measured:
+        raise ArchetypeError(f"none of the {len(archs)} architectures drawn from {space.name!r} could be measured "
+                             f"on {table.target.name}; operator instances that failed: {failed or 'none'}")
+    usable = [arch for arch in usable if arch.key in measured]
+    truth = np.array([measured[arch.key] for arch in usable])
+    by_table = np.array([table.predict(arch) for arch in usable])
+
+    by_predictor = by_table.copy()
+    order = np.random.default_rng(seed).permutation(len(usable))
+    for fold in np.array_split(order, max(1, min(folds, len(usable)))):
+        held = set(fold.tolist())
+        train = [i for i in range(len(usable)) if i not in held]
+        predictor = LatencyPredictor(table, space, seed).fit([usable[i] for i in train], truth[train])
+        for i in fold:
+            by_predictor[i] = predictor(usable[i])
+    return PredictionCheck(
+        space=space.name,
+        target=table.target.name,
+        architectures=len(usable),
+        not_measured=len(archs) - len(usable),
+        overhead_ms=overhead,
+        within_table=_share_within(by_table, truth),
+        within_predictor=_share_within(by_predictor, truth),
+        median_error_table=_median_error(by_table, truth),
+        median_error_predictor=_median_error(by_predictor, truth),
+        folds=folds,
+        seconds=time.perf_counter() - start,
+        instances_measured=len(missing) - len(failed),
+    )
+
+
+def _share_within(predicted: np.ndarray, measured: np.ndarray) -> float:
+    if len(measured) == 0:
+        return 0.0
+    return float(np.mean(np.abs(predicted / measured - 1.0) <= WITHIN))
+
+
+def _median_error(predicted: np.ndarray, measured: np.ndarray) -> float:
+    if len(measured) == 0:
+        return math.nan
+    return float(np.median(np.abs(predicted / measured - 1.0)))
