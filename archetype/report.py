@@ -108,3 +108,16 @@ def print_sample_check(report: Any, checked: bool) -> None:
     console.print("operators drawn: " + ", ".join(f"{k} {v}" for k, v in data["operators"].items()))
     for failure in report.failures:
         console.print(f"failed {failure}", markup=False)
+
+
+def print_front_summary(study: Any, trials: Sequence[Any], summary: Any) -> None:
+    """The feasible front of a study (knee marked ``*``), then its hypervolume and reference point."""
+    console = _console()
+    constraints = ", ".join(str(c) for c in study.constraints) or "no constraints"
+    knee = {summary.knee.number} if summary.knee is not None else set()
+    title = f"feasible Pareto front of '{study.name}' ({constraints}; * = knee)"
+    console.print(trials_table(title, summary.front, knee))
+    reference = ", ".join(f"{k} {v:.4g}" for k, v in summary.reference.items()) or "none"
+    objectives = ", ".join(f"{o.direction.value} {o.name}" for o in study.objectives)
+    console.print(f"{len(summary.front)} of {len(trials)} trials on the front ({objectives})")
+    console.print(f"hypervolume {summary.hypervolume:.6g} (reference: {reference})")
