@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
-        "search": _search, "studies": _studies, "show": _show, "front": _front, "ops": _ops, "spaces": _spaces, "sample": _sample,
+        "search": _search, "studies": _studies, "show": _show, "front": _front, "ops": _ops, "spaces": _spaces,
+        "sample": _sample,
     }
     try:
         return commands[args.command](args)

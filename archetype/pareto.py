@@ -132,7 +132,9 @@ class FrontSummary:
     ranks: dict[int, int]  # trial number -> non-dominated rank among the feasible complete trials
 
 
-def summarise_front(trials: Sequence[Any], objectives: Sequence[Objective], constraints: Sequence[Any] = ()) -> FrontSummary:
+def summarise_front(
+    trials: Sequence[Any], objectives: Sequence[Objective], constraints: Sequence[Any] = ()
+) -> FrontSummary:
     """Front, knee, hypervolume and ranks of stored trials (objects with ``number``, ``state``, ``values``)."""
     names = [o.name for o in objectives]
     complete = [

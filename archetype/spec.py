@@ -52,7 +52,7 @@ class RunSpec:
         if not isinstance(self.strategy_options, Mapping) or not all(
             isinstance(k, str) for k in self.strategy_options
         ):
-            raise SpecError(f"strategy_options must be a mapping of option names to values, got {self.strategy_options!r}")
+            raise SpecError(f"strategy_options must map option names to values, got {self.strategy_options!r}")
         names = [o.name for o in self.objectives]
         if not names or len(set(names)) != len(names):
             raise SpecError(f"objectives must be distinct and at least one, got {names}")

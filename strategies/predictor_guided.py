@@ -70,6 +70,8 @@ class PredictorGuidedSearch(Strategy):
         self._seen: set[str] = set()
         self._asked = 0
         self._rounds = 0
+        self._well_typed: dict[tuple[Choice, ...], bool] = {}  # caches, not state: typing and encoding cost ms
+        self._encoded: dict[tuple[Choice, ...], list[float]] = {}
 
     # -- ask/tell ------------------------------------------------------------------------------
 
@@ -113,7 +115,7 @@ class PredictorGuidedSearch(Strategy):
         """Fit the predictors, run NSGA-II on them, return up to ``batch`` unseen proposals."""
         usable = self._usable()
         archs = [self.space.architecture_from_json(t["arch"]) for t in usable]
-        x = np.array([a.encode() for a in archs])
+        x = np.array([self._encode(a) for a in archs])
         models = []
         for name in self._modelled():
             y = np.array([t["values"][name] for t in usable])
@@ -123,7 +125,7 @@ class PredictorGuidedSearch(Strategy):
             models.append((model, mean, scale))
 
         def predict(population: Sequence[Architecture]) -> tuple[np.ndarray, np.ndarray]:
-            feats = np.array([a.encode() for a in population])
+            feats = np.array([self._encode(a) for a in population])
             preds = np.column_stack([m.predict(feats) * s + mu for m, mu, s in models])
             return self._costs(preds), self._violations(preds)
 
@@ -190,11 +192,18 @@ class PredictorGuidedSearch(Strategy):
 
     def _typed(self, choices: tuple[Choice, ...]) -> Architecture | None:
         arch = self.space.architecture(choices)
-        try:
-            arch.typing()
-        except TypeCheckError:
-            return None
-        return arch
+        if choices not in self._well_typed:
+            try:
+                arch.typing()
+                self._well_typed[choices] = True
+            except TypeCheckError:
+                self._well_typed[choices] = False
+        return arch if self._well_typed[choices] else None
+
+    def _encode(self, arch: Architecture) -> list[float]:
+        if arch.choices not in self._encoded:
+            self._encoded[arch.choices] = arch.encode()
+        return self._encoded[arch.choices]
 
     def _random_unseen(self) -> Architecture:
         arch = self.space.sample(self._rng)
@@ -230,11 +239,11 @@ class PredictorGuidedSearch(Strategy):
 
 
 def _unique(archs: Sequence[Architecture]) -> list[Architecture]:
-    seen: set[str] = set()
+    seen: set[tuple[Choice, ...]] = set()  # equal choices in one space: the same architecture
     out = []
     for a in archs:
-        if a.key not in seen:
-            seen.add(a.key)
+        if a.choices not in seen:
+            seen.add(a.choices)
             out.append(a)
     return out
 

@@ -27,7 +27,10 @@ TABLE_VERSION = 1
 DEFAULT_TABLE = Path(__file__).resolve().parent.parent / "bench" / "data" / "digits-tabular.json.gz"
 
 
-def tabular_space(input_type: Image = Image(1, 8, 8), num_classes: int = 10) -> SearchSpace:
+DIGITS_INPUT = Image(1, 8, 8)
+
+
+def tabular_space(input_type: Image = DIGITS_INPUT, num_classes: int = 10) -> SearchSpace:
     """The 300-architecture convnet space of the digits table: conv-small with reduced domains."""
     return SearchSpace(
         name="tabular-digits",

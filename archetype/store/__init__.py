@@ -12,11 +12,11 @@ from archetype.store.storage import (
 )
 
 __all__ = [
+    "DEFAULT_STORAGE",
+    "STORAGE_ENV",
     "CompressionRunRecord",
     "CompressionStatus",
     "CompressionStepRecord",
-    "DEFAULT_STORAGE",
-    "STORAGE_ENV",
     "Store",
     "StudyRecord",
     "StudyStatus",
