@@ -125,10 +125,12 @@ def check_option(
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     what = {int: "an integer", float: "a number", str: "a string"}.get(kind, kind.__name__)
-    if ok and minimum is not None and value < minimum:
-        ok, what = False, f"{what} >= {minimum:g}"
-    if ok and choices and value not in choices:
-        ok, what = False, f"one of {', '.join(choices)}"
+    if minimum is not None:
+        what = f"{what} >= {minimum:g}"
+        ok = ok and value >= minimum
+    if choices:
+        what = f"one of {', '.join(choices)}"
+        ok = ok and value in choices
     if not ok:
         raise SpecError(f"strategy '{strategy}': option '{name}' must be {what}, got {value!r}")
     return value

@@ -28,7 +28,7 @@ from archetype.searchspace.space import SearchSpace
 from archetype.strategies.base import STATE_VERSION, Strategy, check_option, register_strategy
 
 CONSTRAINT_PREFIX = "constraints:"  # where Optuna 5 keeps a trial's constraint values
-MAX_RETRIES = 30
+MAX_RETRIES = 5  # duplicate or ill-typed draws before a random unseen architecture
 
 
 def _optuna() -> Any:
