@@ -51,6 +51,7 @@ def test_front_of_a_missing_study_is_one_line(study_db, capsys):
     assert len(err.strip().splitlines()) == 1 and "nope" in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("options", "message"),
     [

@@ -68,15 +68,15 @@ GUIDED = {
 
 @pytest.mark.parametrize("name", sorted(GUIDED))
 def test_guided_strategies_favour_the_feasible_region(name, table):
-    """Under a bound on params met by a quarter of the space, the second half of a 40-evaluation
-    run holds more feasible architectures than a uniform draw would."""
+    """Under a bound on params met by a quarter of the space, the last 15 of 30 evaluations hold
+    more feasible architectures than a uniform draw would."""
     bound = float(np.quantile([v["params"] for v in table.values.values()], 0.25))
     constraint = Constraint("params", "<=", bound)
     strategy = make_strategy(name, table.space, DEFAULT_OBJECTIVES, (constraint,), seed=0, **GUIDED[name])
     feasible = []
-    for _ in range(40):
+    for _ in range(30):
         arch = strategy.ask()
         result = table.lookup(arch)
         feasible.append(constraint.satisfied(result.values))
         strategy.tell(arch, result)
-    assert sum(feasible[20:]) / 20 > 0.35, feasible
+    assert sum(feasible[15:]) / 15 > 0.35, feasible
