@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from archetype.errors import TypeCheckError
 from archetype.objectives import Constraint, Direction
 from archetype.result import Result, TrialState
 from archetype.searchspace.architecture import Architecture, Choice
@@ -79,7 +80,7 @@ class OptunaStrategy(Strategy):
         super().__init__(*args, **kwargs)
         self._distributions = space_distributions(self.space)
         self._history: list[dict[str, Any]] = []  # told trials: params, values, constraints, state
-        self._pending: dict[str, dict[str, Any]] = {}  # asked, not told: arch key -> params and system attrs
+        self._pending: dict[str, dict[str, Any]] = {}  # asked, not told: arch key -> system attrs
         self._seen: set[str] = set()
         self._asked = 0
 
@@ -101,7 +102,7 @@ class OptunaStrategy(Strategy):
             arch = suggest_architecture(self.space, trial)
             try:
                 arch.typing()
-            except Exception:
+            except TypeCheckError:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             if arch.key not in self._seen:
