@@ -1,4 +1,4 @@
-"""The ``archetype`` command line: search, studies, show, dashboard."""
+"""The ``archetype`` command line: search, studies, show, front, latency, dashboard and the space tools."""
 
 from __future__ import annotations
 
@@ -44,8 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--trials", type=int, help="number of architectures to evaluate (default 20)")
     search.add_argument("--data", help="digits (default), mnist, or npz:PATH")
     search.add_argument("--epochs", type=int, help="training epochs per architecture (default 5)")
-    search.add_argument("--strategy", help="search strategy: random (default) or oneshot (candidates scored on a "
-                        "trained supernet, the best then trained from scratch)")
+    search.add_argument("--strategy", help="search strategy: random (default), evolution, tpe, nsga2, nsga3, gp, "
+                        "simq, or oneshot (candidates scored on a trained supernet, the best then trained from "
+                        "scratch)")
+    search.add_argument("--strategy-option", action="append", metavar="KEY=VALUE", dest="strategy_option",
+                        help="an option of the strategy, e.g. population=20 (repeatable; VALUE is read as YAML)")
     search.add_argument("--supernets", type=int, metavar="K",
                         help="with --strategy oneshot: train a balanced mixture of K supernets (default 1)")
     search.add_argument("--target", help="latency target: cpu-ort (default), cpu-ort-int8, cpu-torch, cuda-ort, "
@@ -103,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", parents=[storage], help="print a study: its settings, trials and front")
     show.add_argument("study", help="study name")
 
+    front = sub.add_parser(
+        "front", parents=[storage], help="print a study's feasible Pareto front, its knee and hypervolume",
+        description="The complete trials that meet every constraint and that no other such trial dominates, "
+        "ordered by the first objective; the knee (the best trade-off after scaling each objective to [0, 1]); "
+        "the hypervolume they dominate up to the worst value of each objective over all complete trials.",
+    )
+    front.add_argument("study", help="study name")
+
     dashboard = sub.add_parser(
         "dashboard", help="serve a web dashboard of the studies and compression runs (read-only)",
         description="Serve a web app that reads the store and writes nothing: every study with its Pareto front, "
@@ -142,9 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
-        "search": _search, "studies": _studies, "show": _show, "ops": _ops, "spaces": _spaces, "sample": _sample,
-        "dashboard": _dashboard,
-        "latency": _latency,
+        "search": _search, "studies": _studies, "show": _show, "front": _front, "ops": _ops, "spaces": _spaces,
+        "sample": _sample, "dashboard": _dashboard, "latency": _latency,
     }
     try:
         return commands[args.command](args)
@@ -177,6 +187,8 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
         value = getattr(args, flag)
         if value is not None:
             base[name] = value
+    if args.strategy_option:
+        base["strategy_options"] = {**base.get("strategy_options", {}), **_strategy_options(args.strategy_option)}
     if args.latency_ms is not None:
         constraints = [c for c in base.get("constraints", []) if _constraint_name(c) != "latency_ms"]
         base["constraints"] = [*constraints, f"latency_ms<={args.latency_ms}"]
@@ -187,6 +199,22 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
     if args.latency_ms is not None and args.latency_ms <= 0:
         raise ArchetypeError(f"--latency-ms must be a positive number of milliseconds, got {args.latency_ms}")
     return RunSpec.from_mapping(base, where=where)
+
+
+def _strategy_options(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs, each VALUE read as YAML (so ``20`` is an integer and ``ridge`` a string)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ArchetypeError(f"--strategy-option {item!r}: expected KEY=VALUE, e.g. population=20")
+        try:
+            options[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ArchetypeError(f"--strategy-option {key.strip()}: cannot read value {text!r}") from None
+    return options
 
 
 def _constraint_name(item: Any) -> str:
@@ -210,7 +238,7 @@ def _resume(args: argparse.Namespace) -> int:
     from archetype.search import prepare_search, stored_spec
     from archetype.store import Store
 
-    others = [f"--{f.replace('_', '-')}" for f in (*_SEARCH_FIELDS, "latency_ms", "spec")
+    others = [f"--{f.replace('_', '-')}" for f in (*_SEARCH_FIELDS, "latency_ms", "spec", "strategy_option")
               if f != "trials" and getattr(args, f) is not None]
     if others:
         raise ArchetypeError(f"--resume continues the stored run spec; drop {', '.join(others)} (--trials may change)")
@@ -280,6 +308,29 @@ def _show(args: argparse.Namespace) -> int:
     from archetype.report import print_study
 
     print_study(study, trials, front)
+    return 0
+
+
+def _front(args: argparse.Namespace) -> int:
+    from archetype.pareto import summarise_front
+    from archetype.store import Store
+
+    with Store.open(args.storage) as store:
+        study = store.get_study(args.study)
+        trials = store.trials(args.study)
+    summary = summarise_front(trials, study.objectives, study.constraints)
+    if args.json:
+        _print_json({
+            "study": study.name, "objectives": [o.to_json() for o in study.objectives],
+            "constraints": [c.to_json() for c in study.constraints],
+            "front": [_trial_json(t) for t in summary.front],
+            "knee": None if summary.knee is None else summary.knee.number,
+            "hypervolume": summary.hypervolume, "reference": summary.reference,
+        })
+        return 0
+    from archetype.report import print_front_summary
+
+    print_front_summary(study, trials, summary)
     return 0
 
 

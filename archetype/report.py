@@ -134,3 +134,16 @@ def print_latency_result(command: str, result: dict[str, Any]) -> None:
     skipped = f"; {result['not_measured']} drawn but not measurable" if result["not_measured"] else ""
     console.print(f"fixed overhead {result['overhead_ms']:.4f} ms; {result['instances_measured']} instances added "
                   f"to the table{skipped}; {result['seconds']:.1f} s")
+
+
+def print_front_summary(study: Any, trials: Sequence[Any], summary: Any) -> None:
+    """The feasible front of a study (knee marked ``*``), then its hypervolume and reference point."""
+    console = _console()
+    constraints = ", ".join(str(c) for c in study.constraints) or "no constraints"
+    knee = {summary.knee.number} if summary.knee is not None else set()
+    title = f"feasible Pareto front of '{study.name}' ({constraints}; * = knee)"
+    console.print(trials_table(title, summary.front, knee))
+    reference = ", ".join(f"{k} {v:.4g}" for k, v in summary.reference.items()) or "none"
+    objectives = ", ".join(f"{o.direction.value} {o.name}" for o in study.objectives)
+    console.print(f"{len(summary.front)} of {len(trials)} trials on the front ({objectives})")
+    console.print(f"hypervolume {summary.hypervolume:.6g} (reference: {reference})")

@@ -70,6 +70,10 @@ class RunSpec:
             raise SpecError(f"latency_margin must be a non-negative number, got {self.latency_margin!r}")
         if not isinstance(self.cpus_per_trial, int | float) or self.cpus_per_trial <= 0:
             raise SpecError(f"cpus_per_trial must be a positive number, got {self.cpus_per_trial!r}")
+        if not isinstance(self.strategy_options, Mapping) or not all(
+            isinstance(k, str) for k in self.strategy_options
+        ):
+            raise SpecError(f"strategy_options must map option names to values, got {self.strategy_options!r}")
         names = [o.name for o in self.objectives]
         if not names or len(set(names)) != len(names):
             raise SpecError(f"objectives must be distinct and at least one, got {names}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -89,11 +90,51 @@ def make_strategy(
     cls = _STRATEGIES.get(name)
     if cls is None:
         raise SpecError(f"unknown strategy '{name}'; known: {', '.join(sorted(_STRATEGIES))}")
-    try:
-        return cls(space, objectives, constraints, seed, **options)
-    except TypeError as exc:
-        raise SpecError(f"strategy '{name}': {exc}") from None
+    known = strategy_options(name)
+    for option in options:
+        if option not in known:
+            listed = ", ".join(known) if known else "none"
+            raise SpecError(f"strategy '{name}': unknown option '{option}'; options: {listed}")
+    return cls(space, objectives, constraints, seed, **options)
+
+
+def strategy_options(name: str) -> dict[str, Any]:
+    """The options strategy ``name`` takes, with their defaults."""
+    _load_builtin()
+    options: dict[str, Any] = {}
+    for klass in reversed(_STRATEGIES[name].__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        for param in inspect.signature(init).parameters.values():
+            if param.kind is inspect.Parameter.KEYWORD_ONLY:
+                options[param.name] = param.default
+    return options
+
+
+def check_option(
+    strategy: str,
+    name: str,
+    value: Any,
+    kind: type,
+    minimum: float | None = None,
+    choices: Sequence[str] = (),
+) -> Any:
+    """``value`` if it is a ``kind`` (above ``minimum``, among ``choices``); else SpecError naming the option."""
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    what = {int: "an integer", float: "a number", str: "a string"}.get(kind, kind.__name__)
+    if minimum is not None:
+        what = f"{what} >= {minimum:g}"
+        ok = ok and value >= minimum
+    if choices:
+        what = f"one of {', '.join(choices)}"
+        ok = ok and value in choices
+    if not ok:
+        raise SpecError(f"strategy '{strategy}': option '{name}' must be {what}, got {value!r}")
+    return value
 
 
 def _load_builtin() -> None:
-    from archetype.strategies import oneshot, random  # noqa: F401
+    from archetype.strategies import evolution, oneshot, optuna_sampler, predictor_guided, random  # noqa: F401

@@ -19,13 +19,21 @@ def space():
     return get_space("conv-small", Image(1, 8, 8), 10)
 
 
+FAST = {"gp": {"startup": 15}, "tpe": {"startup": 6}, "nsga2": {"population": 4}, "nsga3": {"population": 4},
+        "evolution": {"population": 6, "sample": 3}, "simq": {"initial": 6, "batch": 4, "predicted": 300,
+                                                            "nsga_population": 20}}
+"""Options that reach each strategy's model-driven phase within a few asks; GP's (seconds an ask) is in
+``test_gp_resumes_in_its_model_phase``."""
+
+
 def _result(arch) -> Result:
     return Result(TrialState.COMPLETE, {"accuracy": 1.0 / (1 + arch.params() / 1e4), "latency_ms": arch.macs() / 1e7})
 
 
 @pytest.mark.parametrize("name", list_strategies())
 def test_asks_valid_architectures_of_the_space(name, space):
-    strategy = make_strategy(name, space, DEFAULT_OBJECTIVES, (Constraint.parse("latency_ms<=0.1"),), seed=3)
+    constraints = (Constraint.parse("latency_ms<=0.1"),)
+    strategy = make_strategy(name, space, DEFAULT_OBJECTIVES, constraints, seed=3, **FAST.get(name, {}))
     keys = set()
     for _ in range(15):
         arch = strategy.ask()
@@ -37,12 +45,13 @@ def test_asks_valid_architectures_of_the_space(name, space):
 
 @pytest.mark.parametrize("name", list_strategies())
 def test_state_dict_resumes_the_same_proposals(name, space):
-    first = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=7)
-    for _ in range(5):
+    options = FAST.get(name, {})
+    first = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=7, **options)
+    for _ in range(7):
         arch = first.ask()
         first.tell(arch, _result(arch))
     state = json.loads(json.dumps(first.state_dict()))  # the state must survive JSON
-    resumed = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=12345)
+    resumed = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=12345, **options)
     resumed.load_state_dict(state)
     assert [first.ask().key for _ in range(5)] == [resumed.ask().key for _ in range(5)]
 
@@ -76,3 +85,15 @@ def test_random_covers_every_candidate_of_a_slot(space):
     ops = {strategy.ask().choice("stage1.down").op for _ in range(200)}
     assert ops == {c.op for c in space.slots[2].candidates}
     assert np.isfinite(len(ops))
+
+
+@pytest.mark.slow
+def test_gp_resumes_in_its_model_phase(space):
+    constraints = (Constraint.parse("latency_ms<=0.1"),)
+    first = make_strategy("gp", space, DEFAULT_OBJECTIVES, constraints, seed=7, startup=4)
+    for _ in range(4):
+        arch = first.ask()
+        first.tell(arch, _result(arch))
+    resumed = make_strategy("gp", space, DEFAULT_OBJECTIVES, constraints, seed=0, startup=4)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert first.ask().key == resumed.ask().key

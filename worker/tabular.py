@@ -1,0 +1,142 @@
+"""A tabular benchmark: every architecture of a small space measured once, looked up in microseconds.
+
+Like NAS-Bench-201, it lets search strategies be compared in seconds: the
+table (``bench/data/digits-tabular.json.gz``, rebuilt by
+``bench/build_tabular.py``) holds accuracy, latency and size of each
+architecture of ``tabular_space()`` trained on digits under one protocol.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from archetype.errors import SpecError, TypeCheckError
+from archetype.result import Result, TrialState
+from archetype.searchspace.architecture import Architecture, Choice
+from archetype.searchspace.space import Candidate, SearchSpace, Slot
+from archetype.searchspace.types import Image, Vector
+from archetype.worker.evaluator import Budget, EpochReport, Evaluator
+
+TABLE_VERSION = 1
+DEFAULT_TABLE = Path(__file__).resolve().parent.parent / "bench" / "data" / "digits-tabular.json.gz"
+
+
+DIGITS_INPUT = Image(1, 8, 8)
+
+
+def tabular_space(input_type: Image = DIGITS_INPUT, num_classes: int = 10) -> SearchSpace:
+    """The 300-architecture convnet space of the digits table: conv-small with reduced domains."""
+    return SearchSpace(
+        name="tabular-digits",
+        input=input_type,
+        output=Vector(num_classes),
+        description="conv-small with reduced domains, small enough to evaluate every architecture",
+        slots=(
+            Slot("stem", (Candidate.of("conv_bn_act", {"width": (8, 16), "kernel": 3, "stride": 1}),)),
+            Slot(
+                "stage1.block1",
+                (
+                    Candidate.of("conv_bn_act", {"width": (16, 32), "kernel": (3, 5), "stride": 1}),
+                    Candidate.of("dwsep_conv", {"width": (16, 32), "kernel": 3, "stride": 1}),
+                    Candidate.of("inverted_residual", {"width": (16, 32), "expand": 3, "kernel": 3, "stride": 1}),
+                    Candidate.of("basic_block", {"width": (16, 32), "stride": 1}),
+                ),
+            ),
+            Slot(
+                "stage1.down",
+                (
+                    Candidate.of("pool", {"kind": ("max", "avg")}),
+                    Candidate.of("conv_bn_act", {"width": 32, "kernel": 3, "stride": 2}),
+                ),
+                categories=("downsampling",),
+            ),
+            Slot(
+                "stage2.block1",
+                (
+                    Candidate.of("identity"),
+                    Candidate.of("conv_bn_act", {"width": (32, 64), "kernel": 3, "stride": 1}),
+                    Candidate.of("dwsep_conv", {"width": (32, 64), "kernel": 3, "stride": 1}),
+                ),
+            ),
+            Slot("head", (Candidate.of("classifier_head", {"classes": num_classes}),), categories=("head",)),
+        ),
+    )
+
+
+def enumerate_space(space: SearchSpace) -> Iterator[Architecture]:
+    """Every well-typed architecture of ``space``, in a fixed order."""
+    per_slot = []
+    for slot in space.slots:
+        choices = []
+        for cand in slot.candidates:
+            names = [name for name, _ in cand.domain]
+            for values in itertools.product(*(v for _, v in cand.domain)):
+                choices.append(Choice.of(slot.name, cand.op, dict(zip(names, values, strict=True))))
+        per_slot.append(choices)
+    for combo in itertools.product(*per_slot):
+        arch = space.architecture(tuple(combo))
+        try:
+            arch.typing()
+        except TypeCheckError:
+            continue
+        yield arch
+
+
+@dataclass(frozen=True)
+class TabularBenchmark:
+    """Measured values of every architecture of a space, by architecture key."""
+
+    space: SearchSpace
+    values: Mapping[str, Mapping[str, float]]  # arch key -> accuracy, latency_ms, params, ...
+    protocol: Mapping[str, Any]  # how the table was measured: data, epochs, seed, target, machine
+
+    @classmethod
+    def load(cls, path: str | Path = DEFAULT_TABLE) -> TabularBenchmark:
+        """Read a table written by ``bench/build_tabular.py``; SpecError if missing or of another version."""
+        path = Path(path)
+        try:
+            with gzip.open(path, "rt") as f:
+                data = json.load(f)
+        except OSError as exc:
+            raise SpecError(f"{path}: cannot read the tabular benchmark: {exc}") from None
+        if data.get("version") != TABLE_VERSION:
+            raise SpecError(f"{path}: table version {data.get('version')!r}, expected {TABLE_VERSION}")
+        space = tabular_space()
+        return cls(space, {row["key"]: row["values"] for row in data["rows"]}, data["protocol"])
+
+    def lookup(self, arch: Architecture) -> Result:
+        """The stored result of ``arch``; FAILED if the table lacks it."""
+        values = self.values.get(arch.key)
+        if values is None:
+            return Result.failed(f"architecture {arch.key} is not in the table of space '{self.space.name}'")
+        return Result(TrialState.COMPLETE, dict(values), target=self.protocol.get("target"))
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+class TabularEvaluator(Evaluator):
+    """Evaluates by table lookup: the budget is ignored, nothing is trained or timed."""
+
+    def __init__(self, table: TabularBenchmark) -> None:
+        self.table = table
+
+    def evaluate(self, arch: Architecture, budget: Budget, on_epoch: EpochReport | None = None) -> Result:
+        return self.table.lookup(arch)
+
+
+def write_table(path: str | Path, rows: list[dict[str, Any]], protocol: Mapping[str, Any]) -> None:
+    """Write rows ``{key, arch, values}`` and the protocol atomically as gzipped JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    payload = {"version": TABLE_VERSION, "protocol": dict(protocol), "rows": rows}
+    with gzip.open(tmp, "wt") as f:
+        json.dump(payload, f, separators=(",", ":"))
+    tmp.replace(path)
