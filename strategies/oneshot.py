@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from archetype.errors import SpecError
 from archetype.result import Result
 from archetype.searchspace.architecture import Architecture
-from archetype.strategies.base import STATE_VERSION, Strategy, register_strategy
+from archetype.strategies.base import STATE_VERSION, Strategy, check_option, register_strategy
 
 SCORE_NAMES = ("supernet_accuracy", "accuracy")
 MAX_REDRAWS = 50
@@ -26,8 +27,10 @@ class OneShotEvolution(Strategy):
 
     def __init__(self, *args: Any, population: int = 16, tournament: int = 4, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if population < 2 or not 1 <= tournament <= population:
-            raise ValueError(f"needs population >= 2 and 1 <= tournament <= population, got {population}, {tournament}")
+        population = check_option(self.name, "population", population, int, minimum=2)
+        tournament = check_option(self.name, "tournament", tournament, int, minimum=1)
+        if tournament > population:
+            raise SpecError(f"strategy '{self.name}': option 'tournament' must be at most population, got {tournament}")
         self.population_size, self.tournament = population, tournament
         self._rng = np.random.default_rng(self.seed)
         self._population: deque[tuple[dict[str, Any], float]] = deque(maxlen=population)  # (arch JSON, fitness)
