@@ -1,13 +1,12 @@
-"""The Store API on a real SQLite file: studies, numbered trials, results and metrics, one-line errors."""
+"""The Store API on SQLite and PostgreSQL: studies, numbered trials, results and metrics, one-line errors."""
 
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
-from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -150,7 +149,9 @@ def test_a_started_trial_is_running_until_finished(store: Store, study: str) -> 
     assert finished.result() == _complete(accuracy=0.91, latency_ms=1.25, params=12345)
 
 
-def test_non_finite_values_are_stored_as_null_and_read_back_missing(store: Store, study: str, db_path: Path) -> None:
+def test_non_finite_values_are_stored_as_null_and_read_back_missing(
+    store: Store, study: str, query: Callable[..., list[tuple[Any, ...]]]
+) -> None:
     result = _complete(accuracy=0.5, latency_ms=math.nan, size_mb=math.inf)
     result.timings["measure"] = math.nan
     recorded = store.record_trial(study, {"width": math.inf}, KEY, result)
@@ -158,8 +159,7 @@ def test_non_finite_values_are_stored_as_null_and_read_back_missing(store: Store
     assert store.trials(study)[0].values == {"accuracy": 0.5}
     assert store.trials(study)[0].timings == {"train": 1.5}
     assert store.trials(study)[0].arch == {"width": None}
-    with sqlite3.connect(db_path) as db:
-        stored = dict(db.execute("SELECT name, value FROM trial_metrics ORDER BY name").fetchall())
+    stored = dict(query("SELECT name, value FROM trial_metrics ORDER BY name"))
     assert stored == {"accuracy": 0.5, "latency_ms": None, "size_mb": None}
 
 
