@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,15 +40,28 @@ class RunSpec:
     scheduler: str | None = None  # "asha": run through Ray Tune and stop weak candidates early on epochs
 
     def __post_init__(self) -> None:
+        for name in ("space", "data", "target", "strategy"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise SpecError(f"{name} must be a non-empty string, got {value!r}")
+        for name in ("study", "ray_address"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise SpecError(f"{name} must be a non-empty string, got {value!r}")
         for name in ("trials", "epochs", "workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise SpecError(f"seed must be an integer from 0 to 2**63-1, got {self.seed!r}")
+        if not isinstance(self.strategy_options, dict) or not all(isinstance(k, str) for k in self.strategy_options):
+            raise SpecError(f"strategy_options must be a mapping of option names, got {self.strategy_options!r}")
         if self.scheduler not in SCHEDULERS:
             raise SpecError(f"unknown scheduler {self.scheduler!r}; known: {', '.join(s for s in SCHEDULERS if s)}")
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise SpecError(f"retries must be a non-negative integer, got {self.retries!r}")
-        if not isinstance(self.cpus_per_trial, int | float) or self.cpus_per_trial <= 0:
+        cpus = self.cpus_per_trial
+        if isinstance(cpus, bool) or not isinstance(cpus, int | float) or not (0 < cpus < math.inf):
             raise SpecError(f"cpus_per_trial must be a positive number, got {self.cpus_per_trial!r}")
         names = [o.name for o in self.objectives]
         if not names or len(set(names)) != len(names):
