@@ -1,4 +1,4 @@
-"""Corrupted model files (truncated, bit-flipped): loading ends in an ordinary exception, never a crash or hang.
+"""Corrupted model files (truncated, bit-flipped): loading ends in an ordinary exception or a whole module.
 
 The ``compress`` command's loader wraps any ``Exception`` from ``torch.load`` into a one-line SpecError;
 this checks the property it relies on, on files that ``torch.save`` wrote and that were then damaged.
@@ -6,6 +6,7 @@ this checks the property it relies on, on files that ``torch.save`` wrote and th
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import tempfile
@@ -59,14 +60,13 @@ def model_path() -> Iterator[Path]:
 def test_a_damaged_model_file_fails_with_an_ordinary_exception(model_path: Path, case: tuple[bool, bytes]) -> None:
     weights_only, data = case
     model_path.write_bytes(data)
-    try:
+    try:  # what a loader does: a saved module, or a factory's fresh module given the saved weights
         loaded = torch.load(model_path, map_location="cpu", weights_only=weights_only)
+        if weights_only:
+            fresh = copy.deepcopy(MODEL)
+            fresh.load_state_dict(loaded)  # a damaged key or shape fails here
+            loaded = fresh
     except Exception:  # what a loader turns into its one-line error
         return
-    # a flip in a tensor's bytes (or in zip padding) still loads: the structure must then be intact
-    expected = MODEL.state_dict() if weights_only else MODEL
-    if weights_only:
-        assert isinstance(loaded, dict) and set(loaded) == set(expected)
-        assert all(loaded[k].shape == v.shape for k, v in expected.items())
-    else:
-        assert isinstance(loaded, nn.Module)
+    # a flip in a tensor's bytes or in unread padding still loads (torch.load reads no checksums)
+    assert isinstance(loaded, nn.Module)

@@ -210,7 +210,7 @@ def test_a_failed_write_leaves_nothing_behind(store: Store, study: str, monkeypa
     def failing_write(*args: object) -> None:
         raise OperationalError("INSERT INTO trial_metrics", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(storage_module, "_write_result", failing_write)
+    monkeypatch.setattr(storage_module, "_write_metrics", failing_write)
     with pytest.raises(StorageError) as caught:
         store.record_trial(study, ARCH, KEY, _complete(accuracy=0.5))
     assert _one_line_error(caught) == f"cannot record a trial of study '{study}' in {store.url}: disk I/O error"
