@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from sqlalchemy import Connection, Engine, Row, Select, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -33,6 +33,7 @@ STUDIES = Study.__table__
 TRIALS = Trial.__table__
 METRICS = TrialMetric.__table__
 _NUMBERING_TRIES = 5
+_Written = TypeVar("_Written")
 
 
 class StudyExistsError(StorageError):
@@ -297,6 +298,42 @@ class Store:
 
         return self._write_numbered(f"record a trial of study {study_name!r}", write)
 
+    def record_trials(
+        self, study_name: str, trials: Iterable[tuple[Mapping[str, Any], str, Result]], batch: int = 5000
+    ) -> int:
+        """Store many finished trials ``(arch, arch_key, result)`` at once, numbered after the last; how many.
+
+        For imports and benchmarks: batches of ``batch`` trials, each batch in one transaction.
+        """
+        pending = list(trials)
+        for result in (r for _, _, r in pending):
+            _check_finished(result)
+        for start in range(0, len(pending), batch):
+            chunk = pending[start:start + batch]
+
+            def write(connection: Connection, chunk: list[tuple[Mapping[str, Any], str, Result]] = chunk) -> None:
+                study_id = self._lock_study(connection, study_name)
+                last = connection.scalar(select(func.max(TRIALS.c.number)).where(TRIALS.c.study_id == study_id))
+                now = _utcnow()
+                rows = [
+                    {"study_id": study_id, "number": (last or 0) + i + 1, "arch": _json_safe(arch),
+                     "arch_key": arch_key, "attempt": 1, "started_at": now, **_result_columns(result, now)}
+                    for i, (arch, arch_key, result) in enumerate(chunk)
+                ]
+                ids = connection.execute(
+                    insert(TRIALS).returning(TRIALS.c.id, sort_by_parameter_order=True), rows
+                ).scalars().all()
+                metrics = [
+                    {"trial_id": trial_id, "name": name, "value": float(value) if math.isfinite(value) else None}
+                    for trial_id, (_, _, result) in zip(ids, chunk, strict=True)
+                    for name, value in result.values.items()
+                ]
+                if metrics:
+                    connection.execute(insert(METRICS), metrics)
+
+            self._write_numbered(f"record trials of study {study_name!r}", write)
+        return len(pending)
+
     def trials(self, study_name: str, states: Iterable[TrialState] | None = None) -> list[TrialRecord]:
         """The study's trials in ``states`` (all if None), ordered by number, with their values."""
         with self._storage_errors(f"read the trials of study {study_name!r}"), session_scope(self._engine) as session:
@@ -485,7 +522,7 @@ class Store:
     def _duplicate(self, name: str) -> StudyExistsError:
         return StudyExistsError(f"study {name!r} already exists in {self.url}; pick another name")
 
-    def _write_numbered(self, action: str, write: Callable[[Connection], TrialRecord]) -> TrialRecord:
+    def _write_numbered(self, action: str, write: Callable[[Connection], _Written]) -> _Written:
         """Run ``write`` in a write transaction, again if a concurrent writer took the same trial number."""
         tries_left = _NUMBERING_TRIES
         with self._storage_errors(action):

@@ -248,3 +248,16 @@ def test_requeue_starts_a_running_trial_again_as_its_next_attempt(store: Store, 
     with pytest.raises(StorageError, match="no trial with id 999"):
         store.requeue_trial(999)
     assert [t.number for t in store.trials(study)] == [1]
+
+
+def test_many_trials_are_recorded_at_once_after_the_last(store: Store, study: str) -> None:
+    store.record_trial(study, ARCH, KEY, _complete(accuracy=0.1))
+    results = [_complete(accuracy=0.2, latency_ms=math.nan), Result.failed("boom"), _complete(accuracy=0.4)]
+    assert store.record_trials(study, [(ARCH, f"{i:016d}", r) for i, r in enumerate(results)], batch=2) == 3
+    trials = store.trials(study)
+    assert [t.number for t in trials] == [1, 2, 3, 4]
+    assert [t.values for t in trials[1:]] == [{"accuracy": 0.2}, {}, {"accuracy": 0.4}]
+    assert [t.result() for t in trials[1:]] == [_complete(accuracy=0.2), Result.failed("boom"), _complete(accuracy=0.4)]
+    with pytest.raises(ValueError, match="not running"):
+        store.record_trials(study, [(ARCH, KEY, Result(TrialState.RUNNING))])
+    assert len(store.trials(study)) == 4
