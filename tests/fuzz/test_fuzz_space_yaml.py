@@ -41,7 +41,10 @@ def candidates(draw: st.DrawFn) -> dict[str, Any]:
 def slots(draw: st.DrawFn) -> dict[str, Any]:
     slot: dict[str, Any] = {"name": draw(st.one_of(st.sampled_from(["stem", "body", "down", "head", "input"]),
                                                     st.text(max_size=6)))}
-    slot["candidates"] = draw(st.lists(candidates(), max_size=3))
+    if draw(st.integers(0, 3)) == 0:  # a well-formed block, so that what follows is reached
+        slot["candidates"] = [{"op": "identity"}, {"op": "conv_bn_act", "width": 8, "kernel": 3}]
+    else:
+        slot["candidates"] = draw(st.lists(candidates(), max_size=3))
     extras = {
         "categories": st.lists(st.sampled_from([*CATEGORIES, "weird"]), max_size=2),
         "repeat": st.one_of(st.integers(-2, 10**12), st.lists(st.integers(-1, 10**9), max_size=3), st.text(max_size=3)),
