@@ -76,9 +76,9 @@ def test_eight_processes_store_500_trials_each_into_one_postgresql_study(postgre
 @pytest.mark.slow
 def test_several_processes_write_one_sqlite_file_without_locking_errors(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
-    errors = _write_at_once(url, "crowded", 4, 150, tmp_path)
+    errors = _write_at_once(url, "crowded", 4, 100, tmp_path)
     assert errors == [""] * 4, [e for e in errors if e]
-    _check_every_trial_stored_once(url, "crowded", 4, 150)
+    _check_every_trial_stored_once(url, "crowded", 4, 100)
 
 
 SEARCH = textwrap.dedent("""
@@ -106,7 +106,7 @@ def test_concurrent_searches_share_one_sqlite_file(tmp_path: Path) -> None:
     """Three searches at once, each naming its study itself: three studies, each whole."""
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     Store.open(url).close()
-    searches = [subprocess.Popen([sys.executable, "-c", SEARCH, url, "25"], stdout=subprocess.PIPE,
+    searches = [subprocess.Popen([sys.executable, "-c", SEARCH, url, "12"], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True, cwd=tmp_path) for _ in range(3)]
     outputs = [search.communicate(timeout=300) for search in searches]
     assert [search.returncode for search in searches] == [0, 0, 0], [err for _, err in outputs]
@@ -116,4 +116,4 @@ def test_concurrent_searches_share_one_sqlite_file(tmp_path: Path) -> None:
         for name in names:
             assert store.get_study(name).status == "complete"
             assert [(t.number, t.state) for t in store.trials(name)] == [(n, TrialState.COMPLETE)
-                                                                          for n in range(1, 26)]
+                                                                          for n in range(1, 13)]
