@@ -30,7 +30,7 @@ demo: $(STAMP)  ## a short latency-constrained search on the digits data
 test: $(STAMP) postgresql  ## the whole suite, slow end-to-end tests included (what CI runs)
 	$(BIN)/pytest
 
-test-fast: $(STAMP)  ## unit tests only
+test-fast: $(STAMP) postgresql  ## unit tests only
 	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP)
