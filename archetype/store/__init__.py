@@ -13,11 +13,11 @@ from archetype.store.storage import (
 )
 
 __all__ = [
+    "DEFAULT_STORAGE",
+    "STORAGE_ENV",
     "CompressionRunRecord",
     "CompressionStatus",
     "CompressionStepRecord",
-    "DEFAULT_STORAGE",
-    "STORAGE_ENV",
     "Store",
     "StudyExistsError",
     "StudyRecord",
