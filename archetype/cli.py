@@ -17,7 +17,12 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line on stderr (exit code 2)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)} (see --help)\n")
+
+
+def _one_line(message: str) -> str:
+    """``message`` with line breaks and other unprintable characters escaped, so that it prints as one line."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except ArchetypeError as exc:
-        print(f"archetype {args.command}: error: {exc}", file=sys.stderr)
+        print(f"archetype {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"archetype {args.command}: interrupted; finished trials are stored", file=sys.stderr)

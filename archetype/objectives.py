@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ class Constraint:
     bound: float
 
     def __post_init__(self) -> None:
+        if not isinstance(self.bound, int | float) or isinstance(self.bound, bool) or not math.isfinite(self.bound):
+            raise SpecError(f"constraint on {self.name!r}: the bound must be a finite number, got {self.bound!r}")
         if self.op not in ("<=", ">="):
             raise SpecError(f"constraint on {self.name!r}: operator must be '<=' or '>=', got {self.op!r}")
 

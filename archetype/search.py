@@ -6,14 +6,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from archetype.errors import ArchetypeError, SpecError
+from archetype.errors import ArchetypeError, SpecError, StorageError
 from archetype.pareto import feasible_front
 from archetype.result import Result, TrialState
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
 from archetype.searchspace.spaces import get_space
 from archetype.spec import RunSpec
-from archetype.store import Store, StudyRecord, TrialRecord
+from archetype.store import Store, StudyExistsError, StudyRecord, TrialRecord
 from archetype.strategies import Strategy, make_strategy
 from archetype.worker.data import load_dataset
 from archetype.worker.evaluator import Budget, Evaluator, TrainingEvaluator
@@ -21,6 +21,8 @@ from archetype.worker.executor import Executor, RayExecutor
 from archetype.worker.latency_screen import LatencyScreen, open_latency_screen
 from archetype.worker.targets import get_target
 from archetype.worker.training import TrainConfig
+
+_NAME_TRIES = 20  # searches started at once on one store may pick the same free study name
 
 
 @dataclass(frozen=True)
@@ -66,15 +68,7 @@ class Search:
         if resume:
             name, requeued, asked = self._reopen(store)
         else:
-            name = spec.study or store.next_study_name(self.space.name)
-            store.create_study(
-                name,
-                space=self.space.name,
-                target=spec.target,
-                objectives=spec.objectives,
-                constraints=spec.constraints,
-                spec={**spec.to_json(), "study": name},
-            )
+            name = self._create_study(store)
             requeued, asked = [], 0
         owns_executor = executor is None
         status = "failed"
@@ -172,6 +166,27 @@ class Search:
         run_with_tune(run, self.evaluator, epochs=spec.epochs, workers=spec.workers,
                       cpus_per_trial=spec.cpus_per_trial, retries=spec.retries, asha=AshaSettings(),
                       ray_address=spec.ray_address)
+
+    def _create_study(self, store: Store) -> str:
+        """Store the study; its name. An unnamed one takes the next free ``<space>-<n>`` if a concurrent search won."""
+        spec = self.spec
+        for _ in range(_NAME_TRIES):
+            name = spec.study or store.next_study_name(self.space.name)
+            try:
+                store.create_study(
+                    name,
+                    space=self.space.name,
+                    target=spec.target,
+                    objectives=spec.objectives,
+                    constraints=spec.constraints,
+                    spec={**spec.to_json(), "study": name},
+                )
+            except StudyExistsError:
+                if spec.study is not None:
+                    raise
+                continue
+            return name
+        raise StorageError(f"no free study name {self.space.name}-<n> after {_NAME_TRIES} tries; give --study")
 
     def _reopen(self, store: Store) -> tuple[str, list[TrialRecord], int]:
         """The study to resume, its trials to run again, and how many trials it already has."""

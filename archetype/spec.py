@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,11 +45,15 @@ class RunSpec:
     latency_margin: float = 0.2  # prune only when the predicted latency exceeds the budget by more than this share
 
     def __post_init__(self) -> None:
-        for name in ("trials", "epochs", "workers"):
+        for name in ("space", "data", "target", "strategy"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SpecError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("supernets", "finalists"):
+            if not isinstance(value, str) or not value.strip():
+                raise SpecError(f"{name} must be a non-empty string, got {value!r}")
+        for name in ("study", "ray_address"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise SpecError(f"{name} must be a non-empty string, got {value!r}")
+        for name in ("trials", "epochs", "workers", "supernets", "finalists"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"{name} must be a positive integer, got {value!r}")
@@ -59,16 +64,19 @@ class RunSpec:
             raise SpecError(f"supernets={self.supernets} needs strategy 'oneshot', not {self.strategy!r}")
         if self.strategy == "oneshot" and self.scheduler is not None:
             raise SpecError("strategy 'oneshot' scores candidates on a supernet; it runs without a scheduler")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise SpecError(f"seed must be an integer from 0 to 2**63-1, got {self.seed!r}")
         if self.scheduler not in SCHEDULERS:
             raise SpecError(f"unknown scheduler {self.scheduler!r}; known: {', '.join(s for s in SCHEDULERS if s)}")
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise SpecError(f"retries must be a non-negative integer, got {self.retries!r}")
         if self.predict_latency not in (None, True, False):
             raise SpecError(f"predict_latency must be true, false or unset, got {self.predict_latency!r}")
-        if isinstance(self.latency_margin, bool) or not isinstance(self.latency_margin, int | float) \
-                or self.latency_margin < 0:
+        margin = self.latency_margin
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < math.inf:
             raise SpecError(f"latency_margin must be a non-negative number, got {self.latency_margin!r}")
-        if not isinstance(self.cpus_per_trial, int | float) or self.cpus_per_trial <= 0:
+        cpus = self.cpus_per_trial
+        if isinstance(cpus, bool) or not isinstance(cpus, int | float) or not (0 < cpus < math.inf):
             raise SpecError(f"cpus_per_trial must be a positive number, got {self.cpus_per_trial!r}")
         if not isinstance(self.strategy_options, Mapping) or not all(
             isinstance(k, str) for k in self.strategy_options

@@ -212,6 +212,10 @@ class SearchSpace:
         return self.validate(Architecture.from_json(data, self))
 
 
+MAX_DEPTH = 256
+"""The most copies a repeated block may have."""
+
+
 def repeated(
     name: str,
     candidates: tuple[Candidate, ...],
@@ -223,6 +227,8 @@ def repeated(
     low, high = (depth, depth) if isinstance(depth, int) else depth
     if isinstance(low, bool) or isinstance(high, bool) or not 0 <= low <= high or high < 1:
         raise SpecError(f"slot '{name}': depth must be n >= 1 or [min, max] with 0 <= min <= max, got {depth!r}")
+    if high > MAX_DEPTH:
+        raise SpecError(f"slot '{name}': depth must be at most {MAX_DEPTH}, got {depth!r}")
     if high > low and categories and "shape-preserving" not in categories:
         raise SpecError(f"slot '{name}': an elastic depth needs shape-preserving blocks, but the slot is {categories}")
     optional = tuple(c for c in candidates if c.op != "identity")

@@ -85,29 +85,47 @@ class EvaluationActor:
 
 
 class RayExecutor(Executor):
-    """A pool of ``workers`` Ray actors, each given ``cpus_per_trial`` CPUs and reused across evaluations."""
+    """A pool of ``workers`` Ray actors, each given ``cpus_per_trial`` CPUs and reused across evaluations.
 
-    def __init__(self, workers: int = 1, cpus_per_trial: float = 1.0, address: str | None = None) -> None:
+    An evaluation goes only to an actor that has started: one that cannot be placed (its
+    node was lost and no other node has the CPUs) holds no work, and the evaluations
+    wait for the actors that remain. ``start_timeout_s`` bounds how long the pool may
+    have no running actor at all.
+    """
+
+    def __init__(
+        self, workers: int = 1, cpus_per_trial: float = 1.0, address: str | None = None, start_timeout_s: float = 600.0
+    ) -> None:
         import ray
 
         if workers < 1:
             raise ArchetypeError(f"--workers must be at least 1, got {workers}")
         self.slots = workers
         self._ray = ray
+        self._cpus = cpus_per_trial
+        self._start_timeout_s = start_timeout_s
         self._runtime = RayRuntime(workers, cpus_per_trial, address)
         self._actor_class = ray.remote(num_cpus=cpus_per_trial, max_restarts=0, max_task_retries=0)(EvaluationActor)
-        self._idle: list[Any] = [self._actor_class.remote() for _ in range(workers)]
+        self._idle: list[Any] = []
+        self._starting: dict[Any, Any] = {}  # ObjectRef of the actor's first call -> actor
+        self._start_failures = 0
         self._queue: deque[tuple[Any, Evaluator, Architecture, Budget]] = deque()
         self._running: dict[Any, tuple[Any, Any]] = {}  # ObjectRef -> (tag, actor)
+        for _ in range(workers):
+            self._start_actor()
 
     def submit(self, tag: Any, evaluator: Evaluator, arch: Architecture, budget: Budget) -> None:
         self._queue.append((tag, evaluator, arch, budget))
         self._dispatch()
 
     def next_result(self) -> tuple[Any, Result]:
-        if not self._running:
+        if not self._running and not self._queue:
             raise RuntimeError("next_result() with nothing submitted")
-        [ref], _ = self._ray.wait(list(self._running), num_returns=1)
+        while True:
+            ref = self._next_ready()
+            if ref in self._running:
+                break
+            self._started(ref)
         tag, actor = self._running.pop(ref)
         try:
             result = self._ray.get(ref)
@@ -117,7 +135,7 @@ class RayExecutor(Executor):
         except Exception as exc:  # the actor's process died, or its node
             result = Result.failed(f"worker lost: {_last_line(exc)}", retryable=True)
             self._ray.kill(actor, no_restart=True)
-            self._idle.append(self._actor_class.remote())
+            self._start_actor()
         else:
             self._idle.append(actor)
         self._dispatch()
@@ -127,16 +145,53 @@ class RayExecutor(Executor):
         return len(self._running) + len(self._queue)
 
     def worker_pids(self) -> list[int]:
-        """The process ids of the idle workers (for tests and diagnostics)."""
+        """The process ids of the idle workers, once those starting have started (for tests and diagnostics)."""
+        while self._starting:
+            ready, _ = self._ray.wait(list(self._starting), num_returns=1, timeout=self._start_timeout_s)
+            if not ready:
+                raise ArchetypeError(self._cannot_start())
+            self._started(ready[0])
         return self._ray.get([actor.pid.remote() for actor in self._idle])
 
     def shutdown(self) -> None:
-        for actor in [*self._idle, *(actor for _, actor in self._running.values())]:
+        for actor in [*self._idle, *self._starting.values(), *(actor for _, actor in self._running.values())]:
             self._ray.kill(actor, no_restart=True)
         self._idle.clear()
+        self._starting.clear()
         self._running.clear()
         self._queue.clear()
         self._runtime.stop()
+
+    def _start_actor(self) -> None:
+        actor = self._actor_class.remote()
+        self._starting[actor.pid.remote()] = actor
+
+    def _next_ready(self) -> Any:
+        """The first evaluation to end or actor to start; ArchetypeError if none runs and none starts in time."""
+        timeout = None if self._running else self._start_timeout_s
+        ready, _ = self._ray.wait([*self._running, *self._starting], num_returns=1, timeout=timeout)
+        if not ready:
+            raise ArchetypeError(self._cannot_start())
+        return ready[0]
+
+    def _started(self, ref: Any) -> None:
+        """An actor's first call returned: it takes work now; one that died starting is replaced (a few times)."""
+        actor = self._starting.pop(ref)
+        try:
+            self._ray.get(ref)
+        except Exception as exc:
+            self._ray.kill(actor, no_restart=True)
+            self._start_failures += 1
+            if self._start_failures > 3 * self.slots:
+                raise ArchetypeError(f"Ray workers keep dying as they start: {_last_line(exc)}") from None
+            self._start_actor()
+            return
+        self._idle.append(actor)
+        self._dispatch()
+
+    def _cannot_start(self) -> str:
+        return (f"no Ray worker could start within {self._start_timeout_s:g} s: the cluster has no node with "
+                f"{self._cpus:g} free CPUs (--cpus-per-trial) left")
 
     def _dispatch(self) -> None:
         while self._queue and self._idle:

@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
-from sqlalchemy import ColumnElement, Engine, Select, and_, exists, func, not_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Row, Select, and_, exists, func, insert, not_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
@@ -33,7 +33,15 @@ from archetype.store.models import (
 )
 
 _IN_CHUNK = 500  # keys per IN (...) list, below every backend's limit on bound parameters
+STUDIES = Study.__table__
+TRIALS = Trial.__table__
+METRICS = TrialMetric.__table__
 _NUMBERING_TRIES = 5  # concurrent writers may pick the same trial number; the unique constraint makes one retry
+_Written = TypeVar("_Written")
+
+
+class StudyExistsError(StorageError):
+    """A study of that name is already in the store."""
 
 TRIAL_SORT_COLUMNS = ("number", "state", "attempt", "started_at", "finished_at")
 """Trial columns a trial page may be sorted by; any other sort key names a metric (``accuracy``, ``latency_ms``)."""
@@ -279,9 +287,9 @@ class Store:
     def start_trial(self, study_name: str, arch: Mapping[str, Any], arch_key: str, attempt: int = 1) -> TrialRecord:
         """Store a running trial of ``arch``, numbered one past the study's last trial."""
 
-        def write(session: Session) -> TrialRecord:
-            row = _insert_trial(session, self._study_row(session, study_name, lock=True), arch, arch_key, attempt)
-            return _trial_record(row, {})
+        def write(connection: Connection) -> TrialRecord:
+            return _trial_record(_insert_trial(connection, self._lock_study(connection, study_name), arch, arch_key,
+                                               attempt), {})
 
         return self._write_numbered(f"start a trial of study {study_name!r}", write)
 
@@ -289,25 +297,30 @@ class Store:
         """Store the outcome of a running trial; StorageError if it has already finished."""
         _check_finished(result)
         with self._storage_errors(f"finish trial {trial_id}"), session_scope(self._engine, write=True) as session:
-            row = session.get(Trial, trial_id, with_for_update=True)
+            connection = session.connection()
+            now = _utcnow()
+            row = connection.execute(
+                update(TRIALS).where(TRIALS.c.id == trial_id, TRIALS.c.state == TrialState.RUNNING.value)
+                .values(**_result_columns(result, now)).returning(*TRIALS.c)
+            ).first()
             if row is None:
-                raise StorageError(f"no trial with id {trial_id} in {self.url}")
-            if row.state != TrialState.RUNNING.value:
-                raise StorageError(
-                    f"trial {row.number} of study {row.study.name!r} in {self.url} already finished ({row.state})"
-                )
-            return _trial_record(row, _write_result(session, row, result))
+                raise self._not_running(connection, trial_id, in_url=True)
+            values = _write_metrics(connection, row.id, result)
+            connection.execute(update(STUDIES).where(STUDIES.c.id == row.study_id).values(updated_at=now))
+            return _trial_record(row, values)
 
     def requeue_trial(self, trial_id: int) -> TrialRecord:
         """Start a running trial again, as its next attempt (after its worker or the driver died)."""
         with self._storage_errors(f"re-queue trial {trial_id}"), session_scope(self._engine, write=True) as session:
-            row = session.get(Trial, trial_id, with_for_update=True)
+            connection = session.connection()
+            now = _utcnow()
+            row = connection.execute(
+                update(TRIALS).where(TRIALS.c.id == trial_id, TRIALS.c.state == TrialState.RUNNING.value)
+                .values(attempt=TRIALS.c.attempt + 1, started_at=now).returning(*TRIALS.c)
+            ).first()
             if row is None:
-                raise StorageError(f"no trial with id {trial_id} in {self.url}")
-            if row.state != TrialState.RUNNING.value:
-                raise StorageError(f"trial {row.number} of study {row.study.name!r} already finished ({row.state})")
-            row.attempt += 1
-            row.started_at = row.study.updated_at = _utcnow()
+                raise self._not_running(connection, trial_id, in_url=False)
+            connection.execute(update(STUDIES).where(STUDIES.c.id == row.study_id).values(updated_at=now))
             return _trial_record(row, {})
 
     def record_trial(
@@ -316,21 +329,58 @@ class Store:
         """Store a trial and its outcome at once, as start_trial then finish_trial would."""
         _check_finished(result)
 
-        def write(session: Session) -> TrialRecord:
-            row = _insert_trial(session, self._study_row(session, study_name, lock=True), arch, arch_key, attempt)
-            return _trial_record(row, _write_result(session, row, result))
+        def write(connection: Connection) -> TrialRecord:
+            study_id = self._lock_study(connection, study_name)
+            row = _insert_trial(connection, study_id, arch, arch_key, attempt, result)
+            return _trial_record(row, _write_metrics(connection, row.id, result))
 
         return self._write_numbered(f"record a trial of study {study_name!r}", write)
+
+    def record_trials(
+        self, study_name: str, trials: Iterable[tuple[Mapping[str, Any], str, Result]], batch: int = 5000
+    ) -> int:
+        """Store many finished trials ``(arch, arch_key, result)`` at once, numbered after the last; how many.
+
+        For imports and benchmarks: batches of ``batch`` trials, each batch in one transaction.
+        """
+        pending = list(trials)
+        for result in (r for _, _, r in pending):
+            _check_finished(result)
+        for start in range(0, len(pending), batch):
+            chunk = pending[start:start + batch]
+
+            def write(connection: Connection, chunk: list[tuple[Mapping[str, Any], str, Result]] = chunk) -> None:
+                study_id = self._lock_study(connection, study_name)
+                last = connection.scalar(select(func.max(TRIALS.c.number)).where(TRIALS.c.study_id == study_id))
+                now = _utcnow()
+                rows = [
+                    {"study_id": study_id, "number": (last or 0) + i + 1, "arch": _json_safe(arch),
+                     "arch_key": arch_key, "attempt": 1, "started_at": now, **_result_columns(result, now)}
+                    for i, (arch, arch_key, result) in enumerate(chunk)
+                ]
+                ids = connection.execute(
+                    insert(TRIALS).returning(TRIALS.c.id, sort_by_parameter_order=True), rows
+                ).scalars().all()
+                metrics = [
+                    {"trial_id": trial_id, "name": name, "value": float(value) if math.isfinite(value) else None}
+                    for trial_id, (_, _, result) in zip(ids, chunk, strict=True)
+                    for name, value in result.values.items()
+                ]
+                if metrics:
+                    connection.execute(insert(METRICS), metrics)
+
+            self._write_numbered(f"record trials of study {study_name!r}", write)
+        return len(pending)
 
     def trials(self, study_name: str, states: Iterable[TrialState] | None = None) -> list[TrialRecord]:
         """The study's trials in ``states`` (all if None), ordered by number, with their values."""
         with self._storage_errors(f"read the trials of study {study_name!r}"), session_scope(self._engine) as session:
-            study = self._study_row(session, study_name)
-            chosen = select(Trial).where(Trial.study_id == study.id).order_by(Trial.number)
+            connection = session.connection()
+            chosen = select(TRIALS).where(TRIALS.c.study_id == self._study_id(connection, study_name))
             if states is not None:
-                chosen = chosen.where(Trial.state.in_([TrialState(state).value for state in states]))
-            rows = session.scalars(chosen).all()
-            values = _values_of(session, chosen.with_only_columns(Trial.id).order_by(None))
+                chosen = chosen.where(TRIALS.c.state.in_([TrialState(state).value for state in states]))
+            rows = connection.execute(chosen.order_by(TRIALS.c.number)).all()
+            values = _values_of(connection, chosen.with_only_columns(TRIALS.c.id))
             return [_trial_record(row, values[row.id]) for row in rows]
 
     def trial(self, study_name: str, number: int) -> TrialRecord:
@@ -339,12 +389,13 @@ class Store:
             self._storage_errors(f"read trial {number} of study {study_name!r}"),
             session_scope(self._engine) as session,
         ):
-            study = self._study_row(session, study_name)
-            chosen = select(Trial).where(Trial.study_id == study.id, Trial.number == number)
-            row = session.scalar(chosen)
+            connection = session.connection()
+            study_id = self._study_id(connection, study_name)
+            chosen = select(TRIALS).where(TRIALS.c.study_id == study_id, TRIALS.c.number == number)
+            row = connection.execute(chosen).first()
             if row is None:
                 raise StorageError(f"no trial number {number} in study {study_name!r} in {self.url}")
-            return _trial_record(row, _values_of(session, chosen.with_only_columns(Trial.id))[row.id])
+            return _trial_record(row, _values_of(connection, chosen.with_only_columns(TRIALS.c.id))[row.id])
 
     def trial_outcomes(self, study_name: str) -> list[TrialOutcome]:
         """Every trial of the study, ordered by number, with its values: lighter to read than ``trials``."""
@@ -592,25 +643,49 @@ class Store:
             raise StorageError(f"no compression run named {name!r} in {self.url}")
         return row
 
-    def _study_row(self, session: Session, name: str, *, lock: bool = False) -> Study:
-        """The study row called ``name``; ``lock`` holds it (on servers) so that trial numbers are taken in turn."""
-        chosen = select(Study).where(Study.name == name)
-        row = session.scalar(chosen.with_for_update() if lock else chosen)
+    def _study_row(self, session: Session, name: str) -> Study:
+        row = session.scalar(select(Study).where(Study.name == name))
         if row is None:
             raise StorageError(f"no study named {name!r} in {self.url}")
         return row
 
-    def _duplicate(self, name: str) -> StorageError:
-        return StorageError(f"study {name!r} already exists in {self.url}; pick another name")
+    def _study_id(self, connection: Connection, name: str) -> int:
+        found = connection.scalar(select(STUDIES.c.id).where(STUDIES.c.name == name))
+        if found is None:
+            raise StorageError(f"no study named {name!r} in {self.url}")
+        return found
 
-    def _write_numbered(self, action: str, write: Callable[[Session], TrialRecord]) -> TrialRecord:
+    def _lock_study(self, connection: Connection, name: str) -> int:
+        """Touch study ``name``'s ``updated_at``, which locks its row until commit so trials are numbered in turn."""
+        found = connection.scalar(
+            update(STUDIES).where(STUDIES.c.name == name).values(updated_at=_utcnow()).returning(STUDIES.c.id)
+        )
+        if found is None:
+            raise StorageError(f"no study named {name!r} in {self.url}")
+        return found
+
+    def _not_running(self, connection: Connection, trial_id: int, *, in_url: bool) -> StorageError:
+        """Why trial ``trial_id`` cannot be finished or re-queued: there is none, or it has finished."""
+        row = connection.execute(
+            select(TRIALS.c.number, TRIALS.c.state, STUDIES.c.name).join(STUDIES, STUDIES.c.id == TRIALS.c.study_id)
+            .where(TRIALS.c.id == trial_id)
+        ).first()
+        if row is None:
+            return StorageError(f"no trial with id {trial_id} in {self.url}")
+        where = f" in {self.url}" if in_url else ""
+        return StorageError(f"trial {row.number} of study {row.name!r}{where} already finished ({row.state})")
+
+    def _duplicate(self, name: str) -> StudyExistsError:
+        return StudyExistsError(f"study {name!r} already exists in {self.url}; pick another name")
+
+    def _write_numbered(self, action: str, write: Callable[[Connection], _Written]) -> _Written:
         """Run ``write`` in a write transaction, again if a concurrent writer took the same trial number."""
         tries_left = _NUMBERING_TRIES
         with self._storage_errors(action):
             while True:
                 try:
                     with session_scope(self._engine, write=True) as session:
-                        return write(session)
+                        return write(session.connection())
                 except IntegrityError:
                     tries_left -= 1
                     if tries_left == 0:
@@ -625,42 +700,55 @@ class Store:
             raise StorageError(f"cannot {action} in {self.url}: {describe_failure(exc)}") from exc
 
 
-def _insert_trial(session: Session, study: Study, arch: Mapping[str, Any], arch_key: str, attempt: int) -> Trial:
-    last = session.scalar(select(func.max(Trial.number)).where(Trial.study_id == study.id))
+def _insert_trial(
+    connection: Connection,
+    study_id: int,
+    arch: Mapping[str, Any],
+    arch_key: str,
+    attempt: int,
+    result: Result | None = None,
+) -> Row[Any]:
+    """Insert a trial numbered one past the study's last, running or with ``result``; the new row.
+
+    The number is taken in the INSERT itself, after the study's row is locked: a fresh
+    snapshot on PostgreSQL, so concurrent writers see each other's trials.
+    """
     now = _utcnow()
-    row = Trial(
-        study_id=study.id,
-        number=(last or 0) + 1,
-        arch=_json_safe(arch),
-        arch_key=arch_key,
-        state=TrialState.RUNNING.value,
-        timings={},
-        attempt=attempt,
-        fingerprint={},
-        started_at=now,
-    )
-    session.add(row)
-    study.updated_at = now
-    session.flush()
-    return row
+    columns: dict[str, Any] = {
+        "state": TrialState.RUNNING.value, "error": None, "timings": {}, "target": None, "fingerprint": {},
+        "finished_at": None,
+    }
+    if result is not None:
+        columns.update(_result_columns(result, now))
+    number = select(func.coalesce(func.max(TRIALS.c.number), 0) + 1).where(TRIALS.c.study_id == study_id)
+    return connection.execute(
+        insert(TRIALS).values(
+            study_id=study_id, number=number.scalar_subquery(), arch=_json_safe(arch), arch_key=arch_key,
+            attempt=attempt, started_at=now, **columns,
+        ).returning(*TRIALS.c)
+    ).one()
 
 
-def _write_result(session: Session, row: Trial, result: Result) -> dict[str, float]:
-    """Copy ``result`` onto the trial row and its metric rows; return the finite values."""
-    now = _utcnow()
-    row.state = result.state.value
-    row.error = result.error
-    row.timings = {name: float(s) for name, s in result.timings.items() if math.isfinite(s)}
-    row.target = result.target
-    row.fingerprint = {str(name): str(value) for name, value in result.fingerprint.items()}
-    row.finished_at = now
+def _result_columns(result: Result, now: datetime) -> dict[str, Any]:
+    """The trial columns that hold ``result`` (its values go to the metric rows)."""
+    return {
+        "state": result.state.value,
+        "error": result.error,
+        "timings": {name: float(s) for name, s in result.timings.items() if math.isfinite(s)},
+        "target": result.target,
+        "fingerprint": {str(name): str(value) for name, value in result.fingerprint.items()},
+        "finished_at": now,
+    }
+
+
+def _write_metrics(connection: Connection, trial_id: int, result: Result) -> dict[str, float]:
+    """Store ``result.values`` as the trial's metric rows (NULL where not finite); the finite values."""
     stored = {name: float(value) for name, value in result.values.items()}
-    session.add_all(
-        TrialMetric(trial_id=row.id, name=name, value=value if math.isfinite(value) else None)
-        for name, value in stored.items()
-    )
-    session.execute(update(Study).where(Study.id == row.study_id).values(updated_at=now))
-    session.flush()
+    if stored:
+        connection.execute(insert(METRICS), [
+            {"trial_id": trial_id, "name": name, "value": value if math.isfinite(value) else None}
+            for name, value in stored.items()
+        ])
     return {name: value for name, value in stored.items() if math.isfinite(value)}
 
 
@@ -692,13 +780,13 @@ def _upsert(
     session.flush()
 
 
-def _values_of(session: Session, trial_ids: Select[tuple[int]]) -> defaultdict[int, dict[str, float]]:
+def _values_of(connection: Connection, trial_ids: Select[tuple[int]]) -> defaultdict[int, dict[str, float]]:
     """The finite metric values of the trials that ``trial_ids`` selects, by trial id, in one query."""
     values: defaultdict[int, dict[str, float]] = defaultdict(dict)
-    metrics = select(TrialMetric.trial_id, TrialMetric.name, TrialMetric.value).where(
-        TrialMetric.trial_id.in_(trial_ids), TrialMetric.value.is_not(None)
+    metrics = select(METRICS.c.trial_id, METRICS.c.name, METRICS.c.value).where(
+        METRICS.c.trial_id.in_(trial_ids), METRICS.c.value.is_not(None)
     )
-    for trial_id, name, value in session.execute(metrics):
+    for trial_id, name, value in connection.execute(metrics):
         values[trial_id][name] = value
     return values
 
@@ -736,7 +824,7 @@ def _study_record(row: Study) -> StudyRecord:
     )
 
 
-def _trial_record(row: Trial, values: dict[str, float]) -> TrialRecord:
+def _trial_record(row: Trial | Row[Any], values: dict[str, float]) -> TrialRecord:
     return TrialRecord(
         id=row.id,
         study_id=row.study_id,

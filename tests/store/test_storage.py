@@ -1,13 +1,12 @@
-"""The Store API on a real SQLite file: studies, numbered trials, results and metrics, one-line errors."""
+"""The Store API on SQLite and PostgreSQL: studies, numbered trials, results and metrics, one-line errors."""
 
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
-from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -150,7 +149,9 @@ def test_a_started_trial_is_running_until_finished(store: Store, study: str) -> 
     assert finished.result() == _complete(accuracy=0.91, latency_ms=1.25, params=12345)
 
 
-def test_non_finite_values_are_stored_as_null_and_read_back_missing(store: Store, study: str, db_path: Path) -> None:
+def test_non_finite_values_are_stored_as_null_and_read_back_missing(
+    store: Store, study: str, query: Callable[..., list[tuple[Any, ...]]]
+) -> None:
     result = _complete(accuracy=0.5, latency_ms=math.nan, size_mb=math.inf)
     result.timings["measure"] = math.nan
     recorded = store.record_trial(study, {"width": math.inf}, KEY, result)
@@ -158,8 +159,7 @@ def test_non_finite_values_are_stored_as_null_and_read_back_missing(store: Store
     assert store.trials(study)[0].values == {"accuracy": 0.5}
     assert store.trials(study)[0].timings == {"train": 1.5}
     assert store.trials(study)[0].arch == {"width": None}
-    with sqlite3.connect(db_path) as db:
-        stored = dict(db.execute("SELECT name, value FROM trial_metrics ORDER BY name").fetchall())
+    stored = dict(query("SELECT name, value FROM trial_metrics ORDER BY name"))
     assert stored == {"accuracy": 0.5, "latency_ms": None, "size_mb": None}
 
 
@@ -210,7 +210,7 @@ def test_a_failed_write_leaves_nothing_behind(store: Store, study: str, monkeypa
     def failing_write(*args: object) -> None:
         raise OperationalError("INSERT INTO trial_metrics", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(storage_module, "_write_result", failing_write)
+    monkeypatch.setattr(storage_module, "_write_metrics", failing_write)
     with pytest.raises(StorageError) as caught:
         store.record_trial(study, ARCH, KEY, _complete(accuracy=0.5))
     assert _one_line_error(caught) == f"cannot record a trial of study '{study}' in {store.url}: disk I/O error"
@@ -248,3 +248,16 @@ def test_requeue_starts_a_running_trial_again_as_its_next_attempt(store: Store, 
     with pytest.raises(StorageError, match="no trial with id 999"):
         store.requeue_trial(999)
     assert [t.number for t in store.trials(study)] == [1]
+
+
+def test_many_trials_are_recorded_at_once_after_the_last(store: Store, study: str) -> None:
+    store.record_trial(study, ARCH, KEY, _complete(accuracy=0.1))
+    results = [_complete(accuracy=0.2, latency_ms=math.nan), Result.failed("boom"), _complete(accuracy=0.4)]
+    assert store.record_trials(study, [(ARCH, f"{i:016d}", r) for i, r in enumerate(results)], batch=2) == 3
+    trials = store.trials(study)
+    assert [t.number for t in trials] == [1, 2, 3, 4]
+    assert [t.values for t in trials[1:]] == [{"accuracy": 0.2}, {}, {"accuracy": 0.4}]
+    assert [t.result() for t in trials[1:]] == [_complete(accuracy=0.2), Result.failed("boom"), _complete(accuracy=0.4)]
+    with pytest.raises(ValueError, match="not running"):
+        store.record_trials(study, [(ARCH, KEY, Result(TrialState.RUNNING))])
+    assert len(store.trials(study)) == 4
