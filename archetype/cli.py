@@ -1,4 +1,4 @@
-"""The ``archetype`` command line: search, studies, show."""
+"""The ``archetype`` command line: search, studies, show, compress."""
 
 from __future__ import annotations
 
@@ -65,6 +65,31 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", parents=[storage], help="print a study: its settings, trials and front")
     show.add_argument("study", help="study name")
 
+    compress = sub.add_parser(
+        "compress", parents=[storage], help="compress a trained model to meet a latency budget on a target",
+        description="Run compression steps in order (prune, tucker, depth, quantize), measure each result on the "
+        "target, keep the steps that make the model faster within the accuracy budget, and stop once the budget "
+        "is met. Writes the model (model.pt), its ONNX file (model.onnx, checked against PyTorch) and a report "
+        "(report.json, report.txt) to --out, and stores the run. Exit code 0: budget met; 1: not met (the best "
+        "reached is kept and written); 2: bad input.",
+    )
+    compress.add_argument("model", metavar="MODEL",
+                          help="a .pt file saved with torch.save(module), pkg.module:factory (with --weights), "
+                          "or STUDY:TRIAL from the store (trained on --data first: trials keep no weights)")
+    compress.add_argument("--latency-ms", type=float, required=True, metavar="MS", help="latency budget on the target")
+    compress.add_argument("--target", default="cpu-ort", help="latency target: cpu-ort (default) or cpu-torch")
+    compress.add_argument("--max-size-mb", type=float, metavar="MB", help="size budget of the model, in MB")
+    compress.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="PP",
+                          help="most test accuracy lost, in percentage points (default 1.0)")
+    compress.add_argument("--data", default="digits", help="digits (default), mnist, or npz:PATH")
+    compress.add_argument("--pipeline", default="prune,tucker,depth,quantize",
+                          help="steps in order, comma-separated (default prune,tucker,depth,quantize)")
+    compress.add_argument("--out", metavar="DIR", help="folder to write the result to (must not exist or be empty)")
+    compress.add_argument("--weights", metavar="FILE", help="state dict for a pkg.module:factory MODEL")
+    compress.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs after each step (default 2)")
+    compress.add_argument("--seed", type=int, default=0, help="seed for the data split and fine-tuning")
+    compress.add_argument("--name", help="compression run name (default compress-<n>)")
+
     output = _Parser(add_help=False)
     output.add_argument("--json", action="store_true", help="print JSON instead of tables")
     ops = sub.add_parser("ops", parents=[output], help="list the registered operators",
@@ -91,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
         "search": _search, "studies": _studies, "show": _show, "ops": _ops, "spaces": _spaces, "sample": _sample,
+        "compress": _compress,
     }
     try:
         return commands[args.command](args)
@@ -294,6 +320,55 @@ def _sample(args: argparse.Namespace) -> int:
 
         print_sample_check(report, checked=args.check)
     return 1 if report.failures else 0
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from archetype.compress.command import CompressOptions, parse_pipeline, run_compress
+    from archetype.compress.report import report_table
+    from archetype.store import Store
+
+    options = CompressOptions(
+        model=args.model, latency_ms=args.latency_ms, data=args.data, target=args.target,
+        pipeline=parse_pipeline(args.pipeline), max_size_mb=args.max_size_mb,
+        max_accuracy_drop=args.max_accuracy_drop, weights=args.weights,
+        out=Path(args.out) if args.out else None, epochs=args.epochs, seed=args.seed, name=args.name,
+    )
+    console = Console(stderr=True, quiet=args.json)
+
+    def on_step(name: str, outcome: Any) -> None:
+        if outcome is None:
+            console.print(f"[bold]{name}[/bold] ...")
+        elif outcome.metrics is not None:
+            m = outcome.metrics
+            console.print(f"  {m.latency_ms:.4f} ms, {m.size_mb:.3f} MB, accuracy {m.accuracy:.4f}: {outcome.message}")
+        else:
+            console.print(f"  {outcome.message}")
+
+    with Store.open(args.storage) as store:
+        loaded, result = run_compress(options, store, on_step)
+    if loaded.note:
+        console.print(loaded.note)
+    where = f"; written to {result.out_dir}" if result.out_dir else ""
+    if args.json:
+        _print_json({**result.to_json(), "note": loaded.note, "storage": store.url})
+    else:
+        Console().print(report_table(result, options.target))
+        print(f"stored: compression run '{result.name}' in {store.url}{where}")
+    final, source = result.metrics, result.source
+    if result.already_met:
+        print(f"archetype compress: the model already meets the budget ({source.latency_ms:.4f} ms <= "
+              f"{options.latency_ms:g} ms); nothing to compress, nothing written", file=sys.stderr)
+        return 0
+    if result.status != "complete":
+        print(f"archetype compress: error: the budget is not met; the best reached is {final.latency_ms:.4f} ms "
+              f"({source.latency_ms / final.latency_ms:.2f}x), {final.size_mb:.3f} MB, accuracy "
+              f"{final.accuracy:.4f}; kept{where}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _study_json(study: Any) -> dict[str, Any]:

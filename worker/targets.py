@@ -93,6 +93,12 @@ class OnnxRuntimeCpuTarget(Target):
     runtime = "onnxruntime"
 
     def measure(self, model: nn.Module, input_type: TensorType) -> Latency:
+        with tempfile.TemporaryDirectory(prefix="archetype-ort-") as folder:
+            path = export_onnx(model, example_input(input_type), Path(folder) / "model.onnx")
+            return self.measure_onnx(path.read_bytes(), input_type)
+
+    def measure_onnx(self, onnx_model: bytes, input_type: TensorType) -> Latency:
+        """The latency of an ONNX model (serialised bytes) on a batch of one ``input_type``."""
         import onnxruntime as ort
 
         example = example_input(input_type)
@@ -102,9 +108,7 @@ class OnnxRuntimeCpuTarget(Target):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3  # errors only
-        with tempfile.TemporaryDirectory(prefix="archetype-ort-") as folder:
-            path = export_onnx(model, example, Path(folder) / "model.onnx")
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
         feed = {session.get_inputs()[0].name: example.numpy()}
         return self.protocol.measure(lambda: session.run(None, feed))
 
