@@ -5,7 +5,8 @@
    all their channels (pruning them costs accuracy and buys nothing here).
 2. Ratio: the smallest of ``ratios`` (applied to the blocks that pay off) that
    meets the latency budget as measured, else the largest.
-3. Fine-tune briefly.
+3. Fine-tune briefly; while the validation accuracy drops by more than the
+   budget allows, fall back to the next smaller ratio.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 
 from archetype.compress.step import CompressionContext, StepReport, register_step
 from archetype.errors import SpecError
-from archetype.worker.training import train
+from archetype.worker.training import evaluate_accuracy, train
 
 IMPORTANCES = ("magnitude", "taylor", "bn_scale")
 
@@ -129,18 +130,22 @@ def prune_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
     if not chosen:
         return model, StepReport("prune", details, f"pruning any block alone saves under {config.min_gain:.0%} "
                                  f"of the time on {context.target.name}; nothing pruned")
-    tried: dict[str, float] = {}
-    best, best_ratio = None, None
+    candidates: list[tuple[float, nn.Module, float]] = []
     for ratio in sorted(config.ratios):
         candidate = pruned(dict.fromkeys(chosen, ratio))
-        ms = context.latency_ms(candidate)
-        tried[str(ratio)] = ms
-        best, best_ratio = candidate, ratio
-        if ms <= context.budget.latency_ms:
+        candidates.append((ratio, candidate, context.latency_ms(candidate)))
+        if candidates[-1][2] <= context.budget.latency_ms:
             break
-    assert best is not None
-    train(best, data, context.fine_tune)
-    best.eval()
-    details.update(ratio=best_ratio, tried_ms=tried)
-    return best, StepReport("prune", details, f"pruned {best_ratio:.0%} of the channels of {len(chosen)} of "
-                            f"{len(blocks)} blocks ({config.importance} importance), fine-tuned")
+    source_accuracy = evaluate_accuracy(model, data.val)
+    details["tried_ms"] = {str(r): ms for r, _, ms in candidates}
+    details["val_accuracy"] = {}
+    for ratio, candidate, _ in reversed(candidates):  # the fastest first; back off while accuracy is lost
+        train(candidate, data, context.fine_tune)
+        candidate.eval()
+        accuracy = evaluate_accuracy(candidate, data.val)
+        details["val_accuracy"][str(ratio)] = accuracy
+        if 100 * (source_accuracy - accuracy) <= context.budget.max_accuracy_drop or ratio == candidates[0][0]:
+            break
+    details["ratio"] = ratio
+    return candidate, StepReport("prune", details, f"pruned {ratio:.0%} of the channels of {len(chosen)} of "
+                                 f"{len(blocks)} blocks ({config.importance} importance), fine-tuned")

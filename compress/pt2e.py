@@ -63,7 +63,7 @@ def quantize_pt2e(
 ) -> Pt2eInt8Model:
     """Export ``model``, insert X86InductorQuantizer observers, calibrate on real samples, convert to int8."""
     try:
-        from torchao.quantization.pt2e import move_exported_model_to_eval
+        from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
             X86InductorQuantizer,
@@ -83,6 +83,7 @@ def quantize_pt2e(
             prepared(batch)
     converted = convert_pt2e(prepared)
     move_exported_model_to_eval(converted)
+    allow_exported_model_train_eval(converted)  # so that .eval() on the wrapper reaches it harmlessly
     quantized = Pt2eInt8Model(converted, model, compile_graph)
     quantized._example_shape = tuple(example.shape)
     return quantized

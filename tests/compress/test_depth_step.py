@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+import torch
 from torch import nn
 
-from archetype.compress.depth_step import DepthConfig, depth_step
+from archetype.compress.depth_step import DepthConfig, conv_block_onnx, depth_step
 from archetype.compress.tucker import decompose
 
 
@@ -32,3 +34,17 @@ def test_depth_step_skips_a_network_that_is_not_a_conv_chain(trained_conv_net, c
     same, report = depth_step(model, context_for())
     assert same is model
     assert "not a conv chain" in (report.message or "")
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.ReLU6(), nn.Hardswish(), nn.SiLU(), None])
+@pytest.mark.parametrize("groups,stride", [(1, 1), (8, 2)])
+def test_a_merged_block_written_as_onnx_computes_what_torch_does(act, groups: int, stride: int) -> None:
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Conv2d(8, 16, 5, stride, 2, groups=groups), *([act] if act is not None else []))
+    x = torch.randn(1, 8, 9, 9)
+    session = ort.InferenceSession(conv_block_onnx(block.eval(), tuple(x.shape)), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(got), block(x).detach(), atol=1e-5, rtol=1e-4)
+    assert conv_block_onnx(nn.Sequential(nn.Conv2d(8, 8, 3), nn.GELU()), (1, 8, 9, 9)) is None  # left to the exporter

@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import onnx
+import pytest
 import torch
 
 from archetype.compress.onnx_export import export_onnx
@@ -59,3 +60,17 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_fp32(digits, trained_co
     assert set(policy.fp32_layers) <= kept
     relaxed = mixed_precision_policy(fp32, digits.train, val, min_accuracy=0.0, config=config)
     assert relaxed.fp32_layers == [] and relaxed.sensitivity == {}
+
+
+@pytest.mark.slow
+def test_pt2e_int8_model_agrees_with_fp32_on_digits(digits, trained_conv_net) -> None:
+    pytest.importorskip("torchao", reason="PT2E needs the int8-torch extra")
+    from archetype.compress.pt2e import quantize_pt2e
+
+    quantized = quantize_pt2e(trained_conv_net, digits.train, digits.train.x[:1], samples=64, compile_graph=False)
+    x = digits.test.x[:100]
+    with torch.inference_mode():
+        expected = trained_conv_net(x).argmax(1)
+        got = torch.cat([quantized(x[i : i + 1]) for i in range(len(x))]).argmax(1)
+    assert float((got == expected).float().mean()) >= 0.95
+    assert quantized.deployed_size_mb() < 0.5 * sum(p.numel() * 4 for p in trained_conv_net.parameters()) / 1e6
