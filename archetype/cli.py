@@ -337,19 +337,9 @@ def _compress(args: argparse.Namespace) -> int:
         max_accuracy_drop=args.max_accuracy_drop, weights=args.weights,
         out=Path(args.out) if args.out else None, epochs=args.epochs, seed=args.seed, name=args.name,
     )
+    with Store.open(args.storage) as store, _CompressProgress(len(options.pipeline) + 1, quiet=args.json) as progress:
+        loaded, result = run_compress(options, store, progress.update)
     console = Console(stderr=True, quiet=args.json)
-
-    def on_step(name: str, outcome: Any) -> None:
-        if outcome is None:
-            console.print(f"[bold]{name}[/bold] ...")
-        elif outcome.metrics is not None:
-            m = outcome.metrics
-            console.print(f"  {m.latency_ms:.4f} ms, {m.size_mb:.3f} MB, accuracy {m.accuracy:.4f}: {outcome.message}")
-        else:
-            console.print(f"  {outcome.message}")
-
-    with Store.open(args.storage) as store:
-        loaded, result = run_compress(options, store, on_step)
     if loaded.note:
         console.print(loaded.note)
     where = f"; written to {result.out_dir}" if result.out_dir else ""
@@ -427,3 +417,34 @@ class _SearchProgress:
         best = f"best within budget {self._best:.3f}" if self._best is not None else "none within budget yet"
         counts = " ".join(f"{k} {v}" for k, v in sorted(self._counts.items()))
         self._progress.update(self._task, advance=1, status=f"{counts} | {best}")
+
+
+class _CompressProgress:
+    """A progress bar on stderr over the pipeline's steps, with one line per finished step."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True, quiet=quiet)
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]compress[/bold] {task.description}"), BarColumn(),
+            MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=quiet or not console.is_terminal,
+        )
+        self._task = self._progress.add_task("", total=total)
+
+    def __enter__(self) -> _CompressProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, name: str, outcome: Any) -> None:
+        if outcome is None:
+            self._progress.update(self._task, description=name)
+            return
+        m = outcome.metrics
+        figures = f"{m.latency_ms:.4f} ms, {m.size_mb:.3f} MB, accuracy {m.accuracy:.4f}: " if m is not None else ""
+        self._progress.console.print(f"{name}: {figures}{outcome.message}")
+        self._progress.advance(self._task)
