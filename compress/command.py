@@ -56,8 +56,7 @@ def run_compress(
     pipeline = CompressionPipeline(options.pipeline, context)
     if options.name is not None and any(r.name == options.name for r in store.compression_runs()):
         raise SpecError(f"--name {options.name}: a compression run of that name is already stored")
-    loaded = load_model(options.model, weights=options.weights, store=store, dataset=dataset,
-                        train_config=TrainConfig(epochs=5, seed=options.seed))
+    loaded = load_model(options.model, weights=options.weights, store=store, dataset=dataset)
     result = pipeline.run(loaded.model, store=store, run_name=options.name, source=loaded.source,
                           source_trial=loaded.source_trial, out=options.out, on_step=on_step)
     return loaded, result

@@ -107,7 +107,8 @@ def _from_trial(
         raise SpecError(f"--data {dataset.name}: its samples are {dataset.input_type}, trial {number} of study "
                         f"'{study}' takes {arch.input}")
     model = arch.build()
-    config = config or TrainConfig(epochs=int(store.get_study(study).spec.get("epochs", 5)))
+    spec = store.get_study(study).spec
+    config = config or TrainConfig(epochs=int(spec.get("epochs", 5)), seed=int(spec.get("seed", 0)))
     train(model, dataset, config)
     note = (f"trial {number} of study '{study}' has no saved weights: its architecture was trained here on "
             f"{dataset.name} for {config.epochs} epochs")

@@ -89,3 +89,25 @@ def test_compress_a_tiny_digits_model_end_to_end(tmp_path: Path, capsys, trained
         run = store.compression_run("tiny")
     assert run.status.value == "unmet" and [s.name for s in run.steps] == ["source", "quantize"]
     assert "compression on cpu-ort" in (out / "report.txt").read_text()
+
+
+@pytest.mark.slow
+def test_a_study_trial_is_trained_first_and_linked(tmp_path: Path, capsys) -> None:
+    from archetype.objectives import DEFAULT_OBJECTIVES, Constraint
+    from archetype.result import Result, TrialState
+
+    arch = {"input": "Image[1,8,8]", "slots": [
+        {"slot": "stem", "op": "conv_bn_act", "params": {"width": 8}},
+        {"slot": "head", "op": "classifier_head", "params": {"classes": 10}}]}
+    with Store.open(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        store.create_study("digits-1", space="conv-small", target="cpu-torch", objectives=DEFAULT_OBJECTIVES,
+                           constraints=[Constraint.parse("latency_ms<=2")], spec={"epochs": 1})
+        trial = store.record_trial("digits-1", arch, "k" * 16, Result(TrialState.COMPLETE, values={"accuracy": 0.9}))
+    argv = _compress(tmp_path, f"digits-1:{trial.number}", "--target", "cpu-torch", "--name", "from-trial")
+    argv[argv.index("--latency-ms") + 1] = "1000"
+    assert main(argv) == 0
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "has no saved weights: its architecture was trained here on digits for 1 epochs" in err
+    with Store.open(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        run = store.compression_run("from-trial")
+    assert (run.source_study, run.source_trial) == ("digits-1", trial.number)
