@@ -178,13 +178,13 @@ class CompressionPipeline:
         context, budget = self.context, self.context.budget
         try:
             candidate, report, seconds = timed(step, model, context)
+            if candidate is model:
+                return StepOutcome(name, False, None, report.message or "the step changed nothing",
+                                   report.details, seconds), model
+            metrics = context.measure(candidate)
         except Exception as exc:  # a step that cannot handle this model is reported, and the rest still run
             text = str(exc).splitlines()[0] if str(exc) else ""
             return StepOutcome(name, False, None, f"failed: {type(exc).__name__}: {text}"), model
-        if candidate is model:
-            return StepOutcome(name, False, None, report.message or "the step changed nothing",
-                               report.details, seconds), model
-        metrics = context.measure(candidate)
         drop = 100 * (source.accuracy - metrics.accuracy)
         faster = metrics.latency_ms < current.latency_ms * (1 - self.min_gain)
         size_unmet = budget.max_size_mb is not None and current.size_mb > budget.max_size_mb

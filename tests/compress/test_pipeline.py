@@ -80,3 +80,17 @@ def test_unknown_steps_and_bad_data_fail_before_anything_runs(trained_conv_net, 
     wide = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
     with pytest.raises(SpecError, match="--data digits: the model cannot take its samples of shape"):
         CompressionPipeline(["test-copy"], context_for()).run(wide)
+
+
+@pytest.mark.parametrize("name", ["prune", "tucker", "depth"])
+def test_each_builtin_step_returns_a_working_model_and_its_report(name, digits, trained_conv_net, context_for) -> None:
+    from archetype.compress.depth_step import DepthConfig
+    from archetype.compress.step import get_step, list_steps
+    from archetype.compress.tucker import TuckerConfig
+
+    assert {"prune", "tucker", "depth", "quantize"} <= set(list_steps())
+    context = context_for(latency_ms=0.3, depth=DepthConfig(importance_samples=128, knapsack_steps=200),
+                          tucker=TuckerConfig(initial_tau=0.5))
+    model, report = get_step(name)(trained_conv_net, context)
+    assert report.name == name and isinstance(report.details, dict)
+    assert model(digits.test.x[:2]).shape == (2, 10)
