@@ -39,12 +39,15 @@ def mobilenet_v2_like(input_type: str, classes: int) -> dict:
 
 
 def resnet_like(input_type: str, classes: int) -> dict:
-    """A stem and four basic blocks (two 3x3 conv-bn each), ResNet-18's pattern at digits scale."""
-    blocks = [(32, 1), (32, 1), (64, 2), (64, 1)]
-    slots = [{"slot": "stem", "op": "conv_bn_act", "params": {"width": 32}}]
-    for n, (width, stride) in enumerate(blocks, start=1):
-        slots.append({"slot": f"block{n}", "op": "basic_block", "params": {"width": width, "stride": stride}})
-    slots.append({"slot": "head", "op": "classifier_head", "params": {"classes": classes}})
+    """A stem, basic blocks (two 3x3 conv-bn each, identity shortcuts) and a strided conv between the stages:
+    ResNet's pattern at digits scale, and a chain depth compression can read (no projection shortcuts)."""
+    slots = [{"slot": "stem", "op": "conv_bn_act", "params": {"width": 32}},
+             {"slot": "block1", "op": "basic_block", "params": {"width": 32}},
+             {"slot": "block2", "op": "basic_block", "params": {"width": 32}},
+             {"slot": "down", "op": "conv_bn_act", "params": {"width": 64, "stride": 2}},
+             {"slot": "block3", "op": "basic_block", "params": {"width": 64}},
+             {"slot": "block4", "op": "basic_block", "params": {"width": 64}},
+             {"slot": "head", "op": "classifier_head", "params": {"classes": classes}}]
     return {"input": input_type, "slots": slots}
 
 
