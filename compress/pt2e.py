@@ -18,7 +18,7 @@ from archetype.worker.targets import Target, TorchCpuTarget
 
 
 class Pt2eInt8Model(DeployedModel):
-    """A PT2E-quantized graph (quantize/dequantize around int8 ops), run compiled by inductor when ``compiled``."""
+    """A PT2E-quantized graph (quantize/dequantize around int8 ops) for batch-1 inputs, compiled by inductor."""
 
     def __init__(self, graph: nn.Module, fp32_model: nn.Module, compile_graph: bool = True) -> None:
         super().__init__()
@@ -35,12 +35,15 @@ class Pt2eInt8Model(DeployedModel):
             inductor_config.freezing = True  # constant-fold the int8 weights into the compiled kernels
             self._compiled = torch.compile(self.graph)
         run = self._compiled if self._compiled is not None else self.graph
-        with torch.no_grad():
-            return run(x)  # type: ignore[operator]
+        with torch.no_grad():  # the graph was exported for a batch of one
+            return torch.cat([run(row) for row in x.split(1)])  # type: ignore[operator]
 
     def deployed_size_mb(self) -> float:
-        tensors = [*self.graph.parameters(), *self.graph.buffers()]
-        return sum(t.numel() * t.element_size() for t in tensors) / 1e6
+        """The int8 weights, fp32 biases and quantization parameters (the fp32 weights the graph still holds
+        beside their int8 copies are never read once it is compiled with freezing)."""
+        named = [*self.graph.named_parameters(), *self.graph.named_buffers()]
+        used = [t for name, t in named if not (name.endswith("weight") and t.is_floating_point())]
+        return sum(t.numel() * t.element_size() for t in used) / 1e6
 
     def measure_on(self, target: Target, input_type: TensorType) -> tuple[float, float]:
         if not isinstance(target, TorchCpuTarget):
