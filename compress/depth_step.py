@@ -125,7 +125,8 @@ def depth_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
     budget = context.budget.latency_ms / scale
     floor = fastest_ms(chain, merges, importance) + latency.fixed_ms
     reached = budget >= floor
-    budget = max(budget, floor * (1 + 1e-6))
+    if budget < floor * (1 + chain.layers / config.knapsack_steps):  # room for each span's time rounded up
+        budget = floor / (1 - chain.layers / config.knapsack_steps) * (1 + 1e-6)
     plan = solve(chain, latency, importance, budget, merges=merges, steps_per_ms=config.knapsack_steps / budget)
     details = {"units": chain.layers, "latency_entries": len(latency.entries),
                "importance_entries": len(importance.entries), "predicted_ms": plan.predicted_ms,
