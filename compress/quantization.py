@@ -164,15 +164,17 @@ class MixedPrecision:
 
 
 def mixed_precision_policy(
-    onnx_fp32: bytes, calibration: Split, validation: Split, min_accuracy: float, config: QuantizationConfig
+    onnx_fp32: bytes, calibration: Split, validation: Split, max_drop: float, config: QuantizationConfig
 ) -> MixedPrecision:
-    """Quantize everything; while under ``min_accuracy``, keep fp32 the next most sensitive layer (measured)."""
+    """Quantize everything; while validation accuracy is more than ``max_drop`` (a fraction) below fp32, keep fp32
+    the next most sensitive layer (the one whose quantization alone costs the most accuracy, measured)."""
 
     def quantize(exclude: Sequence[str] = ()) -> bytes:
         return quantize_onnx_static(onnx_fp32, calibration, samples=config.calibration_samples, exclude=exclude,
                                     per_channel=config.per_channel)
 
     fp32_accuracy = accuracy_of(onnx_fp32, validation)
+    min_accuracy = fp32_accuracy - max_drop
     int8 = quantize()
     accuracy = accuracy_of(int8, validation)
     kept: list[str] = []
@@ -204,9 +206,8 @@ def quantize_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Mod
         return quantized, StepReport("quantize", {"flow": "pt2e"}, "int8 by PT2E (X86InductorQuantizer)")
     with tempfile.TemporaryDirectory(prefix="archetype-fp32-") as folder:
         onnx_fp32 = export_onnx(model, example, Path(folder) / "fp32.onnx").read_bytes()
-    reference = context.reference_accuracy if context.reference_accuracy is not None else 0.0
-    min_accuracy = reference - context.budget.max_accuracy_drop / 100
-    policy = mixed_precision_policy(onnx_fp32, context.dataset.train, context.dataset.val, min_accuracy, config)
+    policy = mixed_precision_policy(onnx_fp32, context.dataset.train, context.dataset.val,
+                                    context.budget.max_accuracy_drop / 100, config)
     agreement = _top1_agreement(model, policy.onnx_model, context.dataset.val.x[:256])
     if agreement < 0.9:
         raise ArchetypeError(f"the int8 model agrees with PyTorch on only {agreement:.0%} of validation samples")

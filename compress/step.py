@@ -80,7 +80,6 @@ class CompressionContext:
     budget: Budget
     fine_tune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-3))
     settings: dict[str, Any] = field(default_factory=dict)  # step name -> that step's config dataclass
-    reference_accuracy: float | None = None  # the source model's test accuracy, once measured
     seed: int = 0
 
     def config(self, step: str, default: ConfigType) -> ConfigType:

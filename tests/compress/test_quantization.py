@@ -50,15 +50,14 @@ def test_mixed_precision_keeps_the_most_sensitive_layers_fp32(digits, trained_co
     nodes = quantizable_nodes(fp32)
     assert len(nodes) == 4  # three convs and the linear head
     val = digits.val
-    fp32_accuracy = accuracy_of(fp32, val)
     config = QuantizationConfig(calibration_samples=64, max_fp32_layers=2)
-    policy = mixed_precision_policy(fp32, digits.train, val, min_accuracy=fp32_accuracy + 0.5, config=config)
+    policy = mixed_precision_policy(fp32, digits.train, val, max_drop=-0.5, config=config)  # unreachable
     assert set(policy.sensitivity) == set(nodes)  # unreachable target: every layer is measured
     ranked = sorted(policy.sensitivity, key=policy.sensitivity.__getitem__, reverse=True)
     assert policy.fp32_layers == ranked[:2]
     kept = {n.name for n in onnx.load_from_string(policy.onnx_model).graph.node if n.op_type in ("Conv", "Gemm")}
     assert set(policy.fp32_layers) <= kept
-    relaxed = mixed_precision_policy(fp32, digits.train, val, min_accuracy=0.0, config=config)
+    relaxed = mixed_precision_policy(fp32, digits.train, val, max_drop=1.0, config=config)
     assert relaxed.fp32_layers == [] and relaxed.sensitivity == {}
 
 
