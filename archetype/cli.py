@@ -1,4 +1,4 @@
-"""The ``archetype`` command line: search, studies, show, front, latency, dashboard and the space tools."""
+"""The ``archetype`` command line: search, studies, show, front, compress, latency, dashboard and the space tools."""
 
 from __future__ import annotations
 
@@ -133,6 +133,31 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--token", help="require this token on every page and API call "
                            "(?token=T in the URL or an 'Authorization: Bearer T' header)")
 
+    compress = sub.add_parser(
+        "compress", parents=[storage], help="compress a trained model to meet a latency budget on a target",
+        description="Run compression steps in order (prune, tucker, depth, quantize), measure each result on the "
+        "target, keep the steps that make the model faster within the accuracy budget, and stop once the budget "
+        "is met. Writes the model (model.pt), its ONNX file (model.onnx, checked against PyTorch) and a report "
+        "(report.json, report.txt) to --out, and stores the run. Exit code 0: budget met; 1: not met (the best "
+        "reached is kept and written); 2: bad input.",
+    )
+    compress.add_argument("model", metavar="MODEL",
+                          help="a .pt file saved with torch.save(module), pkg.module:factory (with --weights), "
+                          "or STUDY:TRIAL from the store (trained on --data first: trials keep no weights)")
+    compress.add_argument("--latency-ms", type=float, required=True, metavar="MS", help="latency budget on the target")
+    compress.add_argument("--target", default="cpu-ort", help="latency target: cpu-ort (default) or cpu-torch")
+    compress.add_argument("--max-size-mb", type=float, metavar="MB", help="size budget of the model, in MB")
+    compress.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="PP",
+                          help="most test accuracy lost, in percentage points (default 1.0)")
+    compress.add_argument("--data", default="digits", help="digits (default), mnist, or npz:PATH")
+    compress.add_argument("--pipeline", default="prune,tucker,depth,quantize",
+                          help="steps in order, comma-separated (default prune,tucker,depth,quantize)")
+    compress.add_argument("--out", metavar="DIR", help="folder to write the result to (must not exist or be empty)")
+    compress.add_argument("--weights", metavar="FILE", help="state dict for a pkg.module:factory MODEL")
+    compress.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs after each step (default 2)")
+    compress.add_argument("--seed", type=int, default=0, help="seed for the data split and fine-tuning")
+    compress.add_argument("--name", help="compression run name (default compress-<n>)")
+
     output = _Parser(add_help=False)
     output.add_argument("--json", action="store_true", help="print JSON instead of tables")
     ops = sub.add_parser("ops", parents=[output], help="list the registered operators",
@@ -159,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
         "search": _search, "studies": _studies, "show": _show, "front": _front, "ops": _ops, "spaces": _spaces,
-        "sample": _sample, "dashboard": _dashboard, "latency": _latency,
+        "sample": _sample, "dashboard": _dashboard, "latency": _latency, "compress": _compress,
     }
     try:
         return commands[args.command](args)
@@ -458,6 +483,45 @@ def _latency(args: argparse.Namespace) -> int:
     return 1 if result.get("failed") else 0
 
 
+def _compress(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from archetype.compress.command import CompressOptions, parse_pipeline, run_compress
+    from archetype.compress.report import report_table
+    from archetype.store import Store
+
+    options = CompressOptions(
+        model=args.model, latency_ms=args.latency_ms, data=args.data, target=args.target,
+        pipeline=parse_pipeline(args.pipeline), max_size_mb=args.max_size_mb,
+        max_accuracy_drop=args.max_accuracy_drop, weights=args.weights,
+        out=Path(args.out) if args.out else None, epochs=args.epochs, seed=args.seed, name=args.name,
+    )
+    with Store.open(args.storage) as store, _CompressProgress(len(options.pipeline) + 1, quiet=args.json) as progress:
+        loaded, result = run_compress(options, store, progress.update)
+    console = Console(stderr=True, quiet=args.json)
+    if loaded.note:
+        console.print(loaded.note)
+    where = f"; written to {result.out_dir}" if result.out_dir else ""
+    if args.json:
+        _print_json({**result.to_json(), "note": loaded.note, "storage": store.url})
+    else:
+        Console().print(report_table(result, options.target))
+        print(f"stored: compression run '{result.name}' in {store.url}{where}")
+    final, source = result.metrics, result.source
+    if result.already_met:
+        print(f"archetype compress: the model already meets the budget ({source.latency_ms:.4f} ms <= "
+              f"{options.latency_ms:g} ms); nothing to compress, nothing written", file=sys.stderr)
+        return 0
+    if result.status != "complete":
+        print(f"archetype compress: error: the budget is not met; the best reached is {final.latency_ms:.4f} ms "
+              f"({source.latency_ms / final.latency_ms:.2f}x), {final.size_mb:.3f} MB, accuracy "
+              f"{final.accuracy:.4f}; kept{where}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _study_json(study: Any) -> dict[str, Any]:
     return {
         "name": study.name, "space": study.space, "target": study.target, "status": study.status,
@@ -515,3 +579,34 @@ class _SearchProgress:
         best = f"best within budget {self._best:.3f}" if self._best is not None else "none within budget yet"
         counts = " ".join(f"{k} {v}" for k, v in sorted(self._counts.items()))
         self._progress.update(self._task, advance=1, status=f"{counts} | {best}")
+
+
+class _CompressProgress:
+    """A progress bar on stderr over the pipeline's steps, with one line per finished step."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True, quiet=quiet)
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]compress[/bold] {task.description}"), BarColumn(),
+            MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=quiet or not console.is_terminal,
+        )
+        self._task = self._progress.add_task("", total=total)
+
+    def __enter__(self) -> _CompressProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def update(self, name: str, outcome: Any) -> None:
+        if outcome is None:
+            self._progress.update(self._task, description=name)
+            return
+        m = outcome.metrics
+        figures = f"{m.latency_ms:.4f} ms, {m.size_mb:.3f} MB, accuracy {m.accuracy:.4f}: " if m is not None else ""
+        self._progress.console.print(f"{name}: {figures}{outcome.message}")
+        self._progress.advance(self._task)

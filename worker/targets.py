@@ -116,6 +116,13 @@ class OnnxRuntimeCpuTarget(Target):
             )
 
     def measure(self, model: nn.Module, input_type: TensorType) -> Latency:
+        with tempfile.TemporaryDirectory(prefix="archetype-ort-") as folder:
+            path = export_onnx(model, example_input(input_type), Path(folder) / "model.onnx")
+            path = self.prepare(path, input_type)
+            return self.measure_onnx(path.read_bytes(), input_type)
+
+    def measure_onnx(self, onnx_model: bytes, input_type: TensorType) -> Latency:
+        """The latency of an ONNX model (serialised bytes, run as it is) on a batch of one ``input_type``."""
         ort = _onnxruntime()
         example = example_input(input_type)
         options = ort.SessionOptions()
@@ -124,10 +131,7 @@ class OnnxRuntimeCpuTarget(Target):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3  # errors only
-        with tempfile.TemporaryDirectory(prefix="archetype-ort-") as folder:
-            path = export_onnx(model, example, Path(folder) / "model.onnx")
-            path = self.prepare(path, input_type)
-            session = ort.InferenceSession(str(path), options, providers=[self.provider])
+        session = ort.InferenceSession(onnx_model, options, providers=[self.provider])
         feed = {session.get_inputs()[0].name: example.numpy()}
         return self.protocol.measure(lambda: session.run(None, feed))
 

@@ -1,0 +1,142 @@
+"""The depth step: depth compression's two-stage DP as a pipeline step, tables measured on the context's target."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from archetype.compress.conv_chain import ConvChain, extract_chain, merge_network
+from archetype.compress.depth_compression import (
+    FineTuneScore,
+    ImportanceTable,
+    OptimalMerges,
+    apply_plan,
+    measure_importance_table,
+    measure_latency_table,
+    optimal_merges,
+    solve,
+)
+from archetype.compress.step import CompressionContext, StepReport, register_step
+from archetype.errors import SpecError
+from archetype.searchspace.types import Image
+from archetype.worker.targets import OnnxRuntimeCpuTarget
+from archetype.worker.training import TrainConfig, train
+
+
+@dataclass(frozen=True)
+class DepthConfig:
+    """How the depth step builds its tables and solves."""
+
+    max_span: int = 4  # conv units one merged block may hold
+    max_kernel: int = 7  # widest merged kernel timed
+    penalty: float = 1.4  # importance: minus this times the mean score of the minimal spans
+    importance_epochs: int = 1  # fine-tuning per importance entry
+    importance_samples: int = 512  # training samples per importance entry
+    knapsack_steps: int = 2000  # time steps the budget is cut into
+
+
+def conv_block_onnx(block: nn.Module, shape: tuple[int, ...]) -> bytes | None:
+    """The ONNX graph of a merged block (a conv and its activation) written directly, or None if it is not one.
+
+    What the exporter would write for it, without its seconds of tracing per block:
+    the latency table times dozens of blocks.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    layers = list(block.children()) if isinstance(block, nn.Sequential) else [block]
+    conv, act = layers[0], layers[1] if len(layers) > 1 else None
+    if not isinstance(conv, nn.Conv2d) or len(layers) > 2 or conv.padding_mode != "zeros" or isinstance(
+        conv.padding, str
+    ):
+        return None
+    tensors = [numpy_helper.from_array(conv.weight.detach().numpy(), "w")]
+    inputs = ["x", "w"]
+    if conv.bias is not None:
+        tensors.append(numpy_helper.from_array(conv.bias.detach().numpy(), "b"))
+        inputs.append("b")
+    ph, pw = conv.padding
+    nodes = [helper.make_node("Conv", inputs, ["c"], kernel_shape=list(conv.kernel_size), strides=list(conv.stride),
+                              pads=[ph, pw, ph, pw], dilations=list(conv.dilation), group=conv.groups)]
+    if act is None:
+        nodes[0].output[0] = "y"
+    elif type(act) is nn.ReLU:
+        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+    elif type(act) is nn.ReLU6:
+        tensors += [helper.make_tensor("lo", TensorProto.FLOAT, [], [0.0]),
+                    helper.make_tensor("hi", TensorProto.FLOAT, [], [6.0])]
+        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
+    elif type(act) is nn.Hardswish:
+        nodes.append(helper.make_node("HardSwish", ["c"], ["y"]))
+    elif type(act) is nn.SiLU:
+        nodes += [helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])]
+    else:
+        return None
+    with torch.inference_mode():
+        out_shape = list(conv(torch.zeros(shape)).shape)
+    graph = helper.make_graph(nodes, "merged_block",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], tensors)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def fastest_ms(chain: ConvChain, merges: OptimalMerges, importance: ImportanceTable) -> float:
+    """The predicted time of the fastest plan over the importance table's spans (fixed time excluded)."""
+    best = [0.0] + [math.inf] * chain.layers
+    for m in range(1, chain.layers + 1):
+        for (i, j) in importance.entries:
+            if j == m and (i, j) in merges.time:
+                best[m] = min(best[m], best[i] + merges.time[(i, j)])
+    return best[-1]
+
+
+@register_step("depth")
+def depth_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module, StepReport]:
+    """Remove activations and merge the convolutions between them, by the two-stage DP under the budget."""
+    config = context.config("depth", DepthConfig())
+    try:
+        chain = extract_chain(model, context.input_type.dims())
+    except SpecError as exc:
+        return model, StepReport("depth", message=f"not a conv chain, depth compression skipped: {exc}")
+    if not chain.activation_boundaries():
+        return model, StepReport("depth", message="no activation between convolutions to remove")
+
+    def latency_of(module: nn.Module, shape: tuple[int, ...]) -> float:
+        if isinstance(context.target, OnnxRuntimeCpuTarget):
+            direct = conv_block_onnx(module.eval(), shape)
+            if direct is not None:
+                return context.target.measure_onnx(direct, Image(*shape[1:])).median_ms
+        return context.target.measure(module.eval(), Image(*shape[1:])).median_ms
+
+    latency = measure_latency_table(chain, latency_of, max_span=config.max_span, max_kernel=config.max_kernel)
+    merges = optimal_merges(latency)
+    score = FineTuneScore(context.dataset, TrainConfig(epochs=config.importance_epochs, lr=context.fine_tune.lr),
+                          train_samples=config.importance_samples, val_samples=1024)
+    importance = measure_importance_table(chain, merges, score, penalty=config.penalty, max_span=config.max_span)
+    predicted = sum(latency.entries[(k - 1, k)] for k in range(1, chain.layers + 1)) + latency.fixed_ms
+    measured = context.latency_ms(model)
+    scale = measured / predicted  # the table times blocks alone; the whole model differs by a near-constant
+    budget = context.budget.latency_ms / scale
+    floor = fastest_ms(chain, merges, importance) + latency.fixed_ms
+    reached = budget >= floor
+    if budget < floor * (1 + chain.layers / config.knapsack_steps):  # room for each span's time rounded up
+        budget = floor / (1 - chain.layers / config.knapsack_steps) * (1 + 1e-6)
+    plan = solve(chain, latency, importance, budget, merges=merges, steps_per_ms=config.knapsack_steps / budget)
+    details = {"units": chain.layers, "latency_entries": len(latency.entries),
+               "importance_entries": len(importance.entries), "predicted_ms": plan.predicted_ms,
+               "predicted_original_ms": predicted, "plan": plan.to_json()}
+    if not plan.removed_activations and all(j - i == 1 for i, j in plan.blocks):
+        return model, StepReport("depth", details, "the best plan keeps every activation; nothing merged")
+    applied = apply_plan(model, plan, context.input_type.dims())
+    train(applied.removed, context.dataset, context.fine_tune)
+    merged = merge_network(applied.removed.eval())
+    note = "" if reached else " (the fastest plan: the budget is below what merging alone reaches)"
+    return merged, StepReport("depth", details, f"removed {len(plan.removed_activations)} of "
+                              f"{len(chain.activation_boundaries())} activations, {chain.layers} convs merged into "
+                              f"{len(plan.blocks)}{note}, fine-tuned")

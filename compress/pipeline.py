@@ -1,0 +1,246 @@
+"""The compression pipeline: run steps in order, measure each result, keep the ones that pay, store everything.
+
+A step is kept when the model it returns is faster on the target by more than
+``min_gain`` (or smaller while a size limit is unmet) and the accuracy drop from
+the source stays within the budget; otherwise it is rejected, and said so. The
+pipeline stops once the budget is met. ``--out`` is built in a temporary folder
+next to it and renamed into place at the end, so it holds a whole result or nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from archetype.compress.onnx_export import export_onnx
+from archetype.compress.step import (
+    CompressionContext,
+    DeployedModel,
+    ModelMetrics,
+    get_step,
+    timed,
+)
+from archetype.errors import ArchetypeError, SpecError
+from archetype.worker.data import Dataset
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class StepOutcome:
+    """One step as run: its report, the model it returned as measured, and whether it was kept."""
+
+    name: str
+    accepted: bool
+    metrics: ModelMetrics | None
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class CompressionResult:
+    """A finished pipeline: the source and each step measured, the model kept, and whether the budget is met."""
+
+    name: str | None
+    status: str  # complete (budget met) or unmet (the best reached is kept)
+    source: ModelMetrics
+    steps: list[StepOutcome]
+    model: nn.Module
+    metrics: ModelMetrics
+    already_met: bool = False
+    out_dir: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The report: the budget verdict, the source, every step and the kept model's figures."""
+        return {
+            "version": FORMAT_VERSION, "run": self.name, "status": self.status, "already_met": self.already_met,
+            "source": self.source.to_json(), "final": self.metrics.to_json(),
+            "speedup": self.source.latency_ms / self.metrics.latency_ms,
+            "accuracy_drop_pp": 100 * (self.source.accuracy - self.metrics.accuracy),
+            "steps": [{"name": s.name, "accepted": s.accepted, "message": s.message, "seconds": s.seconds,
+                       "metrics": s.metrics.to_json() if s.metrics else None, "details": s.details}
+                      for s in self.steps],
+            "out_dir": str(self.out_dir) if self.out_dir else None,
+        }
+
+
+OnStep = Callable[[str, StepOutcome | None], None]
+"""``on_step(name, None)`` when a step starts, ``on_step(name, outcome)`` when it ends."""
+
+
+def check_data_fits(model: nn.Module, dataset: Dataset) -> None:
+    """SpecError unless ``model`` takes the data set's samples and returns one score per class."""
+    sample = dataset.train.x[:2]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            output = model(sample)
+    except Exception as exc:
+        raise SpecError(f"--data {dataset.name}: the model cannot take its samples of shape "
+                        f"{tuple(sample.shape[1:])}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(output, torch.Tensor) or output.ndim != 2 or output.shape[1] < dataset.num_classes:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise SpecError(f"--data {dataset.name}: the model returns {shape} for a batch of 2, not (2, classes >= "
+                        f"{dataset.num_classes})")
+
+
+def check_out_dir(out: Path | None) -> None:
+    """SpecError if ``--out`` exists and is not an empty folder (nothing there is ever overwritten)."""
+    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SpecError(f"--out {out}: already exists and is not an empty folder")
+
+
+class CompressionPipeline:
+    """Steps by name, run in order on a model within ``context``; results stored when a store is given."""
+
+    def __init__(self, steps: Sequence[str], context: CompressionContext, min_gain: float = 0.02) -> None:
+        if not steps:
+            raise SpecError("--pipeline: give at least one step")
+        self.names = list(steps)
+        self.steps = [get_step(name) for name in self.names]  # unknown names fail before anything runs
+        self.context = context
+        self.min_gain = min_gain
+
+    def run(
+        self,
+        model: nn.Module,
+        *,
+        store: Any = None,
+        run_name: str | None = None,
+        source: str = "model",
+        source_trial: tuple[str, int] | None = None,
+        out: Path | None = None,
+        on_step: OnStep | None = None,
+    ) -> CompressionResult:
+        """Compress ``model`` (left unchanged); write ``out`` whole, store the run and its steps in ``store``."""
+        context, budget = self.context, self.context.budget
+        check_data_fits(model, context.dataset)
+        check_out_dir(out)
+        if store is not None:
+            run_name = run_name or store.next_compression_name("compress")
+            store.create_compression_run(run_name, source=source, target=context.target.name,
+                                         budget=budget.to_json(), pipeline=self.names,
+                                         source_trial=source_trial, out_dir=str(out) if out else None)
+        try:
+            result = self._run(model, store, run_name, on_step)
+            if out is not None and not result.already_met:
+                result.out_dir = write_output(result, context, out)
+        except BaseException as exc:
+            if store is not None:
+                error = str(exc) if isinstance(exc, ArchetypeError) else traceback.format_exc(limit=3)
+                store.finish_compression_run(run_name, "failed", error=error or type(exc).__name__)
+            raise
+        if store is not None:
+            store.finish_compression_run(run_name, result.status, result.to_json())
+        return result
+
+    def _run(self, model: nn.Module, store: Any, run_name: str | None, on_step: OnStep | None) -> CompressionResult:
+        context, budget = self.context, self.context.budget
+        if on_step:
+            on_step("source", None)
+        source = context.measure(model)
+        first = StepOutcome("source", True, source, "the model as given")
+        self._record(store, run_name, first, on_step)
+        outcomes = [first]
+        if budget.met_by(source):
+            return CompressionResult(run_name, "complete", source, outcomes, model, source, already_met=True)
+        current, metrics = model, source
+        for name, step in zip(self.names, self.steps):
+            if on_step:
+                on_step(name, None)
+            outcome, candidate = self._try(name, step, current, metrics, source)
+            self._record(store, run_name, outcome, on_step)
+            outcomes.append(outcome)
+            if outcome.accepted:
+                current, metrics = candidate, outcome.metrics
+                if budget.met_by(metrics):
+                    break
+        status = "complete" if budget.met_by(metrics) else "unmet"
+        return CompressionResult(run_name, status, source, outcomes, current, metrics)
+
+    def _try(
+        self, name: str, step: Any, model: nn.Module, current: ModelMetrics, source: ModelMetrics
+    ) -> tuple[StepOutcome, nn.Module]:
+        context, budget = self.context, self.context.budget
+        try:
+            candidate, report, seconds = timed(step, model, context)
+            if candidate is model:
+                return StepOutcome(name, False, None, report.message or "the step changed nothing",
+                                   report.details, seconds), model
+            metrics = context.measure(candidate)
+            current_ms = context.latency_ms(model)  # again, next to the candidate: the machine's load drifts
+        except Exception as exc:  # a step that cannot handle this model is reported, and the rest still run
+            text = str(exc).splitlines()[0] if str(exc) else ""
+            return StepOutcome(name, False, None, f"failed: {type(exc).__name__}: {text}"), model
+        drop = 100 * (source.accuracy - metrics.accuracy)
+        current_ms = min(current_ms, current.latency_ms)
+        faster = metrics.latency_ms < current_ms * (1 - self.min_gain)
+        size_unmet = budget.max_size_mb is not None and current.size_mb > budget.max_size_mb
+        smaller = size_unmet and metrics.size_mb < current.size_mb * (1 - self.min_gain)
+        if drop > budget.max_accuracy_drop:
+            verdict = f"rejected: accuracy drops {drop:.2f} pp from the source (at most {budget.max_accuracy_drop:g})"
+        elif not (faster or smaller):
+            verdict = (f"rejected: not faster on {context.target.name} ({metrics.latency_ms:.4f} ms vs "
+                       f"{current_ms:.4f} ms)")
+        else:
+            verdict = "kept"
+        message = f"{report.message}; {verdict}" if report.message else verdict
+        return StepOutcome(name, verdict == "kept", metrics, message, report.details, seconds), candidate
+
+    @staticmethod
+    def _record(store: Any, run_name: str | None, outcome: StepOutcome, on_step: OnStep | None) -> None:
+        if store is not None:
+            store.add_compression_step(
+                run_name, name=outcome.name, accepted=outcome.accepted,
+                metrics=outcome.metrics.to_json() if outcome.metrics else {}, details=outcome.details,
+                message=outcome.message, seconds=outcome.seconds,
+            )
+        if on_step:
+            on_step(outcome.name, outcome)
+
+
+def write_output(result: CompressionResult, context: CompressionContext, out: Path) -> Path:
+    """Write model.pt, model.onnx (checked against PyTorch), report.json and report.txt into ``out`` at once."""
+    from archetype.compress.report import render_table
+
+    out = Path(out).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out)
+    temp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        model = result.model
+        if isinstance(model, DeployedModel):
+            files = model.save_deployment(temp, context.example())
+            if "model.onnx" not in files:  # the int8 form is PyTorch's: export the fp32 module it computes
+                export_onnx(model.fp32_model, context.example(), temp / "model.onnx")
+            torch.save(model.fp32_model, temp / "model.pt")
+        else:
+            model.eval()
+            export_onnx(model, context.example(), temp / "model.onnx")
+            torch.save(model, temp / "model.pt")
+        result.out_dir = out
+        import json
+
+        (temp / "report.json").write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
+        (temp / "report.txt").write_text(render_table(result, context) + "\n")
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(temp, out)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        result.out_dir = None
+        raise
+    return out

@@ -1,0 +1,228 @@
+"""INT8 quantization: ONNX Runtime static QDQ (per-channel weights, calibrated on real images) and PyTorch PT2E.
+
+The mixed-precision policy keeps in fp32 the layers whose quantization costs
+the most accuracy, one at a time, until the accuracy is within the allowed drop.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from archetype.compress.onnx_export import export_onnx
+from archetype.compress.step import (
+    CompressionContext,
+    DeployedModel,
+    StepReport,
+    count_params_and_macs,
+    register_step,
+)
+from archetype.errors import ArchetypeError, SpecError
+from archetype.searchspace.types import TensorType
+from archetype.worker.data import Split
+from archetype.worker.targets import OnnxRuntimeCpuTarget, Target
+
+QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+
+
+class OrtInt8Model(DeployedModel):
+    """An int8 ONNX model that runs in ONNX Runtime; forward takes and returns torch tensors (batch of any size)."""
+
+    def __init__(
+        self,
+        onnx_model: bytes,
+        fp32_model: nn.Module | None = None,
+        params: int = 0,
+        macs: int = 0,
+        fp32_layers: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        self.onnx_model = onnx_model
+        self.fp32_model = fp32_model  # the PyTorch module it was quantized from
+        self.params, self.macs = params, macs
+        self.fp32_layers = list(fp32_layers)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = 1
+        self._session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = [self._session.run(None, {self._input: x[i : i + 1].detach().numpy()})[0] for i in range(len(x))]
+        return torch.from_numpy(np.concatenate(rows))
+
+    def deployed_size_mb(self) -> float:
+        return len(self.onnx_model) / 1e6
+
+    def measure_on(self, target: Target, input_type: TensorType) -> tuple[float, float]:
+        if not isinstance(target, OnnxRuntimeCpuTarget):
+            raise SpecError(f"an ONNX Runtime int8 model is measured on cpu-ort, not {target.name}")
+        latency = target.measure_onnx(self.onnx_model, input_type)
+        return latency.median_ms, latency.spread
+
+    def counts(self) -> tuple[int, int]:
+        return self.params, self.macs
+
+    def save_deployment(self, folder: Path, example: torch.Tensor) -> list[str]:
+        (folder / "model.onnx").write_bytes(self.onnx_model)
+        return ["model.onnx"]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_session", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        import onnxruntime as ort
+
+        self._session = ort.InferenceSession(self.onnx_model, providers=["CPUExecutionProvider"])
+
+
+def _calibration_reader(split: Split, samples: int, input_name: str) -> Any:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class ImagesReader(CalibrationDataReader):
+        """Real training images, one at a time, for the activation ranges."""
+
+        def __init__(self) -> None:
+            self._batches: Iterator[torch.Tensor] = iter(split.x[:samples].split(1))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self._batches, None)
+            return None if batch is None else {input_name: batch.numpy()}
+
+    return ImagesReader()
+
+
+def quantizable_nodes(onnx_model: bytes) -> list[str]:
+    """The names of the nodes static quantization turns int8 (convolutions and matrix products)."""
+    import onnx
+
+    return [n.name for n in onnx.load_from_string(onnx_model).graph.node if n.op_type in QUANTIZED_OPS]
+
+
+def quantize_onnx_static(
+    onnx_model: bytes, calibration: Split, *, samples: int = 256, exclude: Sequence[str] = (), per_channel: bool = True
+) -> bytes:
+    """ONNX Runtime static quantization in QDQ format: int8 weights (per channel), activations calibrated."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    input_name = onnx.load_from_string(onnx_model).graph.input[0].name
+    with tempfile.TemporaryDirectory(prefix="archetype-int8-") as folder:
+        fp32, prepared, int8 = (Path(folder) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        fp32.write_bytes(onnx_model)
+        try:
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+        except Exception:  # pre-processing only helps; quantize the export as it is
+            prepared = fp32
+        quantize_static(
+            str(prepared), str(int8), _calibration_reader(calibration, samples, input_name),
+            quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
+        )
+        return int8.read_bytes()
+
+
+def accuracy_of(onnx_model: bytes, split: Split) -> float:
+    """Top-1 accuracy of an ONNX classifier on ``split``, one sample at a time."""
+    model = OrtInt8Model(onnx_model)
+    with torch.inference_mode():
+        return float((model(split.x).argmax(1) == split.y).float().mean())
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    """How the quantize step calibrates and which layers it may keep in fp32."""
+
+    calibration_samples: int = 256
+    per_channel: bool = True
+    max_fp32_layers: int = 4  # the mixed-precision policy keeps at most this many layers fp32
+    sensitivity_layers: int = 32  # layers whose sensitivity is measured (the first ones)
+
+
+@dataclass(frozen=True)
+class MixedPrecision:
+    """The chosen int8 model, the layers kept fp32, and the accuracies that chose them."""
+
+    onnx_model: bytes
+    fp32_layers: list[str]
+    accuracy: float
+    fp32_accuracy: float
+    sensitivity: dict[str, float]
+
+
+def mixed_precision_policy(
+    onnx_fp32: bytes, calibration: Split, validation: Split, max_drop: float, config: QuantizationConfig
+) -> MixedPrecision:
+    """Quantize everything; while validation accuracy is more than ``max_drop`` (a fraction) below fp32, keep fp32
+    the next most sensitive layer (the one whose quantization alone costs the most accuracy, measured)."""
+
+    def quantize(exclude: Sequence[str] = ()) -> bytes:
+        return quantize_onnx_static(onnx_fp32, calibration, samples=config.calibration_samples, exclude=exclude,
+                                    per_channel=config.per_channel)
+
+    fp32_accuracy = accuracy_of(onnx_fp32, validation)
+    min_accuracy = fp32_accuracy - max_drop
+    int8 = quantize()
+    accuracy = accuracy_of(int8, validation)
+    kept: list[str] = []
+    sensitivity: dict[str, float] = {}
+    if accuracy < min_accuracy and config.max_fp32_layers > 0:
+        nodes = quantizable_nodes(onnx_fp32)[: config.sensitivity_layers]
+        for node in nodes:  # the accuracy lost by quantizing this node alone
+            sensitivity[node] = fp32_accuracy - accuracy_of(quantize([n for n in nodes if n != node]), validation)
+        for node in sorted(sensitivity, key=sensitivity.__getitem__, reverse=True)[: config.max_fp32_layers]:
+            kept.append(node)
+            int8 = quantize(kept)
+            accuracy = accuracy_of(int8, validation)
+            if accuracy >= min_accuracy:
+                break
+    return MixedPrecision(int8, kept, accuracy, fp32_accuracy, sensitivity)
+
+
+@register_step("quantize")
+def quantize_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module, StepReport]:
+    """INT8: ONNX Runtime static QDQ on cpu-ort, PT2E (torchao, x86 inductor) on cpu-torch; mixed precision."""
+    config = context.config("quantize", QuantizationConfig())
+    if isinstance(model, DeployedModel):
+        return model, StepReport("quantize", message="the model is already quantized")
+    example = context.example()
+    if not isinstance(context.target, OnnxRuntimeCpuTarget):
+        from archetype.compress.pt2e import quantize_pt2e
+
+        quantized = quantize_pt2e(model, context.dataset.train, example, config.calibration_samples)
+        return quantized, StepReport("quantize", {"flow": "pt2e"}, "int8 by PT2E (X86InductorQuantizer)")
+    with tempfile.TemporaryDirectory(prefix="archetype-fp32-") as folder:
+        onnx_fp32 = export_onnx(model, example, Path(folder) / "fp32.onnx").read_bytes()
+    policy = mixed_precision_policy(onnx_fp32, context.dataset.train, context.dataset.val,
+                                    context.budget.max_accuracy_drop / 100, config)
+    agreement = _top1_agreement(model, policy.onnx_model, context.dataset.val.x[:256])
+    if agreement < 0.9:
+        raise ArchetypeError(f"the int8 model agrees with PyTorch on only {agreement:.0%} of validation samples")
+    params, macs = count_params_and_macs(model, example)
+    quantized = OrtInt8Model(policy.onnx_model, model, params, macs, policy.fp32_layers)
+    details = {"flow": "onnxruntime-qdq", "per_channel": config.per_channel, "fp32_layers": policy.fp32_layers,
+               "val_accuracy_int8": policy.accuracy, "val_accuracy_fp32": policy.fp32_accuracy,
+               "top1_agreement": agreement, "sensitivity": policy.sensitivity}
+    kept = f", {len(policy.fp32_layers)} layers kept fp32" if policy.fp32_layers else ""
+    return quantized, StepReport("quantize", details, f"int8 QDQ, per-channel weights{kept}; "
+                                 f"top-1 agrees with PyTorch on {agreement:.1%}")
+
+
+def _top1_agreement(model: nn.Module, onnx_model: bytes, x: torch.Tensor) -> float:
+    model.eval()
+    with torch.inference_mode():
+        expected = model(x).argmax(1)
+    return float((OrtInt8Model(onnx_model)(x).argmax(1) == expected).float().mean())

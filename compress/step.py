@@ -1,0 +1,203 @@
+"""Compression steps: ``(model, context) -> (model, StepReport)``, a registry of them, and the context they share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from archetype.errors import SpecError
+from archetype.searchspace.types import TensorType
+from archetype.worker.data import Dataset
+from archetype.worker.targets import Target
+from archetype.worker.training import TrainConfig, evaluate_accuracy
+
+ConfigType = TypeVar("ConfigType")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the compressed model must meet on the target."""
+
+    latency_ms: float
+    max_size_mb: float | None = None
+    max_accuracy_drop: float = 1.0  # percentage points below the source model's test accuracy
+
+    def __post_init__(self) -> None:
+        if not self.latency_ms > 0:
+            raise SpecError(f"--latency-ms must be a positive number of milliseconds, got {self.latency_ms}")
+        if self.max_size_mb is not None and not self.max_size_mb > 0:
+            raise SpecError(f"--max-size-mb must be a positive number of megabytes, got {self.max_size_mb}")
+        if not self.max_accuracy_drop >= 0:
+            raise SpecError(f"--max-accuracy-drop must be >= 0 percentage points, got {self.max_accuracy_drop}")
+
+    def met_by(self, metrics: ModelMetrics) -> bool:
+        """Whether ``metrics`` meet the latency and size limits (accuracy is checked step by step)."""
+        size_ok = self.max_size_mb is None or metrics.size_mb <= self.max_size_mb
+        return metrics.latency_ms <= self.latency_ms and size_ok
+
+    def to_json(self) -> dict[str, Any]:
+        return {"latency_ms": self.latency_ms, "max_size_mb": self.max_size_mb,
+                "max_accuracy_drop": self.max_accuracy_drop}
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """A model as measured: latency on the target, size, parameters, MACs, test accuracy."""
+
+    latency_ms: float
+    latency_spread: float
+    size_mb: float
+    params: int
+    macs: int
+    accuracy: float
+
+    def to_json(self) -> dict[str, float]:
+        return {"latency_ms": self.latency_ms, "latency_spread": self.latency_spread, "size_mb": self.size_mb,
+                "params": float(self.params), "macs": float(self.macs), "accuracy": self.accuracy}
+
+
+@dataclass
+class StepReport:
+    """What a step did: its settings and findings (``details``), and a one-line ``message`` for the user."""
+
+    name: str
+    details: dict[str, Any] = field(default_factory=dict)
+    message: str | None = None
+
+
+@dataclass
+class CompressionContext:
+    """What every step may use: the target, the data, the budget, the fine-tuning recipe."""
+
+    target: Target
+    dataset: Dataset
+    budget: Budget
+    fine_tune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-3))
+    settings: dict[str, Any] = field(default_factory=dict)  # step name -> that step's config dataclass
+    seed: int = 0
+
+    def config(self, step: str, default: ConfigType) -> ConfigType:
+        """The config of ``step`` given in ``settings``, else ``default``."""
+        return self.settings.get(step, default)
+
+    @property
+    def input_type(self) -> TensorType:
+        return self.dataset.input_type
+
+    def example(self) -> torch.Tensor:
+        """A batch of one real training sample, the shape every export and measurement uses."""
+        return self.dataset.train.x[:1]
+
+    def latency_ms(self, model: nn.Module) -> float:
+        """The model's median latency on the target, in ms."""
+        return measure_on_target(self.target, model, self.input_type)[0]
+
+    def measure(self, model: nn.Module) -> ModelMetrics:
+        """Latency on the target, size, parameters, MACs and test accuracy of ``model``."""
+        median, spread = measure_on_target(self.target, model, self.input_type)
+        params, macs = count_params_and_macs(model, self.example())
+        accuracy = evaluate_accuracy(model, self.dataset.test)
+        return ModelMetrics(median, spread, model_size_mb(model), params, macs, accuracy)
+
+
+class DeployedModel(nn.Module):
+    """An int8 model bound to its deployment runtime; keeps the PyTorch module it came from as ``fp32_model``."""
+
+    fp32_model: nn.Module | None
+
+    def deployed_size_mb(self) -> float:
+        """The size of what is deployed, in MB."""
+        raise NotImplementedError
+
+    def measure_on(self, target: Target, input_type: TensorType) -> tuple[float, float]:
+        """``(median_ms, spread)`` on ``target``; SpecError if it cannot run there."""
+        raise NotImplementedError
+
+    def counts(self) -> tuple[int, int]:
+        """Parameters and MACs (of the fp32 network it computes)."""
+        raise NotImplementedError
+
+    def save_deployment(self, folder: Path, example: torch.Tensor) -> list[str]:
+        """Write the deployable files into ``folder``; returns their names."""
+        raise NotImplementedError
+
+
+def measure_on_target(target: Target, model: nn.Module, input_type: TensorType) -> tuple[float, float]:
+    """``(median_ms, spread)`` of ``model`` on ``target``, with the one protocol."""
+    if isinstance(model, DeployedModel):
+        return model.measure_on(target, input_type)
+    latency = target.measure(model.eval(), input_type)
+    return latency.median_ms, latency.spread
+
+
+def model_size_mb(model: nn.Module) -> float:
+    """Bytes of the parameters and buffers (or of the deployed file), in MB."""
+    if isinstance(model, DeployedModel):
+        return model.deployed_size_mb()
+    tensors = [*model.parameters(), *model.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors) / 1e6
+
+
+def count_params_and_macs(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """Parameters and multiply-accumulates of one forward pass on ``example`` (torch's FLOP counter / 2)."""
+    if isinstance(model, DeployedModel):
+        return model.counts()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(example)
+    finally:
+        model.train(was_training)
+    return sum(p.numel() for p in model.parameters()), counter.get_total_flops() // 2
+
+
+Step = Callable[[nn.Module, CompressionContext], tuple[nn.Module, StepReport]]
+StepFunction = TypeVar("StepFunction", bound=Step)
+_STEPS: dict[str, Step] = {}
+
+
+def register_step(name: str) -> Callable[[StepFunction], StepFunction]:
+    """Register a compression step under ``name`` (a name of ``--pipeline``)."""
+
+    def decorate(step: StepFunction) -> StepFunction:
+        _STEPS[name] = step
+        return step
+
+    return decorate
+
+
+def _load_builtin_steps() -> None:
+    import archetype.compress.depth_step
+    import archetype.compress.pruning
+    import archetype.compress.quantization
+    import archetype.compress.tucker  # noqa: F401
+
+
+def list_steps() -> list[str]:
+    """The registered step names."""
+    _load_builtin_steps()
+    return sorted(_STEPS)
+
+
+def get_step(name: str) -> Step:
+    """The step called ``name``; SpecError naming the known ones otherwise."""
+    _load_builtin_steps()
+    if name not in _STEPS:
+        raise SpecError(f"--pipeline: unknown step {name!r}; known: {', '.join(sorted(_STEPS))}")
+    return _STEPS[name]
+
+
+def timed(step: Step, model: nn.Module, context: CompressionContext) -> tuple[nn.Module, StepReport, float]:
+    """Run ``step`` and return its model, report and wall time in seconds."""
+    start = time.perf_counter()
+    model, report = step(model, context)
+    return model, report, time.perf_counter() - start

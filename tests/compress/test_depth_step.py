@@ -1,0 +1,50 @@
+"""The depth step: the DP's plan applied, merged and fine-tuned; networks it cannot read are left alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from archetype.compress.depth_step import DepthConfig, conv_block_onnx, depth_step
+from archetype.compress.tucker import decompose
+
+
+def _convs(model: nn.Module) -> int:
+    return sum(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def test_depth_step_merges_convolutions_under_the_budget(digits, trained_conv_net, context_for, macs_target) -> None:
+    config = DepthConfig(importance_samples=128, knapsack_steps=500)
+    target = macs_target(ms_per_layer=0.5)  # per-call overhead dominates, as for small models on a CPU runtime
+    before = context_for(target=target).latency_ms(trained_conv_net)
+    context = context_for(latency_ms=0.8 * before, target=target, depth=config)
+    model, report = depth_step(trained_conv_net, context)
+    assert model is not trained_conv_net
+    assert report.details["plan"]["removed_activations"]
+    assert _convs(model) < _convs(trained_conv_net)
+    assert model(digits.test.x[:3]).shape == (3, 10)
+
+
+def test_depth_step_skips_a_network_that_is_not_a_conv_chain(trained_conv_net, context_for) -> None:
+    import copy
+
+    model = copy.deepcopy(trained_conv_net)
+    decompose(model, tau=0.5)  # Tucker layers are not plain convolutions
+    same, report = depth_step(model, context_for())
+    assert same is model
+    assert "not a conv chain" in (report.message or "")
+
+
+@pytest.mark.parametrize("act", [nn.ReLU(), nn.ReLU6(), nn.Hardswish(), nn.SiLU(), None])
+@pytest.mark.parametrize("groups,stride", [(1, 1), (8, 2)])
+def test_a_merged_block_written_as_onnx_computes_what_torch_does(act, groups: int, stride: int) -> None:
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Conv2d(8, 16, 5, stride, 2, groups=groups), *([act] if act is not None else []))
+    x = torch.randn(1, 8, 9, 9)
+    session = ort.InferenceSession(conv_block_onnx(block.eval(), tuple(x.shape)), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(got), block(x).detach(), atol=1e-5, rtol=1e-4)
+    assert conv_block_onnx(nn.Sequential(nn.Conv2d(8, 8, 3), nn.GELU()), (1, 8, 9, 9)) is None  # left to the exporter

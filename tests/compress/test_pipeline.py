@@ -1,0 +1,96 @@
+"""The pipeline: keeps steps that speed the model up, rejects the rest, stops at the budget, stores every step."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from torch import nn
+
+from archetype.compress.pipeline import CompressionPipeline
+from archetype.compress.step import StepReport, register_step
+from archetype.errors import SpecError
+from archetype.store import Store
+
+
+@register_step("test-copy")
+def copy_step(model: nn.Module, context) -> tuple[nn.Module, StepReport]:
+    """A step that returns an equal model: no faster anywhere."""
+    return copy.deepcopy(model), StepReport("test-copy", message="copied")
+
+
+@register_step("test-drop-conv")
+def drop_conv_step(model: nn.Module, context) -> tuple[nn.Module, StepReport]:
+    """A step that removes the middle conv unit of the test conv net: faster and still accurate-ish."""
+    layers = list(copy.deepcopy(model).children())
+    return nn.Sequential(*layers[:3], *layers[6:]), StepReport("test-drop-conv")
+
+
+def test_a_step_that_does_not_speed_up_is_rejected(trained_conv_net, context_for) -> None:
+    pipeline = CompressionPipeline(["test-copy"], context_for(latency_ms=0.01, drop=100.0))
+    result = pipeline.run(trained_conv_net)
+    source, step = result.steps
+    assert source.name == "source" and source.accepted
+    assert not step.accepted and "not faster" in step.message
+    assert result.model is trained_conv_net
+    assert result.status == "unmet"
+
+
+def test_a_faster_step_is_kept_and_the_pipeline_stops_at_the_budget(trained_conv_net, context_for, tmp_path) -> None:
+    context = context_for(latency_ms=0.01, drop=100.0)
+    before = context.latency_ms(trained_conv_net)
+    context.budget = type(context.budget)(before * 0.9, max_accuracy_drop=100.0)
+    store = Store.open(f"sqlite:///{tmp_path / 'a.db'}")
+    out = tmp_path / "out"
+    result = CompressionPipeline(["test-drop-conv", "test-copy"], context).run(
+        trained_conv_net, store=store, run_name="r1", source="test", out=out
+    )
+    assert [s.name for s in result.steps] == ["source", "test-drop-conv"]  # budget met: test-copy never runs
+    assert result.status == "complete" and result.steps[1].accepted
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.pt", "report.json", "report.txt"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "complete" and report["speedup"] > 1.1
+    stored = store.compression_run("r1")
+    assert stored.status.value == "complete"
+    steps = [(s.position, s.name, s.accepted) for s in stored.steps]
+    assert steps == [(0, "source", True), (1, "test-drop-conv", True)]
+    assert stored.steps[1].metrics["latency_ms"] == pytest.approx(result.metrics.latency_ms)
+    store.close()
+
+
+def test_an_accuracy_drop_over_the_budget_is_rejected(trained_conv_net, context_for) -> None:
+    context = context_for(latency_ms=0.01, drop=0.0)
+    result = CompressionPipeline(["test-drop-conv"], context).run(trained_conv_net)
+    step = result.steps[1]
+    if step.metrics.accuracy < result.source.accuracy:
+        assert not step.accepted and "accuracy drops" in step.message
+
+
+def test_a_met_budget_stops_before_any_step(trained_conv_net, context_for, tmp_path) -> None:
+    result = CompressionPipeline(["test-copy"], context_for(latency_ms=1e6)).run(trained_conv_net, out=tmp_path / "o")
+    assert result.already_met and result.status == "complete"
+    assert [s.name for s in result.steps] == ["source"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_steps_and_bad_data_fail_before_anything_runs(trained_conv_net, context_for, digits) -> None:
+    with pytest.raises(SpecError, match="unknown step 'shrink'"):
+        CompressionPipeline(["prune", "shrink"], context_for())
+    wide = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    with pytest.raises(SpecError, match="--data digits: the model cannot take its samples of shape"):
+        CompressionPipeline(["test-copy"], context_for()).run(wide)
+
+
+@pytest.mark.parametrize("name", ["prune", "tucker", "depth"])
+def test_each_builtin_step_returns_a_working_model_and_its_report(name, digits, trained_conv_net, context_for) -> None:
+    from archetype.compress.depth_step import DepthConfig
+    from archetype.compress.step import get_step, list_steps
+    from archetype.compress.tucker import TuckerConfig
+
+    assert {"prune", "tucker", "depth", "quantize"} <= set(list_steps())
+    context = context_for(latency_ms=0.3, depth=DepthConfig(importance_samples=128, knapsack_steps=200),
+                          tucker=TuckerConfig(initial_tau=0.5))
+    model, report = get_step(name)(trained_conv_net, context)
+    assert report.name == name and isinstance(report.details, dict)
+    assert model(digits.test.x[:2]).shape == (2, 10)
