@@ -13,7 +13,7 @@ from archetype.errors import ArchetypeError
 from archetype.objectives import Direction
 from archetype.pareto import feasible_front
 from archetype.result import TrialState
-from archetype.store import CompressionRunRecord, Store, StudyRecord, TrialOutcome
+from archetype.store import CompressionRunRecord, CompressionStepRecord, Store, StudyRecord, TrialOutcome
 
 WATERFALL_METRICS = ("latency_ms", "size_mb", "accuracy")
 
@@ -175,19 +175,6 @@ class Waterfall:
 
 
 @dataclass(frozen=True)
-class StepView:
-    """One compression step as the page lists it."""
-
-    position: int
-    name: str
-    accepted: bool
-    metrics: dict[str, float]
-    details: dict[str, Any]
-    message: str | None
-    seconds: float
-
-
-@dataclass(frozen=True)
 class CompressionView:
     """The compression page: the run, its steps, and waterfalls of latency, size and accuracy."""
 
@@ -204,7 +191,7 @@ class CompressionView:
     error: str | None
     created_at: datetime
     finished_at: datetime | None
-    steps: list[StepView]
+    steps: list[CompressionStepRecord]
     waterfalls: list[Waterfall]
 
 
@@ -329,13 +316,11 @@ def trial_view(store: Store, name: str, number: int) -> TrialView:
 def compression_view(store: Store, name: str) -> CompressionView:
     """The compression page's data: the run, its steps and a waterfall per metric."""
     run = store.compression_run(name)
-    steps = [
-        StepView(s.position, s.name, s.accepted, s.metrics, s.details, s.message, s.seconds) for s in run.steps
-    ]
     return CompressionView(
         name=run.name, source=run.source, source_study=run.source_study, source_trial=run.source_trial,
         target=run.target, status=run.status.value, budget=run.budget, pipeline=run.pipeline, out_dir=run.out_dir,
-        report=run.report, error=run.error, created_at=run.created_at, finished_at=run.finished_at, steps=steps,
+        report=run.report, error=run.error, created_at=run.created_at, finished_at=run.finished_at,
+        steps=list(run.steps),
         waterfalls=[w for metric in WATERFALL_METRICS if (w := waterfall(run, metric)) is not None],
     )
 

@@ -14,6 +14,8 @@ from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
 
 STATE_VERSION = 1
+MAX_REDRAWS = 50
+"""How many times a strategy redraws an architecture it has already proposed before proposing it again."""
 
 
 class Strategy(ABC):
@@ -55,6 +57,17 @@ class Strategy(ABC):
                 f"strategy state is for {state.get('strategy')!r} v{state.get('version')}, "
                 f"not {self.name!r} v{STATE_VERSION}"
             )
+
+
+def propose_unseen(propose: Callable[[], Architecture], seen: set[str]) -> Architecture:
+    """``propose()`` until it gives an architecture not in ``seen`` (at most MAX_REDRAWS redraws); added to ``seen``."""
+    arch = propose()
+    for _ in range(MAX_REDRAWS):
+        if arch.key not in seen:
+            break
+        arch = propose()
+    seen.add(arch.key)
+    return arch
 
 
 S = TypeVar("S", bound=type[Strategy])

@@ -20,9 +20,7 @@ from archetype.errors import SpecError
 from archetype.pareto import nondominated_ranks
 from archetype.result import Result, TrialState
 from archetype.searchspace.architecture import Architecture
-from archetype.strategies.base import STATE_VERSION, Strategy, check_option, register_strategy
-
-MAX_REDRAWS = 50
+from archetype.strategies.base import STATE_VERSION, Strategy, check_option, propose_unseen, register_strategy
 
 
 @register_strategy("evolution")
@@ -43,22 +41,14 @@ class RegularizedEvolution(Strategy):
 
     def ask(self) -> Architecture:
         if len(self._members) < self.population:
-            return self._unseen(self.space.sample(self._rng))
+            return propose_unseen(lambda: self.space.sample(self._rng), self._seen)
         parent = self.space.architecture_from_json(self._tournament()["arch"])
         children = [a for a in self.space.neighbours(parent) if a.key not in self._seen]
         if not children:
-            return self._unseen(self.space.sample(self._rng))
+            return propose_unseen(lambda: self.space.sample(self._rng), self._seen)
         child = children[int(self._rng.integers(len(children)))]
         self._seen.add(child.key)
         return child
-
-    def _unseen(self, arch: Architecture) -> Architecture:
-        for _ in range(MAX_REDRAWS):
-            if arch.key not in self._seen:
-                break
-            arch = self.space.sample(self._rng)
-        self._seen.add(arch.key)
-        return arch
 
     def _tournament(self) -> dict[str, Any]:
         picks = self._rng.choice(len(self._members), size=self.sample, replace=False)

@@ -15,10 +15,9 @@ import numpy as np
 from archetype.errors import SpecError
 from archetype.result import Result
 from archetype.searchspace.architecture import Architecture
-from archetype.strategies.base import STATE_VERSION, Strategy, check_option, register_strategy
+from archetype.strategies.base import STATE_VERSION, Strategy, check_option, propose_unseen, register_strategy
 
 SCORE_NAMES = ("supernet_accuracy", "accuracy")
-MAX_REDRAWS = 50
 
 
 @register_strategy("oneshot")
@@ -37,13 +36,7 @@ class OneShotEvolution(Strategy):
         self._seen: set[str] = set()
 
     def ask(self) -> Architecture:
-        arch = self._propose()
-        for _ in range(MAX_REDRAWS):
-            if arch.key not in self._seen:
-                break
-            arch = self._propose()
-        self._seen.add(arch.key)
-        return arch
+        return propose_unseen(self._propose, self._seen)
 
     def _propose(self) -> Architecture:
         parents = [p for p in self._population if np.isfinite(p[1])]

@@ -23,10 +23,9 @@ from archetype.pareto import crowding_distances, nondominated_ranks_array
 from archetype.result import Result, TrialState
 from archetype.searchspace.architecture import Architecture, Choice
 from archetype.searchspace.space import Slot
-from archetype.strategies.base import STATE_VERSION, Strategy, check_option, register_strategy
+from archetype.strategies.base import STATE_VERSION, Strategy, check_option, propose_unseen, register_strategy
 
 PREDICTORS = ("ridge", "svr", "tree")
-MAX_REDRAWS = 50
 
 
 def make_predictor(kind: str, seed: int) -> Any:
@@ -89,7 +88,7 @@ class PredictorGuidedSearch(Strategy):
                 arch = self.space.architecture_from_json(self._queue.pop(0))
                 self._seen.add(arch.key)
                 return arch
-        return self._random_unseen()
+        return propose_unseen(lambda: self.space.sample(self._rng), self._seen)
 
     def tell(self, arch: Architecture, result: Result) -> None:
         self._seen.add(arch.key)
@@ -204,15 +203,6 @@ class PredictorGuidedSearch(Strategy):
         if arch.choices not in self._encoded:
             self._encoded[arch.choices] = arch.encode()
         return self._encoded[arch.choices]
-
-    def _random_unseen(self) -> Architecture:
-        arch = self.space.sample(self._rng)
-        for _ in range(MAX_REDRAWS):
-            if arch.key not in self._seen:
-                break
-            arch = self.space.sample(self._rng)
-        self._seen.add(arch.key)
-        return arch
 
     # -- state ---------------------------------------------------------------------------------
 

@@ -8,9 +8,7 @@ import numpy as np
 
 from archetype.result import Result
 from archetype.searchspace.architecture import Architecture
-from archetype.strategies.base import STATE_VERSION, Strategy, register_strategy
-
-MAX_REDRAWS = 50
+from archetype.strategies.base import STATE_VERSION, Strategy, propose_unseen, register_strategy
 
 
 @register_strategy("random")
@@ -24,13 +22,7 @@ class RandomStrategy(Strategy):
         self._told = 0
 
     def ask(self) -> Architecture:
-        arch = self.space.sample(self._rng)
-        for _ in range(MAX_REDRAWS):
-            if arch.key not in self._seen:
-                break
-            arch = self.space.sample(self._rng)
-        self._seen.add(arch.key)
-        return arch
+        return propose_unseen(lambda: self.space.sample(self._rng), self._seen)
 
     def tell(self, arch: Architecture, result: Result) -> None:
         self._seen.add(arch.key)

@@ -32,7 +32,7 @@ from archetype.searchspace.space import SearchSpace
 from archetype.searchspace.supernet import Supernet, extreme_architecture
 from archetype.searchspace.supernet_mixture import BalancedAssignment, downsampling_pattern
 from archetype.worker.data import Dataset, Split
-from archetype.worker.training import TrainingError, _batches, evaluate_accuracy, torch_threads
+from archetype.worker.training import TrainingError, batch_slices, evaluate_accuracy, torch_threads
 
 CHECKPOINT_VERSION = 1
 CONFIG_POOL = 256  # architectures drawn once to find the configurations a mixture balances over
@@ -97,7 +97,7 @@ class SupernetTrainer:
             torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
             for net in self.supernets
         ]
-        self.steps_per_epoch = len(_batches(len(dataset.train), config.batch_size))
+        self.steps_per_epoch = len(batch_slices(len(dataset.train), config.batch_size))
         self.total_steps = config.epochs * self.steps_per_epoch
         self.schedules = [
             torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.total_steps)) for opt in self.optimizers
@@ -187,7 +187,7 @@ class SupernetTrainer:
         epoch, index = divmod(step, self.steps_per_epoch)
         shuffle = torch.Generator().manual_seed(self.config.seed * 7919 + epoch)
         order = torch.randperm(len(self.dataset.train), generator=shuffle)
-        chosen = order[_batches(len(self.dataset.train), self.config.batch_size)[index]]
+        chosen = order[batch_slices(len(self.dataset.train), self.config.batch_size)[index]]
         return self.dataset.train.x[chosen], self.dataset.train.y[chosen]
 
     def _batch_accuracy(self, net: Supernet, step: int) -> float:

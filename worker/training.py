@@ -69,7 +69,7 @@ def train(
     """
     start = time.perf_counter()
     x, y = dataset.train.x, dataset.train.y
-    steps_per_epoch = len(_batches(len(y), config.batch_size))
+    steps_per_epoch = len(batch_slices(len(y), config.batch_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     shuffle = torch.Generator().manual_seed(config.seed)
@@ -81,7 +81,7 @@ def train(
         for epoch in range(1, config.epochs + 1):
             order = torch.randperm(len(y), generator=shuffle)
             total, seen = 0.0, 0
-            for batch in _batches(len(y), config.batch_size):
+            for batch in batch_slices(len(y), config.batch_size):
                 index = order[batch]
                 loss = loss_fn(model(x[index]), y[index])  # logits (B, classes)
                 value = loss.item()
@@ -99,7 +99,7 @@ def train(
     return TrainReport(epochs=config.epochs, losses=losses, seconds=time.perf_counter() - start)
 
 
-def _batches(n: int, batch_size: int) -> list[slice]:
+def batch_slices(n: int, batch_size: int) -> list[slice]:
     """Slices covering ``range(n)``; a last batch of one sample is dropped (batch norm needs two)."""
     batches = [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
     if len(batches) > 1 and n % batch_size == 1:
