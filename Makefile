@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NNI_VENV ?= .venv-nni
+NNI_STAMP := $(NNI_VENV)/.installed
 DEMO_DB ?= runs/demo.db
 
-.PHONY: setup chromium postgresql demo test test-fast lint clean
+.PHONY: setup setup-nni chromium postgresql demo test test-nni test-fast lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +16,14 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 setup: $(STAMP) chromium postgresql  ## create .venv and install Archetype with its dev tools
+
+# nni 3.0 pins an old filelock, so NNI's strategies get an environment of their own.
+$(NNI_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(NNI_VENV)
+	$(NNI_VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,nni]'
+	touch $(NNI_STAMP)
+
+setup-nni: $(NNI_STAMP)  ## create .venv-nni: Archetype with the optional nni extra (strategies nni-*)
 
 chromium:  ## Debian's Chromium for the dashboard's browser tests (installed as root where apt-get exists)
 	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -34,6 +44,10 @@ demo: $(STAMP)  ## a short latency-constrained search on the digits data
 
 test: $(STAMP) chromium postgresql  ## the whole suite, slow end-to-end tests included (what CI runs)
 	$(BIN)/pytest
+	$(MAKE) test-nni
+
+test-nni: $(NNI_STAMP)  ## the nni-* strategies' tests, in .venv-nni
+	$(NNI_VENV)/bin/pytest -p no:cacheprovider -k nni tests/strategies
 
 test-fast: $(STAMP) postgresql  ## unit tests only
 	$(BIN)/pytest -m "not slow"
@@ -42,4 +56,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(NNI_VENV) runs .pytest_cache .ruff_cache

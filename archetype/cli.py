@@ -50,14 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--data", help="digits (default), mnist, or npz:PATH")
     search.add_argument("--epochs", type=int, help="training epochs per architecture (default 5)")
     search.add_argument("--strategy", help="search strategy: random (default), evolution, tpe, nsga2, nsga3, gp, "
-                        "simq, or oneshot (candidates scored on a trained supernet, the best then trained from "
-                        "scratch)")
+                        "simq, oneshot (candidates scored on a trained supernet, the best then trained from "
+                        "scratch), or NNI's nni-evolution, nni-tpe, nni-rl (with the nni extra)")
     search.add_argument("--strategy-option", action="append", metavar="KEY=VALUE", dest="strategy_option",
                         help="an option of the strategy, e.g. population=20 (repeatable; VALUE is read as YAML)")
     search.add_argument("--supernets", type=int, metavar="K",
                         help="with --strategy oneshot: train a balanced mixture of K supernets (default 1)")
     search.add_argument("--target", help="latency target: cpu-ort (default), cpu-ort-int8, cpu-torch, cuda-ort, "
                         "cuda-torch")
+    search.add_argument("--precision", type=lambda text: text.split(","), metavar="LIST",
+                        help="search each slot's precision with the architecture (SimQ-NAS), e.g. fp32,int8: "
+                        "int8 slots run quantized (static QDQ, calibrated on training images) on target cpu-ort")
     search.add_argument("--seed", type=int, help="seed for the data split, strategy and weights (default 0)")
     search.add_argument("--study", help="study name (default: <space>-<n>)")
     search.add_argument("--workers", type=int, help="evaluations at once (default 1, the most stable latency)")
@@ -201,7 +204,7 @@ _SEARCH_FIELDS = {
     "target": "target", "seed": "seed", "study": "study", "workers": "workers",
     "cpus_per_trial": "cpus_per_trial", "ray_address": "ray_address", "retries": "retries",
     "scheduler": "scheduler", "supernets": "supernets", "predict_latency": "predict_latency",
-    "latency_margin": "latency_margin",
+    "latency_margin": "latency_margin", "precision": "precision",
 }
 
 

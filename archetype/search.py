@@ -214,6 +214,8 @@ def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:
     """Resolve the data, space, strategy and evaluator of ``spec``; bad input fails here, before anything is stored."""
     dataset = load_dataset(spec.data, spec.seed)
     space = get_space(spec.space, dataset.input_type, dataset.num_classes)
+    if spec.precision:
+        space = space.with_precision(spec.precision)
     get_target(spec.target)  # an unknown target, or one this machine lacks, fails here
     strategy = make_strategy(
         spec.strategy, space, spec.objectives, spec.constraints, spec.seed, **spec.strategy_options

@@ -13,6 +13,7 @@ import yaml
 
 from archetype.errors import SpecError
 from archetype.objectives import DEFAULT_OBJECTIVES, Constraint, Direction, Objective
+from archetype.searchspace.operator import PRECISIONS
 
 SCHEDULERS = (None, "asha")
 """Early stoppers a search may run under; None trains every candidate for all its epochs."""
@@ -43,6 +44,7 @@ class RunSpec:
     finalists: int = 3  # strategy "oneshot": best scored candidates then trained from scratch and measured
     predict_latency: bool | None = None  # prune on predicted latency; None: when a latency table covers the space
     latency_margin: float = 0.2  # prune only when the predicted latency exceeds the budget by more than this share
+    precision: tuple[str, ...] = ()  # e.g. ("fp32", "int8"): a per-slot precision searched with the architecture
 
     def __post_init__(self) -> None:
         for name in ("space", "data", "target", "strategy"):
@@ -82,6 +84,13 @@ class RunSpec:
             isinstance(k, str) for k in self.strategy_options
         ):
             raise SpecError(f"strategy_options must map option names to values, got {self.strategy_options!r}")
+        if isinstance(self.precision, str) or not isinstance(self.precision, tuple | list) or any(
+            p not in PRECISIONS for p in self.precision
+        ) or len(set(self.precision)) != len(self.precision):
+            raise SpecError(f"precision must be distinct values among {list(PRECISIONS)}, got {self.precision!r}")
+        object.__setattr__(self, "precision", tuple(self.precision))
+        if self.precision and self.precision != ("fp32",) and self.target != "cpu-ort":
+            raise SpecError(f"a per-slot precision is measured on target 'cpu-ort', not {self.target!r}")
         names = [o.name for o in self.objectives]
         if not names or len(set(names)) != len(names):
             raise SpecError(f"objectives must be distinct and at least one, got {names}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from archetype.errors import SpecError
-from archetype.searchspace.operator import Operator, make_operator
+from archetype.searchspace.operator import PRECISION, Operator, make_operator
 from archetype.searchspace.types import TensorType, parse_type
 
 INPUT = "input"
@@ -37,6 +37,11 @@ class Choice:
 
     def operator(self) -> Operator:
         return make_operator(self.op, dict(self.params))
+
+    @property
+    def precision(self) -> str:
+        """``fp32`` unless the space searched this slot's precision and chose ``int8``."""
+        return str(dict(self.params).get(PRECISION, "fp32"))
 
     def to_json(self) -> dict[str, Any]:
         return {"slot": self.slot, "op": self.op, "params": dict(self.params)}
@@ -122,6 +127,10 @@ class Architecture:
         g.add_node("output", type=str(self.typing()[-1].output) if self.choices else str(self.input))
         g.add_edge(prev, "output")
         return g
+
+    def int8_slots(self) -> list[str]:
+        """The slots that run int8 in deployment (the rest run fp32)."""
+        return [c.slot for c in self.choices if c.precision == "int8"]
 
     def build(self) -> nn.Module:
         """A freshly initialised ``torch.nn.Module`` for this architecture."""

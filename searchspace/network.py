@@ -22,13 +22,13 @@ class ArchitectureNetwork(nn.Module):
         typings = arch.typing()  # refuses an ill-typed architecture before building
         self.input_type = arch.input
         self.output_type = typings[-1].output
-        names = [_module_name(t.slot) for t in typings]
+        names = [module_name(t.slot) for t in typings]
         taken = nn.ModuleDict()
         for t, name in zip(typings, names, strict=True):
             if not name or names.count(name) > 1 or hasattr(taken, name):
                 raise SpecError(f"slot '{t.slot}': module name '{name}' is empty, repeated or a torch attribute")
         self.slots = nn.ModuleDict({name: t.choice.operator().build(t.input) for t, name in zip(typings, names)})
-        self.skips = {_module_name(slot): _module_name(source) for slot, source in arch.skips().items()}
+        self.skips = {module_name(slot): module_name(source) for slot, source in arch.skips().items()}
         self._kept = set(self.skips.values())  # outputs a later skip edge reads
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,5 +42,6 @@ class ArchitectureNetwork(nn.Module):
         return x
 
 
-def _module_name(slot: str) -> str:
+def module_name(slot: str) -> str:
+    """The name of a slot's module in the network (dots are not allowed in module names)."""
     return slot.replace(".", "_")

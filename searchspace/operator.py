@@ -29,6 +29,10 @@ CATEGORIES = (
     "head",
 )
 
+PRECISION = "precision"
+"""A slot's numeric precision in deployment: a searched value beside the operator's hyperparameters."""
+PRECISIONS = ("fp32", "int8")
+
 
 class OperatorTypeError(TypeError):
     """The operator cannot take this input type; the checker adds the slot."""
@@ -43,6 +47,8 @@ class Operator(ABC):
     accepts: ClassVar[tuple[type[TensorType], ...]] = (Image,)
     domain: ClassVar[Mapping[str, tuple[Any, ...]]] = {}
     """Default values searched for each hyperparameter when a space names none."""
+    weighted: ClassVar[bool] = True
+    """Whether the module has weights, so that a precision (``fp32``/``int8``) may be searched for it."""
 
     hparam_types: ClassVar[dict[str, tuple[type, ...]]]
 
@@ -163,8 +169,11 @@ def list_operators(family: str | None = None) -> list[type[Operator]]:
 
 
 def make_operator(name: str, hparams: Mapping[str, Any]) -> Operator:
-    """Instantiate operator ``name`` with ``hparams``; SpecError names a bad hyperparameter."""
+    """Instantiate operator ``name`` with ``hparams``; SpecError names a bad hyperparameter.
+
+    A ``precision`` among ``hparams`` is the slot's, not the operator's: it is left out here."""
     cls = get_operator(name)
+    hparams = {k: v for k, v in hparams.items() if k != PRECISION}
     known = cls.hyperparameters()
     unknown = sorted(set(hparams) - set(known))
     if unknown:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,7 @@ import numpy as np
 from archetype.errors import SpecError, TypeCheckError
 from archetype.searchspace.adapters import insert_adapters, without_adapters
 from archetype.searchspace.architecture import INPUT, Architecture, Choice
-from archetype.searchspace.operator import CATEGORIES, get_operator
+from archetype.searchspace.operator import CATEGORIES, PRECISION, PRECISIONS, Operator, get_operator
 from archetype.searchspace.types import TensorType
 
 MAX_SAMPLE_DRAWS = 200
@@ -27,11 +28,14 @@ class Candidate:
     @classmethod
     def of(cls, op: str, domain: Mapping[str, Any] | None = None) -> Candidate:
         """Build from a mapping; a scalar value fixes the hyperparameter, and
-        unnamed hyperparameters take the operator's default domain if it has one."""
+        unnamed hyperparameters take the operator's default domain if it has one.
+        ``precision`` (values among ``fp32``, ``int8``) searches the slot's precision in deployment."""
         op_cls = get_operator(op)
         merged = {k: v for k, v in op_cls.domain.items()}
         for k, v in (domain or {}).items():
-            if k not in op_cls.hyperparameters():
+            if k == PRECISION:
+                _check_precision(op_cls, v)
+            elif k not in op_cls.hyperparameters():
                 known = list(op_cls.hyperparameters())
                 raise SpecError(f"operator '{op}' has no hyperparameter {k!r}; it takes {known}")
             merged[k] = v
@@ -211,6 +215,21 @@ class SearchSpace:
     def architecture_from_json(self, data: Mapping[str, Any]) -> Architecture:
         return self.validate(Architecture.from_json(data, self))
 
+    def with_precision(self, precisions: tuple[str, ...] = PRECISIONS) -> SearchSpace:
+        """This space with a per-slot precision searched jointly with the architecture (SimQ-NAS): every
+        candidate with weights gets ``precision`` in ``precisions``; ``int8`` slots run quantized in deployment."""
+        if not precisions or any(p not in PRECISIONS for p in precisions):
+            raise SpecError(f"space '{self.name}': precision must be among {list(PRECISIONS)}, got {precisions!r}")
+        slots = tuple(
+            dataclasses.replace(slot, candidates=tuple(
+                Candidate(c.op, tuple(sorted((*c.domain, (PRECISION, tuple(precisions))))))
+                if get_operator(c.op).weighted and PRECISION not in dict(c.domain) else c
+                for c in slot.candidates
+            ))
+            for slot in self.slots
+        )
+        return dataclasses.replace(self, slots=slots, _index={})
+
 
 MAX_DEPTH = 256
 """The most copies a repeated block may have."""
@@ -236,6 +255,16 @@ def repeated(
     return tuple(
         Slot(f"{name}.{i}", candidates if i <= low else identity + optional, categories) for i in range(1, high + 1)
     )
+
+
+def _check_precision(op_cls: type[Operator], values: Any) -> None:
+    """SpecError unless ``values`` are precisions an operator of ``op_cls`` can take."""
+    listed = list(values) if isinstance(values, list | tuple) else [values]
+    bad = [v for v in listed if v not in PRECISIONS]
+    if bad or not listed:
+        raise SpecError(f"operator '{op_cls.name}': precision must be among {list(PRECISIONS)}, got {values!r}")
+    if not op_cls.weighted and listed != ["fp32"]:
+        raise SpecError(f"operator '{op_cls.name}' has no weights, so its precision cannot be searched")
 
 
 def _plain_value(value: Any) -> Any:

@@ -20,7 +20,7 @@ from torch import nn
 from archetype.errors import SpecError
 from archetype.searchspace.architecture import INPUT, Architecture, Choice
 from archetype.searchspace.elastic import ElasticOp, Use, make_shared, sharing_key
-from archetype.searchspace.network import ArchitectureNetwork
+from archetype.searchspace.network import ArchitectureNetwork, module_name
 from archetype.searchspace.operator import Operator, OperatorTypeError, make_operator
 from archetype.searchspace.space import SearchSpace, Slot
 from archetype.searchspace.types import TensorType
@@ -45,12 +45,12 @@ class Supernet(nn.Module):
                 raise SpecError(f"space '{space.name}': slot '{slot.name}' has no well-typed choice")
             self._uses[slot.name] = uses
             self._names[slot.name] = {key: f"{key[0]}{i}" for i, key in enumerate(uses)}
-            self.slots[_module_name(slot.name)] = nn.ModuleDict()
+            self.slots[module_name(slot.name)] = nn.ModuleDict()
             reachable[slot.name] = current = outputs
         if not lazy:
             self.materialize()
         self._path: list[tuple[str, ElasticOp, Operator]] = []
-        self._skips = {_module_name(s): _module_name(t) for s, t in space.skip_edges()}
+        self._skips = {module_name(s): module_name(t) for s, t in space.skip_edges()}
         self._kept = set(self._skips.values())
         self.active: Architecture | None = None
 
@@ -64,7 +64,7 @@ class Supernet(nn.Module):
         name = self._names[slot].get(key)
         if name is None:
             raise SpecError(f"slot '{slot}': the supernet holds no module for {key[0]} with {key[2:]}")
-        modules = self.slots[_module_name(slot)]
+        modules = self.slots[module_name(slot)]
         if name not in modules:
             modules[name] = make_shared(key, self._uses[slot][key])
         return modules[name]
@@ -75,7 +75,7 @@ class Supernet(nn.Module):
         path = []
         for t in arch.typing():
             op = t.choice.operator()
-            path.append((_module_name(t.slot), self._shared(t.slot, sharing_key(op, t.input)), op))
+            path.append((module_name(t.slot), self._shared(t.slot, sharing_key(op, t.input)), op))
         self._path, self.active = path, arch
         return arch
 
@@ -100,7 +100,7 @@ class Supernet(nn.Module):
             network = ArchitectureNetwork(arch)
         for t in arch.typing():
             op = t.choice.operator()
-            network.slots[_module_name(t.slot)] = self._shared(t.slot, sharing_key(op, t.input)).export(op, t.input)
+            network.slots[module_name(t.slot)] = self._shared(t.slot, sharing_key(op, t.input)).export(op, t.input)
         return network.train(self.training)
 
     def active_modules(self) -> list[nn.Module]:
@@ -171,7 +171,3 @@ def extreme_architecture(
         except SpecError:
             pass  # a category or skip edge refused the greedy pick
     return pick((space.sample(rng) for _ in range(draws)), key=lambda a: a.params())
-
-
-def _module_name(slot: str) -> str:
-    return slot.replace(".", "_")

@@ -13,12 +13,12 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from archetype.errors import SpecError
 from archetype.searchspace.architecture import INPUT
-from archetype.searchspace.operator import CATEGORIES, get_operator, make_operator
+from archetype.searchspace.operator import CATEGORIES, PRECISIONS, get_operator, make_operator
 from archetype.searchspace.relations import operators_in_category
 from archetype.searchspace.space import Candidate, SearchSpace, Slot, repeated
 from archetype.searchspace.types import TENSOR_TYPES, TensorType, Vector, parse_type
 
-TOP_KEYS = ("name", "description", "input", "output", "adapters", "slots")
+TOP_KEYS = ("name", "description", "input", "output", "adapters", "precision", "slots")
 SLOT_KEYS = ("name", "categories", "candidates", "skip", "repeat")
 CATEGORY_KEYS = ("category", "layout")
 CLASSES = "$classes"
@@ -72,6 +72,8 @@ class _SpaceFile:
         space = SearchSpace(
             name=name, input=input_type, output=output, slots=slots, description=description, adapters=adapters
         )
+        if "precision" in top:
+            space = space.with_precision(self.precisions(top["precision"]))
         try:
             space.sample(np.random.default_rng(0))
         except SpecError as exc:  # the sampler's message ends with its last type error
@@ -270,6 +272,14 @@ class _SpaceFile:
         if not isinstance(value, str) or not value or (one_line and not value.isprintable()):
             self.fail(node, f"{what} must be a non-empty one-line string, got {value!r}")
         return value
+
+    def precisions(self, node: Node) -> tuple[str, ...]:
+        """The precisions searched per slot, e.g. ``[fp32, int8]``."""
+        value = self.value(node)
+        listed = value if isinstance(value, list) else [value]
+        if not listed or any(v not in PRECISIONS for v in listed) or len(set(listed)) < len(listed):
+            self.fail(node, f"precision must be a list of distinct values among {list(PRECISIONS)}, got {value!r}")
+        return tuple(listed)
 
     def flag(self, node: Node, what: str) -> bool:
         value = self.value(node)

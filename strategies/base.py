@@ -150,4 +150,11 @@ def check_option(
 
 
 def _load_builtin() -> None:
-    from archetype.strategies import evolution, oneshot, optuna_sampler, predictor_guided, random  # noqa: F401
+    from archetype.strategies import (  # noqa: F401
+        evolution,
+        nni_adapter,
+        oneshot,
+        optuna_sampler,
+        predictor_guided,
+        random,
+    )

@@ -118,13 +118,19 @@ class TrainingEvaluator(Evaluator):
             )
         values["params"] = float(arch.params())
         values["macs"] = float(arch.macs())
-        values["size_mb"] = model_size_mb(model)
+        values["size_mb"] = model_size_mb(model) - 3 * _int8_params(arch) / 2**20  # an int8 weight: 1 byte, not 4
         timings["build_s"] = time.perf_counter() - phase
 
         phase = time.perf_counter()
         target = get_target(self.target, threads=self.threads, protocol=self.protocol)
         result.fingerprint = target.fingerprint()
-        latency = target.measure(model, arch.input)
+        if arch.int8_slots():
+            from archetype.worker import precision
+
+            precision.check_precision_target(arch, target)
+            latency = precision.mixed_latency(model, arch, target, data.train)  # type: ignore[arg-type]
+        else:
+            latency = target.measure(model, arch.input)
         values["latency_ms"] = latency.median_ms
         values["latency_spread"] = latency.spread
         timings["measure_s"] = time.perf_counter() - phase
@@ -153,7 +159,19 @@ class TrainingEvaluator(Evaluator):
         with torch_threads(config.threads):
             values["accuracy"] = evaluate_accuracy(model, data.val)
             values["test_accuracy"] = evaluate_accuracy(model, data.test)
+            if arch.int8_slots():
+                from archetype.worker.precision import mixed_accuracy
+
+                values["accuracy_fp32"] = values["accuracy"]
+                values["accuracy"], values["test_accuracy"] = mixed_accuracy(model, arch, data.train, data.val,
+                                                                             data.test)
         result.state = TrialState.COMPLETE
+
+
+def _int8_params(arch: Architecture) -> int:
+    """The parameters of the slots that run int8."""
+    int8 = set(arch.int8_slots())
+    return sum(t.params for t in arch.typing() if t.slot in int8) if int8 else 0
 
 
 def model_size_mb(model: nn.Module) -> float:

@@ -83,6 +83,7 @@ class _TokensToMap(nn.Module):
 class Unpatchify(Operator):
     """Lays a square token grid back out as a feature map: Tokens[h*h, C] -> Image[C, h, h], a pure reshape."""
 
+    weighted: ClassVar[bool] = False
     accepts: ClassVar = (Tokens,)
 
     def output_type(self, x: TensorType) -> Image:
@@ -112,6 +113,8 @@ class _MapToTokens(nn.Module):
 @dataclass(frozen=True)
 class ImageToTokens(Operator):
     """Every pixel of a feature map becomes a token: Image[C, H, W] -> Tokens[H*W, C], a pure reshape."""
+
+    weighted: ClassVar[bool] = False
 
     def output_type(self, x: TensorType) -> Tokens:
         self.check_input(x)

@@ -22,6 +22,8 @@ from archetype.searchspace.types import Image, TensorType
 class Pool(Operator):
     """A 3x3 max or average pool with stride 2: halves H and W (rounding up), keeps channels."""
 
+    weighted: ClassVar[bool] = False
+
     kind: str = "max"
     domain: ClassVar = {"kind": ("max", "avg")}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import nn
 
@@ -18,6 +19,8 @@ from archetype.searchspace.types import Image, TensorType, Tokens, Vector
 @dataclass(frozen=True)
 class Identity(Operator):
     """Passes its input through: lets a space search depth by skipping a slot."""
+
+    weighted: ClassVar[bool] = False
 
     accepts = (Image, Tokens, Vector)
 

@@ -74,6 +74,8 @@ class _FoldDepth(nn.Module):
 class FoldDepth(Operator):
     """Stacks the D slices of a volume along channels, so 2-D operators take over: a pure reshape."""
 
+    weighted: ClassVar[bool] = False
+
     accepts: ClassVar = (Volume,)
 
     def output_type(self, x: TensorType) -> Image:

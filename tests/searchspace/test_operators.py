@@ -100,6 +100,7 @@ def test_forward_backward_shape_and_params(name: str, hparams: dict[str, Any], x
         assert p.grad is not None, f"parameter {pname} gets no gradient"
         assert torch.isfinite(p.grad).all(), f"parameter {pname} has a non-finite gradient"
     assert op.params(x) == sum(p.numel() for p in module.parameters())
+    assert type(op).weighted == (op.params(x) > 0), "'weighted' says whether a precision may be searched"
 
 
 @pytest.mark.parametrize(("name", "hparams", "x"), CASES)

@@ -84,3 +84,32 @@ def test_strategy_options_in_a_run_spec_reach_the_strategy(tmp_path):
     path.write_text("space: conv-small\nstrategy_options: [1, 2]\n")
     with pytest.raises(Exception, match="strategy_options must map option names to values"):
         RunSpec.from_yaml(path)
+
+
+@pytest.mark.slow
+def test_simq_searches_the_precision_per_slot_from_the_command_line(tmp_path):
+    """``--precision fp32,int8``: the stored architectures carry a precision per weighted slot, and the
+    trials with int8 slots were scored quantized (their fp32 accuracy is kept beside)."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    run = subprocess.run(
+        [sys.executable, "-m", "archetype", "search", "--space", "conv-small", "--precision", "fp32,int8",
+         "--strategy", "simq", "--strategy-option", "initial=2", "--strategy-option", "batch=1",
+         "--trials", "3", "--epochs", "1", "--latency-ms", "50", "--storage", url, "--study", "q"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    with Store.open(url) as store:
+        trials = store.trials("q")
+    assert len(trials) == 3 and all(t.state is TrialState.COMPLETE for t in trials), [t.error for t in trials]
+    for t in trials:
+        int8 = [s["slot"] for s in t.arch["slots"] if s["params"].get("precision") == "int8"]
+        assert ("accuracy_fp32" in t.values) == bool(int8)
+    assert any("accuracy_fp32" in t.values for t in trials)
+
+
+def test_precision_on_another_target_is_refused_before_anything_is_stored(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    code = main(["search", "--space", "conv-small", "--precision", "fp32,int8", "--target", "cpu-torch",
+                 "--latency-ms", "1", "--storage", url])
+    assert code == 2
+    assert "a per-slot precision is measured on target 'cpu-ort', not 'cpu-torch'" in capsys.readouterr().err

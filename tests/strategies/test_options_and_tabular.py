@@ -63,6 +63,8 @@ GUIDED = {
     "nsga2": {"population": 10},
     "nsga3": {"population": 10},
     "simq": {"initial": 10, "batch": 5, "predicted": 500, "nsga_population": 30},
+    "nni-evolution": {"population": 10, "sample_size": 3},
+    "nni-tpe": {},
 }
 
 
