@@ -91,6 +91,8 @@ class RunSpec:
         object.__setattr__(self, "precision", tuple(self.precision))
         if self.precision and self.precision != ("fp32",) and self.target != "cpu-ort":
             raise SpecError(f"a per-slot precision is measured on target 'cpu-ort', not {self.target!r}")
+        if self.precision and self.strategy == "oneshot":
+            raise SpecError("strategy 'oneshot' scores candidates on an fp32 supernet: it cannot search a precision")
         names = [o.name for o in self.objectives]
         if not names or len(set(names)) != len(names):
             raise SpecError(f"objectives must be distinct and at least one, got {names}")

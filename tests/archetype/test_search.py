@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import ray.cloudpickle
 
+from archetype.errors import SpecError
 from archetype.result import Result, TrialState
 from archetype.search import prepare_search, resume_search
 from archetype.searchspace import Architecture
@@ -124,6 +125,25 @@ def test_resume_continues_as_if_never_interrupted(tmp_path: Path) -> None:
 def test_spec_refuses_negative_retries() -> None:
     with pytest.raises(Exception, match="retries must be a non-negative integer"):
         RunSpec(space="conv-small", retries=-1)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"precision": ["fp32", "int4"]}, r"precision must be distinct values among \['fp32', 'int8'\], got"),
+    ({"precision": "int8"}, "precision must be distinct values among"),
+    ({"precision": ["int8", "int8"]}, "precision must be distinct values among"),
+    ({"precision": ["fp32", "int8"], "target": "cpu-ort-int8"}, "measured on target 'cpu-ort', not 'cpu-ort-int8'"),
+    ({"precision": ["fp32", "int8"], "strategy": "oneshot"}, "'oneshot' scores candidates on an fp32 supernet"),
+])
+def test_spec_refuses_a_bad_precision(fields, message) -> None:
+    with pytest.raises(SpecError, match=message):
+        RunSpec.from_mapping({"space": "conv-small", **fields}, where="run.yaml")
+
+
+def test_a_precision_spec_searches_a_space_with_precision() -> None:
+    spec = RunSpec.from_mapping({"space": "conv-small", "precision": ["fp32", "int8"], "strategy": "simq"})
+    assert spec.precision == ("fp32", "int8") and RunSpec.from_mapping(spec.to_json()) == spec
+    search = prepare_search(spec, evaluator=EpochEvaluator())
+    assert any("precision" in dict(c.domain) for slot in search.space.slots for c in slot.candidates)
 
 
 class EpochEvaluator(Evaluator):
