@@ -324,13 +324,18 @@ def _studies(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(args: argparse.Namespace) -> int:
-    from archetype.pareto import feasible_front
+def _stored_study(args: argparse.Namespace) -> tuple[Any, list[Any]]:
+    """The study ``args.study`` of ``args.storage`` and its trials."""
     from archetype.store import Store
 
     with Store.open(args.storage) as store:
-        study = store.get_study(args.study)
-        trials = store.trials(args.study)
+        return store.get_study(args.study), store.trials(args.study)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from archetype.pareto import feasible_front
+
+    study, trials = _stored_study(args)
     front = feasible_front(trials, study.objectives, study.constraints)
     if args.json:
         _print_json({
@@ -346,11 +351,8 @@ def _show(args: argparse.Namespace) -> int:
 
 def _front(args: argparse.Namespace) -> int:
     from archetype.pareto import summarise_front
-    from archetype.store import Store
 
-    with Store.open(args.storage) as store:
-        study = store.get_study(args.study)
-        trials = store.trials(args.study)
+    study, trials = _stored_study(args)
     summary = summarise_front(trials, study.objectives, study.constraints)
     if args.json:
         _print_json({

@@ -91,6 +91,7 @@ class Search:
             raise
         finally:
             store.set_study_status(name, status)
+            self.strategy.close()
             if owns_executor and executor is not None:
                 executor.shutdown()
         trials = store.trials(name)

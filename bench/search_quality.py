@@ -43,7 +43,7 @@ def run_strategy(name: str, table: TabularBenchmark, constraint: Constraint, bud
         result = table.lookup(arch)
         strategy.tell(arch, result)
         results.append(result)
-    getattr(strategy, "close", lambda: None)()  # the NNI strategies run a thread
+    strategy.close()  # the NNI strategies run a thread
     return results
 
 

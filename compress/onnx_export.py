@@ -72,6 +72,12 @@ def export_onnx(
     return path
 
 
+def export_onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
+    """``export_onnx`` (verified) to a temporary file, read back: the serialised model."""
+    with tempfile.TemporaryDirectory(prefix="archetype-onnx-") as folder:
+        return export_onnx(model, example, Path(folder) / "model.onnx").read_bytes()
+
+
 def _check_outputs(
     onnx_path: Path, example: torch.Tensor, expected: list[np.ndarray], atol: float, rtol: float
 ) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from archetype.compress.onnx_export import export_onnx
+from archetype.compress.onnx_export import export_onnx_bytes
 from archetype.compress.step import (
     CompressionContext,
     DeployedModel,
@@ -204,8 +204,7 @@ def quantize_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Mod
 
         quantized = quantize_pt2e(model, context.dataset.train, example, config.calibration_samples)
         return quantized, StepReport("quantize", {"flow": "pt2e"}, "int8 by PT2E (X86InductorQuantizer)")
-    with tempfile.TemporaryDirectory(prefix="archetype-fp32-") as folder:
-        onnx_fp32 = export_onnx(model, example, Path(folder) / "fp32.onnx").read_bytes()
+    onnx_fp32 = export_onnx_bytes(model, example)
     policy = mixed_precision_policy(onnx_fp32, context.dataset.train, context.dataset.val,
                                     context.budget.max_accuracy_drop / 100, config)
     agreement = _top1_agreement(model, policy.onnx_model, context.dataset.val.x[:256])

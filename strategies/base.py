@@ -51,6 +51,10 @@ class Strategy(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
 
+    def close(self) -> None:
+        """Release what the strategy holds beyond its state (a thread, for NNI's); a no-op for most."""
+        return None
+
     def _check_state(self, state: dict[str, Any]) -> None:
         if state.get("strategy") != self.name or state.get("version") != STATE_VERSION:
             raise SpecError(

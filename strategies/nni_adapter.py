@@ -247,7 +247,7 @@ class NniLoopStrategy(NniStrategy):
             self._replies.put(reward)
 
     def close(self) -> None:
-        """Stop NNI's loop and join its thread (done at exit for any still running)."""
+        """Stop NNI's loop and join its thread (done at exit for any still open)."""
         if self._thread is None or not self._thread.is_alive():
             return
         self._closing = True

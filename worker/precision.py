@@ -7,13 +7,10 @@ maps the convolutions and matrix products of the graph back to their slots.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import onnx
 from torch import nn
 
-from archetype.compress.onnx_export import export_onnx
+from archetype.compress.onnx_export import export_onnx_bytes
 from archetype.compress.quantization import QUANTIZED_OPS, accuracy_of, quantize_onnx_static
 from archetype.errors import SpecError
 from archetype.searchspace.architecture import Architecture
@@ -59,21 +56,15 @@ def quantize_slots(onnx_fp32: bytes, arch: Architecture, calibration: Split, sam
     return quantize_onnx_static(onnx_fp32, calibration, samples=samples, exclude=exclude)
 
 
-def export_bytes(model: nn.Module, arch: Architecture) -> bytes:
-    """The fp32 ONNX export of ``model`` (built from ``arch``)."""
-    with tempfile.TemporaryDirectory(prefix="archetype-precision-") as folder:
-        return export_onnx(model, example_input(arch.input), Path(folder) / "fp32.onnx").read_bytes()
-
-
 def mixed_latency(model: nn.Module, arch: Architecture, target: OnnxRuntimeCpuTarget, calibration: Split) -> Latency:
     """The latency of ``model`` with ``arch``'s int8 slots quantized (scales need not be trained for this)."""
-    int8 = quantize_slots(export_bytes(model, arch), arch, calibration, LATENCY_CALIBRATION)
+    int8 = quantize_slots(export_onnx_bytes(model, example_input(arch.input)), arch, calibration, LATENCY_CALIBRATION)
     return target.measure_onnx(int8, arch.input)
 
 
 def mixed_accuracy(model: nn.Module, arch: Architecture, calibration: Split, *splits: Split) -> list[float]:
     """Top-1 accuracy on each of ``splits`` of the trained ``model`` with ``arch``'s int8 slots quantized."""
-    int8 = quantize_slots(export_bytes(model, arch), arch, calibration, ACCURACY_CALIBRATION)
+    int8 = quantize_slots(export_onnx_bytes(model, example_input(arch.input)), arch, calibration, ACCURACY_CALIBRATION)
     return [accuracy_of(int8, split) for split in splits]
 
 

@@ -6,12 +6,14 @@ import numpy as np
 import onnx
 import pytest
 
+from archetype.compress.onnx_export import export_onnx_bytes
 from archetype.result import TrialState
 from archetype.searchspace.architecture import Choice
 from archetype.worker import precision
 from archetype.worker.data import load_dataset
 from archetype.worker.evaluator import Budget, TrainingEvaluator
 from archetype.worker.tabular import tabular_space
+from archetype.worker.targets import example_input
 
 
 def _with(arch, int8: set[str]):
@@ -37,7 +39,7 @@ def arch():
 
 def test_nodes_are_mapped_to_their_slots(arch):
     model = arch.build()
-    by_slot = precision.quantizable_nodes_by_slot(precision.export_bytes(model, arch))
+    by_slot = precision.quantizable_nodes_by_slot(export_onnx_bytes(model, example_input(arch.input)))
     assert set(by_slot) == {"stem", "stage1_block1", "stage1_down", "head"}
     assert all(len(nodes) == 1 for nodes in by_slot.values())
 
@@ -46,7 +48,7 @@ def test_only_the_int8_slots_get_int8_weights(arch):
     data = load_dataset("digits", 0)
     mixed = _with(arch, {"stem", "stage1.down"})
     model = mixed.build()
-    fp32 = precision.export_bytes(model, mixed)
+    fp32 = export_onnx_bytes(model, example_input(mixed.input))
     quantized = precision.quantize_slots(fp32, mixed, data.train, samples=8)
     weights = {n.name for n in onnx.load_from_string(quantized).graph.node
                if n.op_type == "DequantizeLinear" and n.name.endswith("weight_DequantizeLinear")}
