@@ -49,3 +49,90 @@ def postgres_url(postgres_server: object) -> Iterator[str]:
         yield url
     finally:
         postgres_server.drop_schema(url)  # type: ignore[attr-defined]
+
+
+def digits_rgb32(per_class: int) -> tuple[object, object]:
+    """``per_class`` scikit-learn digits of each class as RGB 32x32 uint8 images (N, 32, 32, 3) and their labels."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    chosen = np.concatenate([np.flatnonzero(bunch.target == c)[:per_class] for c in range(10)])
+    grey = (bunch.images[chosen] * (255 / 16)).round().astype(np.uint8)  # (N, 8, 8)
+    grey = grey.repeat(4, axis=1).repeat(4, axis=2)  # (N, 32, 32)
+    rgb = np.stack([grey, grey // 2 + 64, 255 - grey], axis=-1)  # three distinct channels
+    return rgb, bunch.target[chosen].astype(np.int64)
+
+
+def write_image_folder(root: Path, per_class: int = 20) -> Path:
+    """A folder ``root/<digit>/<n>.png`` of digits as RGB 32x32 PNG images."""
+    from PIL import Image
+
+    images, labels = digits_rgb32(per_class)
+    for n, (image, label) in enumerate(zip(images, labels, strict=True)):
+        folder = root / f"digit{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{n:04d}.png")
+    return root
+
+
+def write_cifar_archive(path: Path, per_class: int = 12, classes: int = 10) -> Path:
+    """A CIFAR-10 (``classes=10``) or CIFAR-100 python ``.tar.gz`` of digits, batched and pickled as the real one.
+
+    For CIFAR-100 the labels are the row number modulo 100 (``per_class=120`` gives
+    10 of each class in train, enough for a stratified validation holdout).
+    """
+    import io
+    import pickle
+    import tarfile
+
+    import numpy as np
+
+    images, labels = digits_rgb32(per_class)
+    data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # (N, 3072): R plane, G plane, B plane
+    order = np.random.default_rng(0).permutation(len(labels))
+    data, labels = data[order], labels[order]
+    if classes == 100:  # every fine class in turn, so that both splits hold each class
+        labels = np.arange(len(labels)) % 100
+    test = len(labels) // 6
+    if classes == 10:
+        top, key = "cifar-10-batches-py", b"labels"
+        train_parts = np.array_split(np.arange(test, len(labels)), 5)
+        members = {f"data_batch_{i + 1}": part for i, part in enumerate(train_parts)}
+        members["test_batch"] = np.arange(test)
+    else:
+        top, key = "cifar-100-python", b"fine_labels"
+        members = {"train": np.arange(test, len(labels)), "test": np.arange(test)}
+    with tarfile.open(path, "w:gz") as archive:
+        for name, rows in members.items():
+            batch = {b"batch_label": name.encode(), key: [int(v) for v in labels[rows]], b"data": data[rows],
+                     b"filenames": [f"{r}.png".encode() for r in rows]}
+            raw = pickle.dumps(batch, protocol=2)
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size = len(raw)
+            archive.addfile(info, io.BytesIO(raw))
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only-by-convention folder of 200 digit PNGs (RGB 32x32, 10 classes); copy it before changing it."""
+    return write_image_folder(tmp_path_factory.mktemp("images") / "digits")
+
+
+@pytest.fixture(scope="session")
+def digits_cifar10(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CIFAR-10 format archive of 120 digits (100 train in five batches, 20 test)."""
+    return write_cifar_archive(tmp_path_factory.mktemp("cifar") / "cifar-10-python.tar.gz")
+
+
+@pytest.fixture(scope="session")
+def make_image_folder() -> object:
+    """``write_image_folder(root, per_class=20)`` for tests that need a folder of their own."""
+    return write_image_folder
+
+
+@pytest.fixture(scope="session")
+def make_cifar_archive() -> object:
+    """``write_cifar_archive(path, per_class=12, classes=10)`` for tests that need an archive of their own."""
+    return write_cifar_archive

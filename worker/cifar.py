@@ -1,0 +1,142 @@
+"""The CIFAR-10/100 python archive (``.tar.gz`` or its unpacked folder), read with an unpickler that builds arrays only."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from archetype.array_pickle import load_array_pickle
+from archetype.errors import SpecError
+from archetype.worker.data import (
+    Dataset,
+    check_labels,
+    register_file_format,
+    standardised_dataset,
+    stratified_indices,
+)
+
+MAX_BATCH_BYTES = 512 * 2**20  # one pickled batch of the real archives is 31 MB (CIFAR-10) or 155 MB (CIFAR-100 train)
+VAL_FRACTION = 0.1  # of the official train split, held out by seed for validation
+SIDE = 32
+
+
+@dataclass(frozen=True)
+class CifarLayout:
+    """Which files of an archive hold the train and test batches, and which key holds their labels."""
+
+    train: tuple[str, ...]
+    test: str
+    labels: str
+    num_classes: int
+
+
+CIFAR10 = CifarLayout(tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "labels", 10)
+CIFAR100 = CifarLayout(("train",), "test", "fine_labels", 100)
+
+
+@register_file_format("cifar10")
+def load_cifar10(path: str, seed: int) -> Dataset:
+    """CIFAR-10, 3x32x32: the 50k train batches less a stratified 10% validation holdout drawn by ``seed``, the 10k test."""
+    return _load(f"cifar10:{path}", Path(path).expanduser(), CIFAR10, seed)
+
+
+@register_file_format("cifar100")
+def load_cifar100(path: str, seed: int) -> Dataset:
+    """CIFAR-100 (fine labels), 3x32x32, split like CIFAR-10."""
+    return _load(f"cifar100:{path}", Path(path).expanduser(), CIFAR100, seed)
+
+
+def _load(name: str, path: Path, layout: CifarLayout, seed: int) -> Dataset:
+    wanted = (*layout.train, layout.test)
+    if path.is_file():
+        raw = _members_of_tar(path, wanted)
+    elif path.is_dir():
+        raw = _members_of_folder(path, wanted)
+    else:
+        raise SpecError(f"data set {name!r}: no such file or folder {str(path)!r}")
+    batches = {member: _batch(raw[member][1], raw[member][0], layout) for member in wanted}
+    train_x = np.concatenate([batches[m][0] for m in layout.train])
+    train_y = np.concatenate([batches[m][1] for m in layout.train])
+    check_labels(train_y, layout.num_classes, " + ".join(raw[m][0] for m in layout.train))
+    train, val = stratified_indices(train_y, seed, f"data set {name!r}", (1 - VAL_FRACTION, VAL_FRACTION))
+    test_x, test_y = batches[layout.test]
+    return standardised_dataset(
+        name, (train_x[train], train_y[train]), (train_x[val], train_y[val]), (test_x, test_y), layout.num_classes
+    )
+
+
+def _members_of_tar(path: Path, wanted: tuple[str, ...]) -> dict[str, tuple[str, bytes]]:
+    """``{basename: (where, bytes)}`` of the wanted members of a tar archive, read without extracting anything."""
+    found: dict[str, tuple[str, bytes]] = {}
+    try:
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive:
+                base = member.name.rsplit("/", 1)[-1]
+                if base not in wanted or not member.isfile():
+                    continue
+                where = f"{path}:{member.name}"
+                if base in found:
+                    raise SpecError(f"{where}: a second {base!r} in the archive (first {found[base][0]})")
+                if member.size > MAX_BATCH_BYTES:
+                    raise SpecError(f"{where}: {member.size} bytes, more than a CIFAR batch ({MAX_BATCH_BYTES})")
+                stream = archive.extractfile(member)
+                if stream is None:
+                    continue
+                found[base] = (where, stream.read())
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise SpecError(f"{path}: not a readable CIFAR python archive (.tar.gz): {exc}") from None
+    return _complete(found, wanted, str(path))
+
+
+def _members_of_folder(path: Path, wanted: tuple[str, ...]) -> dict[str, tuple[str, bytes]]:
+    """The wanted batch files in ``path`` or in its one sub-folder that holds them (the archive's top folder)."""
+    folders = [path, *sorted(p for p in path.iterdir() if p.is_dir())]
+    folder = next((f for f in folders if (f / wanted[-1]).is_file()), path)
+    found: dict[str, tuple[str, bytes]] = {}
+    for base in wanted:
+        file = folder / base
+        if not file.is_file():
+            continue
+        size = file.stat().st_size
+        if size > MAX_BATCH_BYTES:
+            raise SpecError(f"{file}: {size} bytes, more than a CIFAR batch ({MAX_BATCH_BYTES})")
+        found[base] = (str(file), file.read_bytes())
+    return _complete(found, wanted, str(folder))
+
+
+def _complete(found: dict[str, tuple[str, bytes]], wanted: tuple[str, ...], where: str) -> dict[str, tuple[str, bytes]]:
+    missing = [base for base in wanted if base not in found]
+    if missing:
+        raise SpecError(f"{where}: not a CIFAR python archive: missing {', '.join(missing)}")
+    return found
+
+
+def _batch(raw: bytes, where: str, layout: CifarLayout) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels (N,) int64 of one pickled batch, checked."""
+    try:
+        content = load_array_pickle(io.BytesIO(raw))
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise SpecError(f"{where}: not a CIFAR batch: {exc}") from None
+    if not isinstance(content, dict):
+        raise SpecError(f"{where}: not a CIFAR batch: holds a {type(content).__name__}, not a dict")
+    fields: dict[str, Any] = {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in content.items()}
+    data, labels = fields.get("data"), fields.get(layout.labels)
+    if not isinstance(data, np.ndarray) or labels is None:
+        raise SpecError(f"{where}: not a CIFAR batch: needs an array 'data' and labels '{layout.labels}'")
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * SIDE * SIDE:
+        raise SpecError(f"{where}: 'data' must be uint8 of shape (N, {3 * SIDE * SIDE}), got {data.dtype} {data.shape}")
+    try:
+        y = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise SpecError(f"{where}: '{layout.labels}' must be a list of integer labels") from None
+    if y.shape != (len(data),):
+        raise SpecError(f"{where}: {len(data)} images but '{layout.labels}' has shape {y.shape}")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= layout.num_classes):
+        raise SpecError(f"{where}: labels must lie in 0..{layout.num_classes - 1}, found {int(y.min())}..{int(y.max())}")
+    return data.reshape(-1, 3, SIDE, SIDE), y
