@@ -1,4 +1,4 @@
-"""The CIFAR-10/100 python archive (``.tar.gz`` or its unpacked folder), read with an unpickler that builds arrays only."""
+"""The CIFAR-10/100 python archive (``.tar.gz`` or its unpacked folder), unpickled into arrays and nothing else."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ CIFAR100 = CifarLayout(("train",), "test", "fine_labels", 100)
 
 @register_file_format("cifar10")
 def load_cifar10(path: str, seed: int) -> Dataset:
-    """CIFAR-10, 3x32x32: the 50k train batches less a stratified 10% validation holdout drawn by ``seed``, the 10k test."""
+    """CIFAR-10, 3x32x32: the 50k train images less a stratified 10% validation holdout by ``seed``; the 10k test."""
     return _load(f"cifar10:{path}", Path(path).expanduser(), CIFAR10, seed)
 
 
@@ -137,6 +137,5 @@ def _batch(raw: bytes, where: str, layout: CifarLayout) -> tuple[np.ndarray, np.
         raise SpecError(f"{where}: '{layout.labels}' must be a list of integer labels") from None
     if y.shape != (len(data),):
         raise SpecError(f"{where}: {len(data)} images but '{layout.labels}' has shape {y.shape}")
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= layout.num_classes):
-        raise SpecError(f"{where}: labels must lie in 0..{layout.num_classes - 1}, found {int(y.min())}..{int(y.max())}")
+    check_labels(y, layout.num_classes, where, every_class=False)
     return data.reshape(-1, 3, SIDE, SIDE), y

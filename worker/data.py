@@ -207,10 +207,12 @@ def load_npz(path: str, seed: int) -> Dataset:
     return _stratified_dataset(name, x, y, seed)
 
 
-def check_labels(y: np.ndarray, num_classes: int, where: str) -> None:
-    """Refuse labels outside 0..num_classes-1 or a class with no sample; the message names ``where``."""
+def check_labels(y: np.ndarray, num_classes: int, where: str, every_class: bool = True) -> None:
+    """Refuse labels outside 0..num_classes-1 (and, with ``every_class``, a class with no sample), naming ``where``."""
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise SpecError(f"{where}: labels must lie in 0..{num_classes - 1}, found {int(y.min())}..{int(y.max())}")
+    if not every_class:
+        return
     missing = sorted(set(range(num_classes)) - set(np.unique(y).tolist()))
     if missing:
         shown = ", ".join(str(m) for m in missing[:10]) + (", ..." if len(missing) > 10 else "")

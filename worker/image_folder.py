@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import sys
 from collections import Counter
@@ -58,7 +59,7 @@ def load_image_folder(path: str, seed: int) -> Dataset:
     pixels = _pixels(root, files)
     labels = np.array([f.label for f in files], dtype=np.int64)
     bounds = np.cumsum([0, *(len(part) for part in splits)])
-    train, val, test = ((pixels[a:b], labels[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+    train, val, test = ((pixels[a:b], labels[a:b]) for a, b in itertools.pairwise(bounds))
     return standardised_dataset(name, train, val, test, len(classes))
 
 
@@ -66,11 +67,12 @@ def _ordered_files(root: Path, name: str, seed: int) -> tuple[list[list[ImageFil
     """The images of train, val and test (in that order) and the class names, from the layout of ``root``."""
     folders = _subfolders(root)
     split_layout = "train" in folders and set(folders) <= set(SPLITS)
-    classes = _subfolders(root / "train") if split_layout else folders
+    top = root / "train" if split_layout else root
+    classes = _subfolders(top)
     if not classes:
-        raise SpecError(f"{root / 'train' if split_layout else root}: no class sub-folders of PNG/JPEG images")
+        raise SpecError(f"{top}: no class sub-folders of PNG/JPEG images")
     if len(classes) < 2:
-        raise SpecError(f"{root / 'train' if split_layout else root}: one class folder ({classes[0]}); need two or more")
+        raise SpecError(f"{top}: one class folder ({classes[0]}); need two or more")
     given = {split: _class_files(root / split, classes) for split in SPLITS if split in folders} if split_layout else {}
     if not split_layout:
         given["train"] = _class_files(root, classes)

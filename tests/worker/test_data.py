@@ -149,5 +149,6 @@ def test_npz_unreadable_file(tmp_path):
 
 
 def test_unknown_name_lists_the_known_ones():
-    with pytest.raises(SpecError, match=r"unknown data set 'cifar-100'; known: digits, mnist, npz:PATH"):
+    known = "digits, mnist, cifar10:PATH, cifar100:PATH, folder:PATH, npz:PATH"
+    with pytest.raises(SpecError, match=rf"unknown data set 'cifar-100'; known: {known}"):
         load_dataset("cifar-100")
