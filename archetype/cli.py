@@ -11,6 +11,8 @@ from typing import Any, NoReturn
 from archetype.errors import ArchetypeError
 
 EXIT_USAGE = 2
+DATA_HELP = ("digits (default), mnist, npz:PATH, folder:PATH (a sub-folder of PNG/JPEG images per class, "
+             "optionally under train/ val/ test/), cifar10:PATH or cifar100:PATH (the python .tar.gz or its folder)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--space", help="predefined space name (see below) or a space .yaml file")
     search.add_argument("--latency-ms", type=float, metavar="MS", help="latency budget on the target, in ms")
     search.add_argument("--trials", type=int, help="number of architectures to evaluate (default 20)")
-    search.add_argument("--data", help="digits (default), mnist, or npz:PATH")
+    search.add_argument("--data", help=DATA_HELP)
     search.add_argument("--epochs", type=int, help="training epochs per architecture (default 5)")
     search.add_argument("--strategy", help="search strategy: random (default), evolution, tpe, nsga2, nsga3, gp, "
                         "simq, oneshot (candidates scored on a trained supernet, the best then trained from "
@@ -152,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--max-size-mb", type=float, metavar="MB", help="size budget of the model, in MB")
     compress.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="PP",
                           help="most test accuracy lost, in percentage points (default 1.0)")
-    compress.add_argument("--data", default="digits", help="digits (default), mnist, or npz:PATH")
+    compress.add_argument("--data", default="digits", help=DATA_HELP)
     compress.add_argument("--pipeline", default="prune,tucker,depth,quantize",
                           help="steps in order, comma-separated (default prune,tucker,depth,quantize)")
     compress.add_argument("--out", metavar="DIR", help="folder to write the result to (must not exist or be empty)")

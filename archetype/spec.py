@@ -24,7 +24,7 @@ class RunSpec:
     """A latency-constrained search: what to search, on which data and target, under which budget."""
 
     space: str  # a predefined space name or a .yaml file
-    data: str = "digits"  # digits | mnist | npz:PATH
+    data: str = "digits"  # digits | mnist | npz:PATH | folder:PATH | cifar10:PATH | cifar100:PATH
     target: str = "cpu-ort"  # where latency is measured
     strategy: str = "random"
     strategy_options: dict[str, Any] = field(default_factory=dict)
