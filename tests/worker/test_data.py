@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from archetype.errors import SpecError
-from archetype.worker.data import list_datasets, load_dataset, load_mnist, read_idx
+from archetype.worker.data import (
+    Normalisation,
+    list_datasets,
+    load_dataset,
+    load_mnist,
+    read_idx,
+    stratified_indices,
+)
 
 
 def _rows(split) -> set[bytes]:
@@ -152,3 +159,46 @@ def test_unknown_name_lists_the_known_ones():
     known = "digits, mnist, cifar10:PATH, cifar100:PATH, folder:PATH, npz:PATH"
     with pytest.raises(SpecError, match=rf"unknown data set 'cifar-100'; known: {known}"):
         load_dataset("cifar-100")
+
+
+def test_uint8_samples_stay_uint8_and_standardise_per_channel_with_train_statistics(tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, size=(60, 3, 4, 4), dtype=np.uint8)
+    x[:, 2] = 7  # a constant channel keeps std 1
+    dataset = load_dataset(_write_npz(tmp_path / "rgb.npz", x=x, y=np.arange(60) % 3))
+    train = dataset.train
+    assert train.samples.dtype == torch.uint8 and train.x.dtype == torch.float32
+    raw = train.samples.double()
+    mean, std = raw.mean(dim=(0, 2, 3)), raw.std(dim=(0, 2, 3), unbiased=False)
+    assert train.normalisation.mean == pytest.approx(mean.tolist()) and train.normalisation.std[2] == 1.0
+    assert train.normalisation.std[:2] == pytest.approx(std[:2].tolist())
+    std = torch.tensor(train.normalisation.std, dtype=torch.float64).view(1, 3, 1, 1)
+    expected = (dataset.test.samples.double() - mean.view(1, 3, 1, 1)) / std
+    assert torch.allclose(dataset.test.x.double(), expected, atol=1e-5)
+    assert dataset.test.normalisation is train.normalisation, "every split is standardised with the train statistics"
+    index = torch.tensor([3, 1])
+    assert torch.equal(dataset.test.batch(index), dataset.test.x[index])
+    assert torch.equal(dataset.test.batch(slice(2, 5)), dataset.test.x[2:5])
+
+
+def test_fitting_reads_a_large_split_in_chunks_with_the_same_result(monkeypatch):
+    x = np.random.default_rng(3).integers(0, 256, size=(50, 2, 3, 3), dtype=np.uint8)
+    whole = Normalisation.fit(x)
+    monkeypatch.setattr("archetype.worker.data._STATISTICS_CHUNK", 7)
+    chunked = Normalisation.fit(x)
+    assert chunked.mean == pytest.approx(whole.mean) and chunked.std == pytest.approx(whole.std)
+    assert whole.mean == pytest.approx(x.mean(axis=(0, 2, 3)).tolist())
+
+
+def test_npz_labels_with_a_class_missing_are_refused(tmp_path):
+    with pytest.raises(SpecError, match=r"gap\.npz: no sample of class\(es\) 1 among labels 0\.\.2"):
+        load_dataset(_write_npz(tmp_path / "gap.npz", x=np.zeros((30, 4, 4)), y=np.arange(30) % 2 * 2))
+
+
+def test_stratified_indices_cut_disjoint_parts_with_the_class_shares():
+    y = np.repeat(np.arange(4), 25)
+    train, val = stratified_indices(y, 0, "here", (0.8, 0.2))
+    assert len(train) == 80 and len(val) == 20 and not set(train) & set(val)
+    assert Counter(y[val].tolist()) == dict.fromkeys(range(4), 5)
+    with pytest.raises(SpecError, match=r"here: cannot split 80/20 stratified by class"):
+        stratified_indices(np.arange(10), 0, "here", (0.8, 0.2))
