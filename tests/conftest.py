@@ -100,14 +100,16 @@ def write_cifar_archive(path: Path, per_class: int = 12, classes: int = 10) -> P
         train_parts = np.array_split(np.arange(test, len(labels)), 5)
         members = {f"data_batch_{i + 1}": part for i, part in enumerate(train_parts)}
         members["test_batch"] = np.arange(test)
+        meta = ("batches.meta", {b"label_names": [f"digit{c}".encode() for c in range(10)]})
     else:
         top, key = "cifar-100-python", b"fine_labels"
         members = {"train": np.arange(test, len(labels)), "test": np.arange(test)}
+        meta = ("meta", {b"fine_label_names": [f"class{c}".encode() for c in range(100)]})
     with tarfile.open(path, "w:gz") as archive:
-        for name, rows in members.items():
-            batch = {b"batch_label": name.encode(), key: [int(v) for v in labels[rows]], b"data": data[rows],
-                     b"filenames": [f"{r}.png".encode() for r in rows]}
-            raw = pickle.dumps(batch, protocol=2)
+        files = {name: {b"batch_label": name.encode(), key: [int(v) for v in labels[rows]], b"data": data[rows],
+                        b"filenames": [f"{r}.png".encode() for r in rows]} for name, rows in members.items()}
+        for name, content in {**files, meta[0]: meta[1]}.items():
+            raw = pickle.dumps(content, protocol=2)
             info = tarfile.TarInfo(f"{top}/{name}")
             info.size = len(raw)
             archive.addfile(info, io.BytesIO(raw))

@@ -34,10 +34,13 @@ class CifarLayout:
     test: str
     labels: str
     num_classes: int
+    meta: str  # the file that names the classes (optional)
+    names: str  # its key for the class names
 
 
-CIFAR10 = CifarLayout(tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "labels", 10)
-CIFAR100 = CifarLayout(("train",), "test", "fine_labels", 100)
+CIFAR10 = CifarLayout(tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "labels", 10, "batches.meta",
+                      "label_names")
+CIFAR100 = CifarLayout(("train",), "test", "fine_labels", 100, "meta", "fine_label_names")
 
 
 @register_file_format("cifar10")
@@ -55,24 +58,25 @@ def load_cifar100(path: str, seed: int) -> Dataset:
 def _load(name: str, path: Path, layout: CifarLayout, seed: int) -> Dataset:
     wanted = (*layout.train, layout.test)
     if path.is_file():
-        raw = _members_of_tar(path, wanted)
+        raw = _members_of_tar(path, wanted, layout.meta)
     elif path.is_dir():
-        raw = _members_of_folder(path, wanted)
+        raw = _members_of_folder(path, wanted, layout.meta)
     else:
         raise SpecError(f"data set {name!r}: no such file or folder {str(path)!r}")
+    names = _class_names(*raw[layout.meta], layout) if layout.meta in raw else ()
     batches = {member: _batch(raw[member][1], raw[member][0], layout) for member in wanted}
     train_x = np.concatenate([batches[m][0] for m in layout.train])
     train_y = np.concatenate([batches[m][1] for m in layout.train])
-    check_labels(train_y, layout.num_classes, " + ".join(raw[m][0] for m in layout.train))
+    check_labels(train_y, layout.num_classes, f"{path} ({' + '.join(layout.train)})")
     train, val = stratified_indices(train_y, seed, f"data set {name!r}", (1 - VAL_FRACTION, VAL_FRACTION))
     test_x, test_y = batches[layout.test]
-    return standardised_dataset(
-        name, (train_x[train], train_y[train]), (train_x[val], train_y[val]), (test_x, test_y), layout.num_classes
-    )
+    splits = (train_x[train], train_y[train]), (train_x[val], train_y[val]), (test_x, test_y)
+    return standardised_dataset(name, *splits, layout.num_classes, names)
 
 
-def _members_of_tar(path: Path, wanted: tuple[str, ...]) -> dict[str, tuple[str, bytes]]:
+def _members_of_tar(path: Path, required: tuple[str, ...], optional: str) -> dict[str, tuple[str, bytes]]:
     """``{basename: (where, bytes)}`` of the wanted members of a tar archive, read without extracting anything."""
+    wanted = (*required, optional)
     found: dict[str, tuple[str, bytes]] = {}
     try:
         with tarfile.open(path, "r:*") as archive:
@@ -91,15 +95,15 @@ def _members_of_tar(path: Path, wanted: tuple[str, ...]) -> dict[str, tuple[str,
                 found[base] = (where, stream.read())
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise SpecError(f"{path}: not a readable CIFAR python archive (.tar.gz): {exc}") from None
-    return _complete(found, wanted, str(path))
+    return _complete(found, required, str(path))
 
 
-def _members_of_folder(path: Path, wanted: tuple[str, ...]) -> dict[str, tuple[str, bytes]]:
+def _members_of_folder(path: Path, required: tuple[str, ...], optional: str) -> dict[str, tuple[str, bytes]]:
     """The wanted batch files in ``path`` or in its one sub-folder that holds them (the archive's top folder)."""
     folders = [path, *sorted(p for p in path.iterdir() if p.is_dir())]
-    folder = next((f for f in folders if (f / wanted[-1]).is_file()), path)
+    folder = next((f for f in folders if (f / required[0]).is_file()), path)
     found: dict[str, tuple[str, bytes]] = {}
-    for base in wanted:
+    for base in (*required, optional):
         file = folder / base
         if not file.is_file():
             continue
@@ -107,7 +111,7 @@ def _members_of_folder(path: Path, wanted: tuple[str, ...]) -> dict[str, tuple[s
         if size > MAX_BATCH_BYTES:
             raise SpecError(f"{file}: {size} bytes, more than a CIFAR batch ({MAX_BATCH_BYTES})")
         found[base] = (str(file), file.read_bytes())
-    return _complete(found, wanted, str(folder))
+    return _complete(found, required, str(folder))
 
 
 def _complete(found: dict[str, tuple[str, bytes]], wanted: tuple[str, ...], where: str) -> dict[str, tuple[str, bytes]]:
@@ -117,15 +121,28 @@ def _complete(found: dict[str, tuple[str, bytes]], wanted: tuple[str, ...], wher
     return found
 
 
-def _batch(raw: bytes, where: str, layout: CifarLayout) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 3, 32, 32) uint8 and labels (N,) int64 of one pickled batch, checked."""
+def _fields(raw: bytes, where: str) -> dict[str, Any]:
+    """The dict pickled in one file of the archive, its keys as str."""
     try:
         content = load_array_pickle(io.BytesIO(raw))
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise SpecError(f"{where}: not a CIFAR batch: {exc}") from None
     if not isinstance(content, dict):
         raise SpecError(f"{where}: not a CIFAR batch: holds a {type(content).__name__}, not a dict")
-    fields: dict[str, Any] = {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in content.items()}
+    return {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in content.items()}
+
+
+def _class_names(where: str, raw: bytes, layout: CifarLayout) -> tuple[str, ...]:
+    """The class names of the meta file, checked to be one per class."""
+    names = _fields(raw, where).get(layout.names)
+    if not isinstance(names, list) or len(names) != layout.num_classes:
+        raise SpecError(f"{where}: '{layout.names}' must list {layout.num_classes} class names")
+    return tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names)
+
+
+def _batch(raw: bytes, where: str, layout: CifarLayout) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels (N,) int64 of one pickled batch, checked."""
+    fields = _fields(raw, where)
     data, labels = fields.get("data"), fields.get(layout.labels)
     if not isinstance(data, np.ndarray) or labels is None:
         raise SpecError(f"{where}: not a CIFAR batch: needs an array 'data' and labels '{layout.labels}'")

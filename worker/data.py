@@ -95,6 +95,7 @@ class Dataset:
     test: Split
     input_type: Image
     num_classes: int
+    class_names: tuple[str, ...] = ()  # label i is class_names[i], where the source names its classes
 
 
 _LOADERS: dict[str, Callable[[int], Dataset]] = {}
@@ -250,6 +251,7 @@ def standardised_dataset(
     val: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
     num_classes: int,
+    class_names: Sequence[str] = (),
 ) -> Dataset:
     """A data set whose splits keep their samples as stored and standardise them with train statistics."""
     normalisation = Normalisation.fit(train[0])
@@ -260,7 +262,8 @@ def standardised_dataset(
         return Split(samples, torch.from_numpy(np.asarray(y, dtype=np.int64)), normalisation)
 
     _, channels, height, width = train[0].shape
-    return Dataset(name, split(*train), split(*val), split(*test), Image(channels, height, width), num_classes)
+    shape = Image(channels, height, width)
+    return Dataset(name, split(*train), split(*val), split(*test), shape, num_classes, tuple(class_names))
 
 
 def _mnist_files() -> dict[str, Path]:

@@ -60,7 +60,7 @@ def load_image_folder(path: str, seed: int) -> Dataset:
     labels = np.array([f.label for f in files], dtype=np.int64)
     bounds = np.cumsum([0, *(len(part) for part in splits)])
     train, val, test = ((pixels[a:b], labels[a:b]) for a, b in itertools.pairwise(bounds))
-    return standardised_dataset(name, train, val, test, len(classes))
+    return standardised_dataset(name, train, val, test, len(classes), classes)
 
 
 def _ordered_files(root: Path, name: str, seed: int) -> tuple[list[list[ImageFile]], list[str]]:

@@ -41,6 +41,7 @@ def test_cifar10_archive_loads_the_official_test_batch_and_holds_out_validation(
     test = batches["cifar-10-batches-py/test_batch"]
     dataset = load_dataset(f"cifar10:{digits_cifar10}", seed=0)
     assert str(dataset.input_type) == "Image[3,32,32]" and dataset.num_classes == 10
+    assert dataset.class_names == tuple(f"digit{c}" for c in range(10))
     assert (len(dataset.train), len(dataset.val), len(dataset.test)) == (90, 10, 20)
     assert torch.equal(dataset.test.samples, torch.from_numpy(test[b"data"].reshape(-1, 3, 32, 32)))
     assert dataset.test.y.tolist() == test[b"labels"]
@@ -67,6 +68,7 @@ def test_cifar100_uses_the_fine_labels(tmp_path, make_cifar_archive):
     path = make_cifar_archive(tmp_path / "cifar-100-python.tar.gz", per_class=120, classes=100)
     dataset = load_dataset(f"cifar100:{path}")
     assert dataset.num_classes == 100 and (len(dataset.train), len(dataset.val), len(dataset.test)) == (900, 100, 200)
+    assert dataset.class_names[:2] == ("class0", "class1") and len(dataset.class_names) == 100
     assert Counter(dataset.val.y.tolist()) == dict.fromkeys(range(100), 1)
 
 
@@ -114,9 +116,17 @@ def test_bad_batches_are_refused_naming_the_member(tmp_path, batches, message):
         load_dataset(f"cifar10:{archive}")
 
 
+def test_a_meta_file_without_one_name_per_class_is_refused(tmp_path):
+    meta = pickle.dumps({b"label_names": [b"cat", b"dog"]}, protocol=2)
+    archive = _write_tar(tmp_path / "meta.tar.gz", {**_cifar10({}), "cifar-10-batches-py/batches.meta": meta})
+    with pytest.raises(SpecError, match=r"batches\.meta: 'label_names' must list 10 class names"):
+        load_dataset(f"cifar10:{archive}")
+
+
 def test_a_class_missing_from_train_is_refused(tmp_path):
     archive = _write_tar(tmp_path / "few.tar.gz", _cifar10({}))  # labels 0..3 only
-    with pytest.raises(SpecError, match=r"data_batch_1 \+ .*data_batch_5: no sample of class\(es\) 4, 5, 6, 7, 8, 9"):
+    message = r"few\.tar\.gz \(data_batch_1 \+ .* \+ data_batch_5\): no sample of class\(es\) 4, 5, 6, 7, 8, 9"
+    with pytest.raises(SpecError, match=message):
         load_dataset(f"cifar10:{archive}")
 
 

@@ -34,6 +34,7 @@ def _png_rows(root) -> set[bytes]:
 def test_class_folders_load_as_rgb_split_60_20_20_by_class(digits_image_folder):
     dataset = load_dataset(f"folder:{digits_image_folder}", seed=0)
     assert str(dataset.input_type) == "Image[3,32,32]" and dataset.num_classes == 10
+    assert dataset.class_names == tuple(f"digit{c}" for c in range(10))
     assert (len(dataset.train), len(dataset.val), len(dataset.test)) == (120, 40, 40)
     for split, per_class in ((dataset.train, 12), (dataset.val, 4), (dataset.test, 4)):
         assert split.samples.dtype == torch.uint8 and split.x.dtype == torch.float32
