@@ -76,7 +76,8 @@ class Split:
         """Every sample as a standardised float32 tensor (N, C, H, W), built on first use and kept."""
         if self.normalisation is None:
             return self.samples
-        return self.normalisation.apply(self.samples)
+        with torch.inference_mode(False):  # kept for later training too, so never an inference tensor
+            return self.normalisation.apply(self.samples)
 
     def batch(self, index: torch.Tensor | slice) -> torch.Tensor:
         """The standardised float32 samples at ``index`` (B, C, H, W), reading only those rows."""

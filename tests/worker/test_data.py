@@ -202,3 +202,13 @@ def test_stratified_indices_cut_disjoint_parts_with_the_class_shares():
     assert Counter(y[val].tolist()) == dict.fromkeys(range(4), 5)
     with pytest.raises(SpecError, match=r"here: cannot split 80/20 stratified by class"):
         stratified_indices(np.arange(10), 0, "here", (0.8, 0.2))
+
+
+def test_samples_first_standardised_under_inference_mode_still_train(tmp_path):
+    x = np.random.default_rng(4).integers(0, 256, size=(40, 1, 4, 4), dtype=np.uint8)
+    dataset = load_dataset(_write_npz(tmp_path / "first.npz", x=x, y=np.arange(40) % 2))
+    with torch.inference_mode():
+        dataset.train.x.sum()
+    weight = torch.ones(16, requires_grad=True)
+    (dataset.train.x.reshape(len(dataset.train), -1) @ weight).sum().backward()
+    assert weight.grad is not None
