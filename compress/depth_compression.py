@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -349,13 +349,10 @@ class FineTuneScore:
     ) -> None:
         self.config = config or TrainConfig(epochs=1, lr=1e-3)
         generator = torch.Generator().manual_seed(self.config.seed)
-        self.dataset = Dataset(
-            dataset.name,
-            _subset(dataset.train, train_samples, generator),
-            _subset(dataset.val, val_samples, generator),
-            dataset.test,
-            dataset.input_type,
-            dataset.num_classes,
+        self.dataset = replace(
+            dataset,
+            train=_subset(dataset.train, train_samples, generator),
+            val=_subset(dataset.val, val_samples, generator),
         )
 
     def __call__(self, network: nn.Module) -> float:
@@ -368,4 +365,4 @@ def _subset(split: Split, samples: int | None, generator: torch.Generator) -> Sp
     if samples is None or samples >= len(split):
         return split
     index = torch.randperm(len(split), generator=generator)[:samples]
-    return Split(split.x[index], split.y[index])
+    return split.subset(index)

@@ -79,6 +79,10 @@ class Split:
         with torch.inference_mode(False):  # kept for later training too, so never an inference tensor
             return self.normalisation.apply(self.samples)
 
+    def subset(self, index: torch.Tensor | slice) -> Split:
+        """The samples at ``index`` as a split of their own, stored and standardised as this one."""
+        return Split(self.samples[index], self.y[index], self.normalisation)
+
     def batch(self, index: torch.Tensor | slice) -> torch.Tensor:
         """The standardised float32 samples at ``index`` (B, C, H, W), reading only those rows."""
         if self.normalisation is None:

@@ -212,3 +212,12 @@ def test_samples_first_standardised_under_inference_mode_still_train(tmp_path):
     weight = torch.ones(16, requires_grad=True)
     (dataset.train.x.reshape(len(dataset.train), -1) @ weight).sum().backward()
     assert weight.grad is not None
+
+
+def test_a_subset_keeps_the_stored_samples_and_their_standardisation(tmp_path):
+    x = np.random.default_rng(5).integers(0, 256, size=(40, 1, 4, 4), dtype=np.uint8)
+    dataset = load_dataset(_write_npz(tmp_path / "subset.npz", x=x, y=np.arange(40) % 2))
+    index = torch.tensor([7, 2, 5])
+    subset = dataset.train.subset(index)
+    assert subset.samples.dtype == torch.uint8 and subset.normalisation is dataset.train.normalisation
+    assert torch.equal(subset.x, dataset.train.x[index]) and torch.equal(subset.y, dataset.train.y[index])
