@@ -34,6 +34,8 @@ MAX_PIXEL_BYTES = 64 * 2**30  # all decoded pixels together
 IN_MEMORY_BYTES = 2**30  # above this the pixels are a memory-mapped cache file next to the data
 CACHE_FOLDER = ".archetype-cache"
 _CACHE_VERSION = "1"
+_EXIF_ORIENTATION = 0x0112
+_EXIF_QUARTER_TURNS = frozenset({5, 6, 7, 8})  # orientations that swap width and height
 _PROGRESS_FROM = 2000  # images; fewer are decoded without a word
 
 
@@ -147,6 +149,8 @@ def _decoded_shape(files: list[ImageFile]) -> tuple[int, int, int, int]:
         try:
             with Image.open(f.path) as image:
                 width, height = image.size
+                if image.getexif().get(_EXIF_ORIENTATION, 1) in _EXIF_QUARTER_TURNS:
+                    width, height = height, width
                 grey = grey and image.mode in GREY_MODES
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise SpecError(f"{f.path}: not a readable PNG/JPEG image ({exc})") from None
@@ -159,7 +163,7 @@ def _decoded_shape(files: list[ImageFile]) -> tuple[int, int, int, int]:
 
 def _decode_into(pixels: np.ndarray, files: list[ImageFile], root: Path) -> None:
     """Decode ``files`` into ``pixels`` (N, C, H, W) row by row, resized to its H x W where they differ."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     _, channels, height, width = pixels.shape
     mode = "L" if channels == 1 else "RGB"
@@ -169,8 +173,8 @@ def _decode_into(pixels: np.ndarray, files: list[ImageFile], root: Path) -> None
     for row, f in enumerate(files):
         try:
             with Image.open(f.path) as image:
-                image.draft(mode, (width, height))  # JPEG: decode at a reduced scale when that is enough
-                image = image.convert(mode)
+                image.draft(mode, (max(width, height),) * 2)  # JPEG: decode at a reduced scale when enough
+                image = ImageOps.exif_transpose(image).convert(mode)  # upright, as a photo viewer shows it
                 if image.size != (width, height):
                     image = image.resize((width, height), Image.Resampling.BILINEAR)
                 array = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, C)

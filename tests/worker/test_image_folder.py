@@ -157,3 +157,19 @@ def test_a_val_class_unknown_to_train_and_a_missing_folder_are_refused(tmp_path,
         load_dataset(f"folder:{tmp_path}")
     with pytest.raises(SpecError, match=r"no such folder"):
         load_dataset(f"folder:{tmp_path / 'absent'}")
+
+
+def test_photos_are_turned_upright_by_their_exif_orientation(tmp_path):
+    rng = np.random.default_rng(1)
+    upright = rng.integers(0, 256, size=(12, 10), dtype=np.uint8)  # (H, W)
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for n in range(10):
+            Image.fromarray(rng.integers(0, 256, size=(12, 10), dtype=np.uint8)).save(tmp_path / label / f"{n}.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "a" / "turned.png", exif=exif)
+    dataset = load_dataset(f"folder:{tmp_path}")
+    assert str(dataset.input_type) == "Image[1,12,10]"
+    rows = _rows(dataset.train) | _rows(dataset.val) | _rows(dataset.test)
+    assert upright[None].tobytes() in rows
