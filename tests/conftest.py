@@ -52,7 +52,7 @@ def postgres_url(postgres_server: object) -> Iterator[str]:
 
 
 def digits_rgb32(per_class: int) -> tuple[object, object]:
-    """``per_class`` scikit-learn digits of each class as RGB 32x32 uint8 images (N, 32, 32, 3) and their labels."""
+    """``per_class`` scikit-learn digits of each class as RGB 32x32 uint8 images (N, 3, 32, 32) and their labels."""
     import numpy as np
     from sklearn.datasets import load_digits
 
@@ -60,60 +60,37 @@ def digits_rgb32(per_class: int) -> tuple[object, object]:
     chosen = np.concatenate([np.flatnonzero(bunch.target == c)[:per_class] for c in range(10)])
     grey = (bunch.images[chosen] * (255 / 16)).round().astype(np.uint8)  # (N, 8, 8)
     grey = grey.repeat(4, axis=1).repeat(4, axis=2)  # (N, 32, 32)
-    rgb = np.stack([grey, grey // 2 + 64, 255 - grey], axis=-1)  # three distinct channels
+    rgb = np.stack([grey, grey // 2 + 64, 255 - grey], axis=1)  # three distinct channels
     return rgb, bunch.target[chosen].astype(np.int64)
 
 
 def write_image_folder(root: Path, per_class: int = 20) -> Path:
-    """A folder ``root/<digit>/<n>.png`` of digits as RGB 32x32 PNG images."""
-    from PIL import Image
+    """A folder ``root/digit<d>/<n>.png`` of digits as RGB 32x32 PNG images."""
+    from archetype.worker.image_folder import write_image_folder as write
 
     images, labels = digits_rgb32(per_class)
-    for n, (image, label) in enumerate(zip(images, labels, strict=True)):
-        folder = root / f"digit{label}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / f"{n:04d}.png")
-    return root
+    return write(root, images, labels, [f"digit{d}" for d in range(10)])
 
 
 def write_cifar_archive(path: Path, per_class: int = 12, classes: int = 10) -> Path:
-    """A CIFAR-10 (``classes=10``) or CIFAR-100 python ``.tar.gz`` of digits, batched and pickled as the real one.
+    """A CIFAR-10 (``classes=10``) or CIFAR-100 python ``.tar.gz`` of digits, a sixth of them the test batch.
 
     For CIFAR-100 the labels are the row number modulo 100 (``per_class=120`` gives
     10 of each class in train, enough for a stratified validation holdout).
     """
-    import io
-    import pickle
-    import tarfile
-
     import numpy as np
 
+    from archetype.worker.cifar import CIFAR10, CIFAR100
+    from archetype.worker.cifar import write_cifar_archive as write
+
     images, labels = digits_rgb32(per_class)
-    data = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # (N, 3072): R plane, G plane, B plane
     order = np.random.default_rng(0).permutation(len(labels))
-    data, labels = data[order], labels[order]
+    images, labels = images[order], labels[order]
     if classes == 100:  # every fine class in turn, so that both splits hold each class
         labels = np.arange(len(labels)) % 100
     test = len(labels) // 6
-    if classes == 10:
-        top, key = "cifar-10-batches-py", b"labels"
-        train_parts = np.array_split(np.arange(test, len(labels)), 5)
-        members = {f"data_batch_{i + 1}": part for i, part in enumerate(train_parts)}
-        members["test_batch"] = np.arange(test)
-        meta = ("batches.meta", {b"label_names": [f"digit{c}".encode() for c in range(10)]})
-    else:
-        top, key = "cifar-100-python", b"fine_labels"
-        members = {"train": np.arange(test, len(labels)), "test": np.arange(test)}
-        meta = ("meta", {b"fine_label_names": [f"class{c}".encode() for c in range(100)]})
-    with tarfile.open(path, "w:gz") as archive:
-        files = {name: {b"batch_label": name.encode(), key: [int(v) for v in labels[rows]], b"data": data[rows],
-                        b"filenames": [f"{r}.png".encode() for r in rows]} for name, rows in members.items()}
-        for name, content in {**files, meta[0]: meta[1]}.items():
-            raw = pickle.dumps(content, protocol=2)
-            info = tarfile.TarInfo(f"{top}/{name}")
-            info.size = len(raw)
-            archive.addfile(info, io.BytesIO(raw))
-    return path
+    layout, names = (CIFAR10, [f"digit{c}" for c in range(10)]) if classes == 10 else (CIFAR100, None)
+    return write(path, (images[test:], labels[test:]), (images[:test], labels[:test]), layout, names)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,12 @@ class CifarLayout:
     num_classes: int
     meta: str  # the file that names the classes (optional)
     names: str  # its key for the class names
+    folder: str  # the archive's top folder
 
 
 CIFAR10 = CifarLayout(tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "labels", 10, "batches.meta",
-                      "label_names")
-CIFAR100 = CifarLayout(("train",), "test", "fine_labels", 100, "meta", "fine_label_names")
+                      "label_names", "cifar-10-batches-py")
+CIFAR100 = CifarLayout(("train",), "test", "fine_labels", 100, "meta", "fine_label_names", "cifar-100-python")
 
 
 @register_file_format("cifar10")
@@ -156,3 +158,29 @@ def _batch(raw: bytes, where: str, layout: CifarLayout) -> tuple[np.ndarray, np.
         raise SpecError(f"{where}: {len(data)} images but '{layout.labels}' has shape {y.shape}")
     check_labels(y, layout.num_classes, where, every_class=False)
     return data.reshape(-1, 3, SIDE, SIDE), y
+
+
+def write_cifar_archive(
+    path: Path,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    layout: CifarLayout = CIFAR10,
+    class_names: Sequence[str] | None = None,
+) -> Path:
+    """uint8 images (N, 3, 32, 32) and labels as a python ``.tar.gz`` laid out and pickled as the real archive."""
+    names = class_names or [f"class{c}" for c in range(layout.num_classes)]
+    parts = np.array_split(np.arange(len(train[1])), len(layout.train))
+    batches = {member: (train[0][rows], train[1][rows]) for member, rows in zip(layout.train, parts, strict=True)}
+    files: dict[str, dict[bytes, Any]] = {
+        member: {b"batch_label": member.encode(), layout.labels.encode(): [int(v) for v in y],
+                 b"data": x.reshape(len(x), -1)}  # (N, 3072): the red plane, then green, then blue
+        for member, (x, y) in {**batches, layout.test: test}.items()
+    }
+    files[layout.meta] = {layout.names.encode(): [str(n).encode() for n in names]}
+    with tarfile.open(path, "w:gz") as archive:
+        for member, content in files.items():
+            raw = pickle.dumps(content, protocol=2)
+            info = tarfile.TarInfo(f"{layout.folder}/{member}")
+            info.size = len(raw)
+            archive.addfile(info, io.BytesIO(raw))
+    return path

@@ -17,6 +17,7 @@ import itertools
 import os
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -212,3 +213,14 @@ def _decode_to_cache(cache: Path, shape: tuple[int, int, int, int], files: list[
         if stale != cache:
             stale.unlink(missing_ok=True)
     return np.load(cache, mmap_mode="c")
+
+
+def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> Path:
+    """Save uint8 images (N, C, H, W), C 1 or 3, as ``root/<class name>/<n>.png``: the layout ``folder:`` reads."""
+    from PIL import Image
+
+    for n, (image, label) in enumerate(zip(images, labels, strict=True)):
+        folder = root / class_names[int(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)).save(folder / f"{n:06d}.png")
+    return root
