@@ -47,6 +47,7 @@ def timed(load) -> tuple[Dataset, float]:
 def batch_cost(split: Split, batch: int, repeats: int = 20) -> float:
     """Seconds to gather and standardise one random batch of ``split``."""
     generator = torch.Generator().manual_seed(0)
+    split.batch(torch.randint(len(split), (batch,), generator=generator))  # warm-up
     start = time.perf_counter()
     for _ in range(repeats):
         split.batch(torch.randint(len(split), (batch,), generator=generator))
@@ -58,6 +59,7 @@ def step_cost(dataset: Dataset, batch: int, repeats: int = 5) -> float:
     model = get_space("conv-small", dataset.input_type, dataset.num_classes).sample(np.random.default_rng(0)).build()
     optimizer = torch.optim.AdamW(model.parameters())
     x, y = dataset.train.batch(slice(0, batch)), dataset.train.y[:batch]
+    torch.nn.functional.cross_entropy(model(x), y).backward()  # warm-up
     start = time.perf_counter()
     for _ in range(repeats):
         optimizer.zero_grad()

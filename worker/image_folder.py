@@ -18,6 +18,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,8 @@ _CACHE_VERSION = "1"
 _EXIF_ORIENTATION = 0x0112
 _EXIF_QUARTER_TURNS = frozenset({5, 6, 7, 8})  # orientations that swap width and height
 _PROGRESS_FROM = 2000  # images; fewer are decoded without a word
+_BLOCK = 256  # images decoded by one thread task
+_DECODE_THREADS = min(8, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -163,27 +166,45 @@ def _decoded_shape(files: list[ImageFile]) -> tuple[int, int, int, int]:
 
 
 def _decode_into(pixels: np.ndarray, files: list[ImageFile], root: Path) -> None:
-    """Decode ``files`` into ``pixels`` (N, C, H, W) row by row, resized to its H x W where they differ."""
+    """Decode ``files`` into the rows of ``pixels`` (N, C, H, W) in blocks on threads: Pillow decodes off the GIL."""
+    blocks = [range(start, min(start + _BLOCK, len(files))) for start in range(0, len(files), _BLOCK)]
+    progress = len(files) >= _PROGRESS_FROM
+    if progress:
+        print(f"decoding {len(files)} images of {root} (once) ...", file=sys.stderr, flush=True)
+    done, reported = 0, 0
+    with ThreadPoolExecutor(max_workers=max(1, min(_DECODE_THREADS, len(blocks)))) as pool:
+        pending = [pool.submit(_decode_block, pixels, files, rows) for rows in blocks]
+        try:
+            for finished in as_completed(pending):
+                done += finished.result()
+                if progress and done - reported >= len(files) // 10:
+                    reported = done
+                    print(f"  {done}/{len(files)} images decoded", file=sys.stderr, flush=True)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+def _decode_block(pixels: np.ndarray, files: list[ImageFile], rows: range) -> int:
+    """Decode ``files[rows]`` into ``pixels[rows]``, resized to its H x W where they differ; the count decoded."""
     from PIL import Image, ImageOps
 
     _, channels, height, width = pixels.shape
     mode = "L" if channels == 1 else "RGB"
-    step = max(1, len(files) // 10)
-    if len(files) >= _PROGRESS_FROM:
-        print(f"decoding {len(files)} images of {root} (once) ...", file=sys.stderr, flush=True)
-    for row, f in enumerate(files):
+    for row in rows:
+        path = files[row].path
         try:
-            with Image.open(f.path) as image:
+            with Image.open(path) as image:
                 image.draft(mode, (max(width, height),) * 2)  # JPEG: decode at a reduced scale when enough
                 image = ImageOps.exif_transpose(image).convert(mode)  # upright, as a photo viewer shows it
                 if image.size != (width, height):
                     image = image.resize((width, height), Image.Resampling.BILINEAR)
                 array = np.asarray(image, dtype=np.uint8)  # (H, W) or (H, W, C)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise SpecError(f"{f.path}: not a readable PNG/JPEG image ({exc})") from None
+            raise SpecError(f"{path}: not a readable PNG/JPEG image ({exc})") from None
         pixels[row] = array[None] if channels == 1 else array.transpose(2, 0, 1)
-        if len(files) >= _PROGRESS_FROM and (row + 1) % step == 0:
-            print(f"  {row + 1}/{len(files)} images decoded", file=sys.stderr, flush=True)
+    return len(rows)
 
 
 def _decode_to_cache(cache: Path, shape: tuple[int, int, int, int], files: list[ImageFile], root: Path) -> np.ndarray:
