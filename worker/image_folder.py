@@ -72,7 +72,11 @@ def load_image_folder(path: str, seed: int) -> Dataset:
 def _ordered_files(root: Path, name: str, seed: int) -> tuple[list[list[ImageFile]], list[str]]:
     """The images of train, val and test (in that order) and the class names, from the layout of ``root``."""
     folders = _subfolders(root)
-    split_layout = "train" in folders and set(folders) <= set(SPLITS)
+    split_layout = "train" in folders
+    others = sorted(set(folders) - set(SPLITS))
+    if split_layout and others:
+        raise SpecError(f"{root}: holds train/ beside {', '.join(others)}/; give either train/ val/ test/ "
+                        "(class folders inside) or class folders alone")
     top = root / "train" if split_layout else root
     classes = _subfolders(top)
     if not classes:

@@ -168,6 +168,9 @@ def test_a_val_class_unknown_to_train_and_a_missing_folder_are_refused(tmp_path,
     (tmp_path / "val" / "digit0").rename(tmp_path / "val" / "zero")
     with pytest.raises(SpecError, match=r"val/zero: class 'zero' is not among the train classes"):
         load_dataset(f"folder:{tmp_path}")
+    (tmp_path / "extra").mkdir()
+    with pytest.raises(SpecError, match=r"holds train/ beside extra/; give either train/ val/ test/"):
+        load_dataset(f"folder:{tmp_path}")
     with pytest.raises(SpecError, match=r"no such folder"):
         load_dataset(f"folder:{tmp_path / 'absent'}")
 
