@@ -111,7 +111,8 @@ def _class_files(folder: Path, classes: list[str]) -> list[ImageFile]:
             raise SpecError(f"{folder / name}: class {name!r} is not among the train classes ({', '.join(classes)})")
         images = sorted(
             p for p in (folder / name).rglob("*")
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            and not any(part.startswith(".") for part in p.relative_to(folder / name).parts)
         )
         if not images:
             raise SpecError(f"{folder / name}: class folder holds no PNG/JPEG images")

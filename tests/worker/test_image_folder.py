@@ -77,7 +77,7 @@ def test_train_val_test_sub_folders_are_kept_and_a_missing_one_is_held_out_of_tr
     assert _rows(two.test) == _png_rows(tmp_path / "two" / "test")
 
 
-def test_grey_images_give_one_channel_and_odd_sizes_are_resized(tmp_path):
+def test_grey_images_give_one_channel_odd_sizes_are_resized_and_hidden_files_skipped(tmp_path):
     rng = np.random.default_rng(0)
     for label in ("cat", "dog"):
         (tmp_path / label).mkdir()
@@ -85,8 +85,11 @@ def test_grey_images_give_one_channel_and_odd_sizes_are_resized(tmp_path):
             size = (12, 10) if n else (30, 7)  # one image of another size
             Image.fromarray(rng.integers(0, 256, size=size[::-1], dtype=np.uint8), mode="L").save(
                 tmp_path / label / f"{n}.jpg")
+    (tmp_path / "cat" / ".thumbnails").mkdir()
+    (tmp_path / "cat" / ".thumbnails" / "0.png").write_bytes(b"hidden: never read")
     dataset = load_dataset(f"folder:{tmp_path}")
     assert str(dataset.input_type) == "Image[1,10,12]" and dataset.num_classes == 2
+    assert len(dataset.train) + len(dataset.val) + len(dataset.test) == 20
 
 
 def test_large_folders_decode_once_into_a_memory_mapped_cache_renewed_when_the_folder_changes(
