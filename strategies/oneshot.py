@@ -33,7 +33,6 @@ class OneShotEvolution(Strategy):
         self.population_size, self.tournament = population, tournament
         self._rng = np.random.default_rng(self.seed)
         self._population: deque[tuple[dict[str, Any], float]] = deque(maxlen=population)  # (arch JSON, fitness)
-        self._seen: set[str] = set()
 
     def ask(self) -> Architecture:
         return propose_unseen(self._propose, self._seen)
@@ -65,15 +64,8 @@ class OneShotEvolution(Strategy):
             "strategy": self.name,
             "version": STATE_VERSION,
             "rng": self._rng.bit_generator.state,
-            "population": [[a, f if np.isfinite(f) else None] for a, f in self._population],
-            "seen": sorted(self._seen),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._check_state(state)
         self._rng.bit_generator.state = state["rng"]
-        self._population = deque(
-            ((a, float("-inf") if f is None else float(f)) for a, f in state["population"]),
-            maxlen=self.population_size,
-        )
-        self._seen = set(state["seen"])
