@@ -266,7 +266,11 @@ class Store:
             self._storage_errors(f"save the strategy state of study {name!r}"),
             session_scope(self._engine, write=True) as session,
         ):
-            self._study_row(session, name).strategy_state = _json_safe(state)
+            changed = session.execute(
+                update(STUDIES).where(STUDIES.c.name == name).values(strategy_state=_json_safe(state))
+            ).rowcount
+            if not changed:
+                raise StorageError(f"no study named {name!r} in {self.url}")
 
     def strategy_state(self, name: str) -> dict[str, Any] | None:
         """The strategy state last saved with the study, or None."""
