@@ -136,6 +136,15 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--token", help="require this token on every page and API call "
                            "(?token=T in the URL or an 'Authorization: Bearer T' header)")
 
+    db = sub.add_parser("db", help="manage the store's database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    db_sub.add_parser(
+        "upgrade", parents=[storage], help="migrate the store's schema to the newest revision",
+        description="Apply the store's schema migrations (Alembic) up to the newest revision; a store already "
+        "there is left as it is. Search and compress upgrade a store on open; the dashboard, which never "
+        "writes, asks for this command instead.",
+    )
+
     compress = sub.add_parser(
         "compress", parents=[storage], help="compress a trained model to meet a latency budget on a target",
         description="Run compression steps in order (prune, tucker, depth, quantize), measure each result on the "
@@ -187,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
         "search": _search, "studies": _studies, "show": _show, "front": _front, "ops": _ops, "spaces": _spaces,
-        "sample": _sample, "dashboard": _dashboard, "latency": _latency, "compress": _compress,
+        "sample": _sample, "dashboard": _dashboard, "db": _db, "latency": _latency, "compress": _compress,
     }
     try:
         return commands[args.command](args)
@@ -373,6 +382,19 @@ def _dashboard(args: argparse.Namespace) -> int:
     from archetype.dashboard.server import serve
 
     serve(args.storage, args.host, args.port, args.token)
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    from archetype.store import Store, head_revision
+
+    with Store.open(args.storage) as store:
+        url = store.url
+    if args.json:
+        _print_json({"storage": url, "revision": head_revision()})
+    else:
+        print(f"{url}: schema at revision {head_revision()}, the newest")
+    print(f"next: archetype dashboard --storage {url}", file=sys.stderr)
     return 0
 
 

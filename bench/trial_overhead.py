@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{statistics.median(r[0] for r in window) * 1e3:>14.2f}")
             cells.append(f"{statistics.median(r[1] for r in window) * 1e3:>15.2f}")
         print(f"{name:<20}{''.join(cells)}")
-    print("\nnext: compare with the old driver: cd OLD && .venv/bin/python NEW/bench/trial_overhead.py", file=sys.stderr)
+    print("\nnext: the old driver: cd OLD && .venv/bin/python NEW/bench/trial_overhead.py", file=sys.stderr)
     return 0
 
 

@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from archetype.dashboard import queries
 from archetype.errors import StorageError
 from archetype.result import TrialState
-from archetype.store import Store
+from archetype.store import UPGRADE_COMMAND, Store
 
 HERE = Path(__file__).parent
 _STUDY_CACHE_SIZE = 8
@@ -171,6 +171,31 @@ def create_app(store: Store, token: str | None = None) -> FastAPI:
         if filename not in files:
             raise HTTPException(404, f"no static file {filename!r}")
         return FileResponse(files[filename], headers={"Cache-Control": "max-age=3600"})
+
+    return app
+
+
+def create_outdated_app(message: str, token: str | None = None) -> FastAPI:
+    """An app whose every route says that the store needs ``archetype db upgrade`` (the dashboard never migrates)."""
+    app = FastAPI(title="Archetype dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if token is not None and not _authorised(request, token):
+            response: Response = JSONResponse({"detail": "this dashboard needs its token"}, status_code=401)
+        elif request.url.path.startswith("/api/"):
+            response = JSONResponse({"detail": message, "upgrade": UPGRADE_COMMAND}, status_code=503)
+        else:
+            response = HTMLResponse(
+                "<!doctype html><html><head><meta charset='utf-8'><title>Archetype: store to upgrade</title></head>"
+                f"<body><h1>This store needs an upgrade</h1><p>{escape(message)}</p>"
+                f"<p>Run <code>{escape(UPGRADE_COMMAND)} --storage URL</code>, then reload this page "
+                "after restarting the dashboard. The dashboard only reads; it never changes the store.</p>"
+                "</body></html>",
+                status_code=503,
+            )
+        response.headers.update(_SECURITY_HEADERS)
+        return response
 
     return app
 

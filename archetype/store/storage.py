@@ -179,10 +179,13 @@ class Store:
         self.url = masked_url(url)
 
     @classmethod
-    def open(cls, url: str | None = None) -> Store:
-        """Open (creating or migrating as needed) the store at ``url``, ``$ARCHETYPE_STORAGE`` or the default."""
+    def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
+        """Open (creating or migrating as needed) the store at ``url``, ``$ARCHETYPE_STORAGE`` or the default.
+
+        ``migrate=False`` is for readers: an older schema raises SchemaOutdatedError instead of being upgraded.
+        """
         resolved = resolve_url(url)
-        return cls(open_engine(resolved), resolved)
+        return cls(open_engine(resolved, migrate=migrate), resolved)
 
     def close(self) -> None:
         """Release the database connections."""
