@@ -597,9 +597,11 @@ class _SearchProgress:
         self._progress.stop()
 
     def update(self, trial: Any) -> None:
+        from archetype.pareto import is_feasible
+
         state = trial.state.value
         self._counts[state] = self._counts.get(state, 0) + 1
-        if state == "complete" and all(c.satisfied(trial.values) for c in self._spec.constraints):
+        if is_feasible(trial, self._spec.constraints):
             acc = trial.values.get("accuracy")
             if acc is not None and (self._best is None or acc > self._best):
                 self._best = acc

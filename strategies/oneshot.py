@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from archetype.errors import SpecError
+from archetype.objectives import within_budget
 from archetype.result import Result
 from archetype.searchspace.architecture import Architecture
 from archetype.strategies.base import STATE_VERSION, Strategy, check_option, propose_unseen, register_strategy
@@ -55,7 +56,7 @@ class OneShotEvolution(Strategy):
         score = next((result.values[n] for n in SCORE_NAMES if n in result.values), None)
         if result.state.value != "complete" or score is None:
             return float("-inf")
-        if not all(c.name in result.values and c.satisfied(result.values) for c in self.constraints):
+        if not within_budget(result.values, self.constraints):
             return float("-inf")
         return float(score)
 

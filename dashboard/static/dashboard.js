@@ -148,7 +148,7 @@ function drawProgress() {
   const numbers = view.progress.map((p) => p.number);
   const traces = [{ type: "scatter", mode: "lines+markers", name: `best ${view.study.best_objective || ""} within budget`,
     x: numbers, y: view.progress.map((p) => p.best), line: { shape: "hv", color: "#27ae60" } }];
-  if (view.hypervolume_objectives.length === 2) {
+  if (view.hypervolume_objectives.length >= 2) {
     traces.push({ type: "scatter", mode: "lines", name: `hypervolume (${view.hypervolume_objectives.join(", ")})`,
       x: numbers, y: view.progress.map((p) => p.hypervolume), yaxis: "y2", line: { shape: "hv", color: "#8e44ad" } });
   }
