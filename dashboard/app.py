@@ -15,6 +15,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from pydantic import TypeAdapter
 
 from archetype.dashboard import queries
 from archetype.errors import StorageError
@@ -22,6 +23,7 @@ from archetype.result import TrialState
 from archetype.store import UPGRADE_COMMAND, Store
 
 HERE = Path(__file__).parent
+_STUDY_VIEW_JSON = TypeAdapter(queries.StudyView)
 _STUDY_CACHE_SIZE = 8
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -109,9 +111,11 @@ def create_app(store: Store, token: str | None = None) -> FastAPI:
     def api_overview() -> queries.Overview:
         return queries.overview(store)
 
-    @app.get("/api/studies/{name}", tags=["api"], summary="A study's points, feasible front, progress and operators")
-    def api_study(name: StudyName) -> queries.StudyView:
-        return studies.get(name)
+    @app.get("/api/studies/{name}", tags=["api"], summary="A study's points, feasible front, progress and operators",
+             response_model=queries.StudyView)
+    def api_study(name: StudyName) -> Response:
+        # tens of thousands of points: serialised in one pass by pydantic's JSON writer, not field by field
+        return Response(_STUDY_VIEW_JSON.dump_json(studies.get(name)), media_type="application/json")
 
     @app.get("/api/studies/{name}/trials", tags=["api"], summary="A page of a study's trials, sorted and filtered")
     def api_trials(
