@@ -14,8 +14,7 @@ from archetype.searchspace.space import SearchSpace
 from archetype.searchspace.spaces import get_space
 from archetype.spec import RunSpec
 from archetype.store import Store, StudyExistsError, StudyRecord, TrialRecord
-from archetype.strategies import Strategy, make_strategy
-from archetype.strategies.base import StoredTrial
+from archetype.strategies import StoredTrial, Strategy, make_strategy
 from archetype.worker.data import load_dataset
 from archetype.worker.evaluator import Budget, Evaluator, TrainingEvaluator
 from archetype.worker.executor import Executor, RayExecutor
