@@ -103,8 +103,10 @@ class NniStrategy(Strategy):
         value = result.values.get(first.name)
         violation = 0.0
         for c in self.constraints:
-            if c.name in result.values and not c.satisfied(result.values):
-                violation += abs(result.values[c.name] - c.bound) / (abs(c.bound) or 1.0)
+            gap = c.violation(result.values)
+            if gap is None:  # a missing constrained value is infeasible, never a free pass
+                return self.invalid_reward
+            violation += gap / (abs(c.bound) or 1.0)
         if violation > 0:
             return -self.penalty * (1.0 + violation)
         if value is None or result.state is TrialState.FAILED:
