@@ -149,3 +149,15 @@ def test_searches_the_precision_jointly_with_the_architecture(name):
         strategy.tell(arch, _result(arch))
     strategy.close()
     assert max(int8) > 0 and min(int8) < len(space.slots)
+
+
+@pytest.mark.parametrize("name", [n for n in list_strategies() if not n.startswith("nni-")])
+def test_a_state_of_the_old_version_is_rebuilt_from_the_trials_alone(name, space):
+    """A study saved when states held the whole history resumes from its stored trials, proposing nothing twice."""
+    first = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=4, **FAST.get(name, {}))
+    stored = _run(first, 6, running=1)
+    old = {"strategy": name, "version": 1, "history": [], "seen": []}
+    resumed = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=4, **FAST.get(name, {}))
+    resumed.restore(old, stored)
+    asked = {resumed.ask().key for _ in range(3)}
+    assert not asked & {t.arch.key for t in stored}
