@@ -138,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--token", help="require this token on every page and API call "
                            "(?token=T in the URL or an 'Authorization: Bearer T' header)")
 
+    db = sub.add_parser("db", help="manage the store's database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    db_sub.add_parser(
+        "upgrade", parents=[storage], help="migrate the store's schema to the newest revision",
+        description="Apply the store's schema migrations (Alembic) up to the newest revision; a store already "
+        "there is left as it is. Search and compress upgrade a store on open; the dashboard, which never "
+        "writes, asks for this command instead.",
+    )
+
     compress = sub.add_parser(
         "compress", parents=[storage], help="compress a trained model to meet a latency budget on a target",
         description="Run compression steps in order (prune, tucker, depth, quantize), measure each result on the "
@@ -189,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {
         "search": _search, "studies": _studies, "show": _show, "front": _front, "ops": _ops, "spaces": _spaces,
-        "sample": _sample, "dashboard": _dashboard, "latency": _latency, "compress": _compress,
+        "sample": _sample, "dashboard": _dashboard, "db": _db, "latency": _latency, "compress": _compress,
     }
     try:
         return commands[args.command](args)
@@ -375,6 +384,19 @@ def _dashboard(args: argparse.Namespace) -> int:
     from archetype.dashboard.server import serve
 
     serve(args.storage, args.host, args.port, args.token)
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    from archetype.store import Store, head_revision
+
+    with Store.open(args.storage) as store:
+        url = store.url
+    if args.json:
+        _print_json({"storage": url, "revision": head_revision()})
+    else:
+        print(f"{url}: schema at revision {head_revision()}, the newest")
+    print(f"next: archetype dashboard --storage {url}", file=sys.stderr)
     return 0
 
 
@@ -577,9 +599,11 @@ class _SearchProgress:
         self._progress.stop()
 
     def update(self, trial: Any) -> None:
+        from archetype.pareto import is_feasible
+
         state = trial.state.value
         self._counts[state] = self._counts.get(state, 0) + 1
-        if state == "complete" and all(c.satisfied(trial.values) for c in self._spec.constraints):
+        if is_feasible(trial, self._spec.constraints):
             acc = trial.values.get("accuracy")
             if acc is not None and (self._best is None or acc > self._best):
                 self._best = acc

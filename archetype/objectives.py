@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,14 +62,15 @@ class Constraint:
         return cls(name, op, float(bound))
 
     def violation(self, values: Mapping[str, float]) -> float | None:
-        """How far ``values`` is outside the bound (0 if inside); None if the value is missing."""
+        """How far ``values`` is outside the bound (0 if inside); None if the value is missing or not finite."""
         value = values.get(self.name)
-        if value is None:
+        if value is None or not math.isfinite(value):
             return None
         gap = value - self.bound if self.op == "<=" else self.bound - value
         return max(0.0, gap)
 
     def satisfied(self, values: Mapping[str, float]) -> bool:
+        """The value is measured, finite and within the bound; a missing value is not."""
         return self.violation(values) == 0.0
 
     def __str__(self) -> str:
@@ -81,6 +82,11 @@ class Constraint:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Constraint:
         return cls(data["name"], data["op"], float(data["bound"]))
+
+
+def within_budget(values: Mapping[str, float], constraints: Iterable[Constraint]) -> bool:
+    """The one definition of feasible values: every constraint met; a missing or non-finite value is infeasible."""
+    return all(c.satisfied(values) for c in constraints)
 
 
 DEFAULT_OBJECTIVES = (Objective("accuracy", Direction.MAXIMIZE), Objective("latency_ms", Direction.MINIMIZE))

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from archetype.objectives import within_budget
 from archetype.result import Result, TrialState
 from archetype.searchspace.architecture import Architecture
 from archetype.worker.data import load_dataset
@@ -101,7 +102,7 @@ def run_oneshot(
             record = store.record_trial(name, arch.to_json(), arch.key, result)
             strategy.tell(arch, record.result())
             store.save_strategy_state(name, strategy.state_dict())
-            if all(c.satisfied(result.values) for c in spec.constraints if c.name in result.values):
+            if within_budget(result.values, spec.constraints):  # a missing constrained value is not within budget
                 scored.append((result.values["supernet_accuracy"], arch))
             if on_trial is not None:
                 on_trial(record)

@@ -1,4 +1,10 @@
-"""Pareto fronts over named objective values."""
+"""Pareto fronts over named objective values, and the one definition of a study's feasible trials and hypervolume.
+
+The hypervolume of a study is measured up to one reference point (``hypervolume_reference``): per
+objective, the bound of the constraint that limits it from the bad side (``latency_ms<=2`` gives
+2 ms), else the objective's worst value among the study's complete trials. ``archetype front``,
+the dashboard and its progress curve all use it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from archetype.objectives import Direction, Objective
+from archetype.objectives import Constraint, Direction, Objective, within_budget
 
 
 def dominates(a: Mapping[str, float], b: Mapping[str, float], objectives: Sequence[Objective]) -> bool:
@@ -40,15 +46,17 @@ def pareto_front(points: Sequence[Mapping[str, float]], objectives: Sequence[Obj
     return front
 
 
+def is_feasible(trial: Any, constraints: Sequence[Constraint]) -> bool:
+    """A complete trial within budget (``trial`` has ``state`` and ``values``: a store record or a result)."""
+    return getattr(trial.state, "value", trial.state) == "complete" and within_budget(trial.values, constraints)
+
+
 def feasible_front(trials: Sequence, objectives: Sequence[Objective], constraints: Sequence = ()) -> list:
     """The complete trials that meet every constraint and no other such trial dominates.
 
     ``trials`` are objects with ``state`` and ``values`` (store records or results).
     """
-    feasible = [
-        t for t in trials
-        if getattr(t.state, "value", t.state) == "complete" and all(c.satisfied(t.values) for c in constraints)
-    ]
+    feasible = [t for t in trials if is_feasible(t, constraints)]
     return [feasible[i] for i in pareto_front([t.values for t in feasible], objectives)]
 
 
@@ -134,7 +142,7 @@ class FrontSummary:
     front: list[Any]  # feasible non-dominated complete trials, ordered by the first objective
     knee: Any | None  # the front's knee trial
     hypervolume: float  # dominated volume up to ``reference``
-    reference: dict[str, float]  # the worst value of each objective over all complete trials
+    reference: dict[str, float]  # the study's reference point (``hypervolume_reference``)
     ranks: dict[int, int]  # trial number -> non-dominated rank among the feasible complete trials
 
 
@@ -147,19 +155,38 @@ def summarise_front(
         t for t in trials
         if getattr(t.state, "value", t.state) == "complete" and all(n in t.values for n in names)
     ]
-    feasible = [t for t in complete if all(c.satisfied(t.values) for c in constraints)]
+    feasible = [t for t in complete if is_feasible(t, constraints)]
     ranks = nondominated_ranks([t.values for t in feasible], objectives)
     front = sorted((t for t, r in zip(feasible, ranks, strict=True) if r == 0), key=lambda t: t.values[names[0]])
-    reference = {
-        o.name: (min if o.direction is Direction.MAXIMIZE else max)(t.values[o.name] for t in complete)
-        for o in objectives
-    } if complete else {}
+    reference = hypervolume_reference(complete, objectives, constraints)
     knee = knee_point([t.values for t in front], objectives)
-    volume = hypervolume([t.values for t in front], objectives, reference) if front else 0.0
+    volume = hypervolume([t.values for t in front], objectives, reference) if front and reference else 0.0
     return FrontSummary(
         front, None if knee is None else front[knee], volume, reference,
         {t.number: r for t, r in zip(feasible, ranks, strict=True)},
     )
+
+
+def hypervolume_reference(
+    trials: Sequence[Any], objectives: Sequence[Objective], constraints: Sequence[Constraint] = ()
+) -> dict[str, float]:
+    """The study's reference point: per objective, the bound of a constraint that limits it from the bad side,
+    else its worst value among the complete ``trials``; empty when an objective has neither."""
+    reference = {}
+    for objective in objectives:
+        bad_side = "<=" if objective.direction is Direction.MINIMIZE else ">="
+        bounds = [c.bound for c in constraints if c.name == objective.name and c.op == bad_side]
+        seen = [
+            t.values[objective.name] for t in trials
+            if getattr(t.state, "value", t.state) == "complete" and objective.name in t.values
+        ]
+        if bounds:
+            reference[objective.name] = min(bounds) if bad_side == "<=" else max(bounds)
+        elif seen:
+            reference[objective.name] = min(seen) if objective.direction is Direction.MAXIMIZE else max(seen)
+        else:
+            return {}
+    return reference
 
 
 def _hypervolume_library(costs: np.ndarray, reference: np.ndarray) -> float:

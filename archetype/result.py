@@ -8,6 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+BYTES_PER_MB = 1_000_000
+
+
+def megabytes(n_bytes: float) -> float:
+    """``n_bytes`` in MB of 10**6 bytes: the one unit of every ``size_mb``, searched or compressed."""
+    return n_bytes / BYTES_PER_MB
+
 
 class TrialState(enum.StrEnum):
     """Where a trial stands: running, or ended complete, failed or pruned (stopped early)."""

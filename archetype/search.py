@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from archetype.errors import ArchetypeError, SpecError, StorageError
@@ -14,7 +14,7 @@ from archetype.searchspace.space import SearchSpace
 from archetype.searchspace.spaces import get_space
 from archetype.spec import RunSpec
 from archetype.store import Store, StudyExistsError, StudyRecord, TrialRecord
-from archetype.strategies import Strategy, make_strategy
+from archetype.strategies import StoredTrial, Strategy, make_strategy
 from archetype.worker.data import load_dataset
 from archetype.worker.evaluator import Budget, Evaluator, TrainingEvaluator
 from archetype.worker.executor import Executor, RayExecutor
@@ -200,15 +200,19 @@ class Search:
             raise SpecError(
                 f"study {name!r} already has its {len(trials)} trials; give a larger number of trials to extend it"
             )
-        state = store.strategy_state(name)
-        if state is not None:
-            self.strategy.load_state_dict(state)
-        else:  # a study stored before strategy states were kept: tell the strategy what was measured
-            for t in trials:
-                if t.state is not TrialState.RUNNING:
-                    self.strategy.tell(self.space.architecture_from_json(t.arch), t.result())
+        self.strategy.restore(store.strategy_state(name), stored_trials(self.space, trials))
         store.set_study_status(name, "running")
         return name, running, len(trials)
+
+
+def stored_trials(space: SearchSpace, trials: Sequence[TrialRecord]) -> list[StoredTrial]:
+    """The trials a resumed strategy is rebuilt from, in the order they were told; running ones last."""
+    finished = sorted((t for t in trials if t.finished_at is not None), key=lambda t: (t.finished_at, t.number))
+    running = [t for t in trials if t.finished_at is None]
+    return [
+        StoredTrial(t.number, space.architecture_from_json(t.arch), None if t.finished_at is None else t.result())
+        for t in [*finished, *running]
+    ]
 
 
 def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:

@@ -12,6 +12,7 @@ from torch import nn
 
 from archetype.compress.step import DeployedModel, count_params_and_macs
 from archetype.errors import ArchetypeError, SpecError
+from archetype.result import megabytes
 from archetype.searchspace.types import TensorType
 from archetype.worker.data import Split
 from archetype.worker.targets import Target, TorchCpuTarget
@@ -43,7 +44,7 @@ class Pt2eInt8Model(DeployedModel):
         beside their int8 copies are never read once it is compiled with freezing)."""
         named = [*self.graph.named_parameters(), *self.graph.named_buffers()]
         used = [t for name, t in named if not (name.endswith("weight") and t.is_floating_point())]
-        return sum(t.numel() * t.element_size() for t in used) / 1e6
+        return megabytes(sum(t.numel() * t.element_size() for t in used))
 
     def measure_on(self, target: Target, input_type: TensorType) -> tuple[float, float]:
         if not isinstance(target, TorchCpuTarget):

@@ -25,6 +25,7 @@ from archetype.compress.step import (
     register_step,
 )
 from archetype.errors import ArchetypeError, SpecError
+from archetype.result import megabytes
 from archetype.searchspace.types import TensorType
 from archetype.worker.data import Split
 from archetype.worker.targets import OnnxRuntimeCpuTarget, Target
@@ -61,7 +62,7 @@ class OrtInt8Model(DeployedModel):
         return torch.from_numpy(np.concatenate(rows))
 
     def deployed_size_mb(self) -> float:
-        return len(self.onnx_model) / 1e6
+        return megabytes(len(self.onnx_model))
 
     def measure_on(self, target: Target, input_type: TensorType) -> tuple[float, float]:
         if not isinstance(target, OnnxRuntimeCpuTarget):

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from archetype.errors import SpecError
+from archetype.searchspace.network import model_size_mb
 from archetype.searchspace.types import TensorType
 from archetype.worker.data import Dataset
 from archetype.worker.targets import Target
@@ -103,7 +104,7 @@ class CompressionContext:
         median, spread = measure_on_target(self.target, model, self.input_type)
         params, macs = count_params_and_macs(model, self.example())
         accuracy = evaluate_accuracy(model, self.dataset.test)
-        return ModelMetrics(median, spread, model_size_mb(model), params, macs, accuracy)
+        return ModelMetrics(median, spread, deployed_size_mb(model), params, macs, accuracy)
 
 
 class DeployedModel(nn.Module):
@@ -136,12 +137,11 @@ def measure_on_target(target: Target, model: nn.Module, input_type: TensorType) 
     return latency.median_ms, latency.spread
 
 
-def model_size_mb(model: nn.Module) -> float:
-    """Bytes of the parameters and buffers (or of the deployed file), in MB."""
+def deployed_size_mb(model: nn.Module) -> float:
+    """The size of what is deployed, in MB: the deployed file of a quantized model, else the parameters and buffers."""
     if isinstance(model, DeployedModel):
         return model.deployed_size_mb()
-    tensors = [*model.parameters(), *model.buffers()]
-    return sum(t.numel() * t.element_size() for t in tensors) / 1e6
+    return model_size_mb(model)
 
 
 def count_params_and_macs(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:

@@ -15,13 +15,15 @@ from urllib.parse import quote
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from pydantic import TypeAdapter
 
 from archetype.dashboard import queries
 from archetype.errors import StorageError
 from archetype.result import TrialState
-from archetype.store import Store
+from archetype.store import UPGRADE_COMMAND, Store
 
 HERE = Path(__file__).parent
+_STUDY_VIEW_JSON = TypeAdapter(queries.StudyView)
 _STUDY_CACHE_SIZE = 8
 _SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -109,9 +111,11 @@ def create_app(store: Store, token: str | None = None) -> FastAPI:
     def api_overview() -> queries.Overview:
         return queries.overview(store)
 
-    @app.get("/api/studies/{name}", tags=["api"], summary="A study's points, feasible front, progress and operators")
-    def api_study(name: StudyName) -> queries.StudyView:
-        return studies.get(name)
+    @app.get("/api/studies/{name}", tags=["api"], summary="A study's points, feasible front, progress and operators",
+             response_model=queries.StudyView)
+    def api_study(name: StudyName) -> Response:
+        # tens of thousands of points: serialised in one pass by pydantic's JSON writer, not field by field
+        return Response(_STUDY_VIEW_JSON.dump_json(studies.get(name)), media_type="application/json")
 
     @app.get("/api/studies/{name}/trials", tags=["api"], summary="A page of a study's trials, sorted and filtered")
     def api_trials(
@@ -171,6 +175,31 @@ def create_app(store: Store, token: str | None = None) -> FastAPI:
         if filename not in files:
             raise HTTPException(404, f"no static file {filename!r}")
         return FileResponse(files[filename], headers={"Cache-Control": "max-age=3600"})
+
+    return app
+
+
+def create_outdated_app(message: str, token: str | None = None) -> FastAPI:
+    """An app whose every route says that the store needs ``archetype db upgrade`` (the dashboard never migrates)."""
+    app = FastAPI(title="Archetype dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if token is not None and not _authorised(request, token):
+            response: Response = JSONResponse({"detail": "this dashboard needs its token"}, status_code=401)
+        elif request.url.path.startswith("/api/"):
+            response = JSONResponse({"detail": message, "upgrade": UPGRADE_COMMAND}, status_code=503)
+        else:
+            response = HTMLResponse(
+                "<!doctype html><html><head><meta charset='utf-8'><title>Archetype: store to upgrade</title></head>"
+                f"<body><h1>This store needs an upgrade</h1><p>{escape(message)}</p>"
+                f"<p>Run <code>{escape(UPGRADE_COMMAND)} --storage URL</code>, then reload this page "
+                "after restarting the dashboard. The dashboard only reads; it never changes the store.</p>"
+                "</body></html>",
+                status_code=503,
+            )
+        response.headers.update(_SECURITY_HEADERS)
+        return response
 
     return app
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from archetype.objectives import Constraint, Direction, Objective
+from archetype.objectives import Constraint, Objective
+from archetype.pareto import dominates, hypervolume, hypervolume_reference, is_feasible
 
 
 @dataclass(frozen=True)
@@ -14,7 +15,7 @@ class ProgressPoint:
     """After trial ``number``: the hypervolume of the feasible front so far and the best primary value under budget."""
 
     number: int
-    hypervolume: float | None  # None until a feasible trial has both objectives, or with fewer than two objectives
+    hypervolume: float | None  # None until a feasible trial has every objective, or with fewer than two objectives
     best: float | None  # best value of the study's first objective among feasible trials so far
 
 
@@ -25,36 +26,18 @@ class SearchProgress:
     points: list[ProgressPoint]
     best_objective: str | None
     hypervolume_objectives: list[str]
-    reference: dict[str, float]  # in the objectives' own units
-
-
-def hypervolume_2d(points: Sequence[tuple[float, float]], reference: tuple[float, float]) -> float:
-    """The area that ``points`` (both coordinates minimized) dominate, bounded by ``reference``."""
-    inside = sorted(p for p in points if p[0] < reference[0] and p[1] < reference[1])
-    area, lowest = 0.0, reference[1]
-    for x, y in inside:
-        if y < lowest:
-            area += (reference[0] - x) * (lowest - y)
-            lowest = y
-    return area
-
-
-def is_feasible(trial: Any, constraints: Sequence[Constraint]) -> bool:
-    """A complete trial that meets every constraint (what ``feasible_front`` keeps)."""
-    complete = getattr(trial.state, "value", trial.state) == "complete"
-    return complete and all(c.satisfied(trial.values) for c in constraints)
+    reference: dict[str, float]  # the study's one reference point (``archetype.pareto.hypervolume_reference``)
 
 
 def search_progress(
     trials: Sequence[Any], objectives: Sequence[Objective], constraints: Sequence[Constraint]
 ) -> SearchProgress:
-    """The progress series over ``trials`` (ordered by number) for the study's first two objectives."""
-    feasible = [t for t in trials if is_feasible(t, constraints)]
+    """The progress over ``trials`` (ordered by number); its last hypervolume is what ``archetype front`` prints."""
     primary = objectives[0] if objectives else None
-    pair = list(objectives[:2]) if len(objectives) >= 2 else []
-    reference = _reference(feasible, pair, constraints) if pair else None
-    front: list[tuple[float, float]] = []
-    hypervolume: float | None = None
+    measured = list(objectives) if len(objectives) >= 2 else []
+    reference = hypervolume_reference(trials, measured, constraints) if measured else {}
+    front: list[Any] = []
+    volume: float | None = None
     best: float | None = None
     points = []
     for trial in trials:
@@ -62,39 +45,10 @@ def search_progress(
             if primary is not None and primary.name in trial.values:
                 value = trial.values[primary.name]
                 best = value if best is None or primary.better(value, best) else best
-            if reference is not None and all(o.name in trial.values for o in pair):
-                point = (_minimized(pair[0], trial.values), _minimized(pair[1], trial.values))
-                if not any(q[0] <= point[0] and q[1] <= point[1] for q in front):
-                    front = [q for q in front if not (point[0] <= q[0] and point[1] <= q[1])] + [point]
-                    hypervolume = hypervolume_2d(front, reference)
-        points.append(ProgressPoint(trial.number, hypervolume, best))
-    shown = {} if reference is None else {o.name: _unminimized(o, r) for o, r in zip(pair, reference)}
-    return SearchProgress(points, primary.name if primary else None, [o.name for o in pair], shown)
-
-
-def _reference(
-    feasible: Sequence[Any], pair: Sequence[Objective], constraints: Sequence[Constraint]
-) -> tuple[float, float] | None:
-    """Per objective: its constraint's bound where one limits it from the bad side, else the worst feasible value."""
-    reference = []
-    for objective in pair:
-        wanted_op = "<=" if objective.direction is Direction.MINIMIZE else ">="
-        bounds = [c.bound for c in constraints if c.name == objective.name and c.op == wanted_op]
-        if bounds:
-            bound = min(bounds) if wanted_op == "<=" else max(bounds)
-            reference.append(_minimized(objective, {objective.name: bound}))
-            continue
-        seen = [_minimized(objective, t.values) for t in feasible if objective.name in t.values]
-        if not seen:
-            return None
-        reference.append(max(seen))
-    return reference[0], reference[1]
-
-
-def _minimized(objective: Objective, values: Mapping[str, float]) -> float:
-    value = values[objective.name]
-    return value if objective.direction is Direction.MINIMIZE else -value
-
-
-def _unminimized(objective: Objective, value: float) -> float:
-    return value if objective.direction is Direction.MINIMIZE else -value
+            if reference and all(o.name in trial.values for o in measured):
+                values = trial.values
+                if not any(dominates(q, values, measured) or q == values for q in front):
+                    front = [q for q in front if not dominates(values, q, measured)] + [values]
+                    volume = hypervolume(front, measured, reference)
+        points.append(ProgressPoint(trial.number, volume, best))
+    return SearchProgress(points, primary.name if primary else None, list(reference), reference)

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from archetype.dashboard.progress import ProgressPoint, is_feasible, search_progress
+from archetype.dashboard.progress import ProgressPoint, search_progress
 from archetype.errors import ArchetypeError
 from archetype.objectives import Direction
-from archetype.pareto import feasible_front
+from archetype.pareto import feasible_front, is_feasible
 from archetype.result import TrialState
 from archetype.store import CompressionRunRecord, CompressionStepRecord, Store, StudyRecord, TrialOutcome
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from archetype.errors import SpecError
+from archetype.result import megabytes
 from archetype.searchspace.architecture import INPUT
 
 if TYPE_CHECKING:
@@ -45,3 +46,8 @@ class ArchitectureNetwork(nn.Module):
 def module_name(slot: str) -> str:
     """The name of a slot's module in the network (dots are not allowed in module names)."""
     return slot.replace(".", "_")
+
+
+def model_size_mb(model: nn.Module) -> float:
+    """The bytes of all parameters and buffers of ``model``, in MB (``archetype.result.megabytes``)."""
+    return megabytes(sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]))

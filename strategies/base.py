@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from archetype.errors import SpecError
@@ -13,9 +14,19 @@ from archetype.result import Result
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""Version 2: the state holds the strategy's own small state; what was told is rebuilt from the stored trials."""
 MAX_REDRAWS = 50
 """How many times a strategy redraws an architecture it has already proposed before proposing it again."""
+
+
+@dataclass(frozen=True)
+class StoredTrial:
+    """A stored trial as a resumed strategy is rebuilt from it: ``number`` in ask order, no result while running."""
+
+    number: int
+    arch: Architecture
+    result: Result | None
 
 
 class Strategy(ABC):
@@ -34,6 +45,7 @@ class Strategy(ABC):
         self.objectives = tuple(objectives)
         self.constraints = tuple(constraints)
         self.seed = seed
+        self._seen: set[str] = set()  # keys of every architecture asked or told
 
     @abstractmethod
     def ask(self) -> Architecture:
@@ -45,11 +57,25 @@ class Strategy(ABC):
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
-        """JSON-able state from which ``load_state_dict`` resumes the search exactly."""
+        """The strategy's own small JSON-able state (random generators, counters), not what it was told."""
 
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned."""
+        """Restore what ``state_dict`` returned, after ``restore`` has told the stored trials again."""
+
+    def restore(self, state: Mapping[str, Any] | None, trials: Sequence[StoredTrial]) -> None:
+        """Resume exactly: tell the stored trials again (in the order they were told), then load the saved state.
+
+        Running trials are only marked as asked. Without a state (or one of an older version) the strategy
+        learns from the trials and goes on from its seed.
+        """
+        for trial in trials:
+            if trial.result is None:
+                self._seen.add(trial.arch.key)
+            else:
+                self.tell(trial.arch, trial.result)
+        if state is not None and state.get("version") == STATE_VERSION:
+            self.load_state_dict(dict(state))
 
     def close(self) -> None:
         """Release what the strategy holds beyond its state (a thread, for NNI's); a no-op for most."""

@@ -37,7 +37,6 @@ class RegularizedEvolution(Strategy):
             )
         self._rng = np.random.default_rng(self.seed)
         self._members: list[dict[str, Any]] = []  # oldest first: arch JSON, values, violation, usable
-        self._seen: set[str] = set()
 
     def ask(self) -> Architecture:
         if len(self._members) < self.population:
@@ -84,12 +83,8 @@ class RegularizedEvolution(Strategy):
             "strategy": self.name,
             "version": STATE_VERSION,
             "rng": self._rng.bit_generator.state,
-            "members": self._members,
-            "seen": sorted(self._seen),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._check_state(state)
         self._rng.bit_generator.state = state["rng"]
-        self._members = [dict(m) for m in state["members"]]
-        self._seen = set(state["seen"])

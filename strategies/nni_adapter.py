@@ -30,7 +30,7 @@ import math
 import queue
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,7 @@ from archetype.searchspace.architecture import Architecture, Choice
 from archetype.strategies.base import (
     MAX_REDRAWS,
     STATE_VERSION,
+    StoredTrial,
     Strategy,
     check_option,
     propose_unseen,
@@ -77,7 +78,6 @@ class NniStrategy(Strategy):
         self._rng = np.random.default_rng(self.seed)
         self._rewards: dict[str, float] = {}  # arch key -> the number NNI was (or will be) given
         self._told: list[tuple[dict[str, Any], float]] = []
-        self._seen: set[str] = set()
         self._answers: list[tuple[str, float]] = []  # (arch key, reward): every answer NNI got, in order
         self._replay: list[tuple[str, float]] = []  # answers of a resumed search, given again in order
         self._cached_in_row = 0
@@ -103,8 +103,10 @@ class NniStrategy(Strategy):
         value = result.values.get(first.name)
         violation = 0.0
         for c in self.constraints:
-            if c.name in result.values and not c.satisfied(result.values):
-                violation += abs(result.values[c.name] - c.bound) / (abs(c.bound) or 1.0)
+            gap = c.violation(result.values)
+            if gap is None:  # a missing constrained value is infeasible, never a free pass
+                return self.invalid_reward
+            violation += gap / (abs(c.bound) or 1.0)
         if violation > 0:
             return -self.penalty * (1.0 + violation)
         if value is None or result.state is TrialState.FAILED:
@@ -163,6 +165,14 @@ class NniStrategy(Strategy):
             "rng": self._rng.bit_generator.state,
             "seed": self.seed,  # NNI's own generators restart from it, and the replay follows them
         }
+
+    def restore(self, state: Mapping[str, Any] | None, trials: Sequence[StoredTrial]) -> None:
+        """NNI's engines cannot be told a history: its saved answers are replayed; without them, the trials are told."""
+        if state is None or state.get("version") != STATE_VERSION:
+            super().restore(None, trials)
+            return
+        self.load_state_dict(dict(state))
+        self._seen.update(t.arch.key for t in trials)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._check_state(state)

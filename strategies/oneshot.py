@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from archetype.errors import SpecError
+from archetype.objectives import within_budget
 from archetype.result import Result
 from archetype.searchspace.architecture import Architecture
 from archetype.strategies.base import STATE_VERSION, Strategy, check_option, propose_unseen, register_strategy
@@ -33,7 +34,6 @@ class OneShotEvolution(Strategy):
         self.population_size, self.tournament = population, tournament
         self._rng = np.random.default_rng(self.seed)
         self._population: deque[tuple[dict[str, Any], float]] = deque(maxlen=population)  # (arch JSON, fitness)
-        self._seen: set[str] = set()
 
     def ask(self) -> Architecture:
         return propose_unseen(self._propose, self._seen)
@@ -56,7 +56,7 @@ class OneShotEvolution(Strategy):
         score = next((result.values[n] for n in SCORE_NAMES if n in result.values), None)
         if result.state.value != "complete" or score is None:
             return float("-inf")
-        if not all(c.name in result.values and c.satisfied(result.values) for c in self.constraints):
+        if not within_budget(result.values, self.constraints):
             return float("-inf")
         return float(score)
 
@@ -65,15 +65,8 @@ class OneShotEvolution(Strategy):
             "strategy": self.name,
             "version": STATE_VERSION,
             "rng": self._rng.bit_generator.state,
-            "population": [[a, f if np.isfinite(f) else None] for a, f in self._population],
-            "seen": sorted(self._seen),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._check_state(state)
         self._rng.bit_generator.state = state["rng"]
-        self._population = deque(
-            ((a, float("-inf") if f is None else float(f)) for a, f in state["population"]),
-            maxlen=self.population_size,
-        )
-        self._seen = set(state["seen"])

@@ -7,28 +7,32 @@ Constraints reach the samplers as Optuna 5 trial constraints (the values that
 ``Trial.set_constraint`` stores): ``value - bound`` for ``<=``, ``bound - value``
 for ``>=``, so zero or less is feasible.
 
-For exact resumption the strategy keeps only plain data, the told history:
-each ask builds a fresh in-memory study, replays the history with
-``study.add_trial`` and draws from a sampler seeded by ``(seed, asks so far)``.
+One in-memory study lives as long as the strategy; each ask draws from a fresh
+sampler seeded by ``(seed, asks so far)``. The saved state is that counter and
+the system attributes each trial was asked with (a GA's generation, stored
+run-length, so one entry per generation); on resume the study is rebuilt from
+the stored trials with ``study.add_trial``. An ill-typed or repeated draw is
+told as failed.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from archetype.errors import TypeCheckError
-from archetype.objectives import Constraint, Direction
+from archetype.objectives import Constraint
 from archetype.result import Result, TrialState
 from archetype.searchspace.architecture import Architecture, Choice
 from archetype.searchspace.space import SearchSpace
-from archetype.strategies.base import STATE_VERSION, Strategy, check_option, register_strategy
+from archetype.strategies.base import STATE_VERSION, StoredTrial, Strategy, check_option, register_strategy
 
 CONSTRAINT_PREFIX = "constraints:"  # where Optuna 5 keeps a trial's constraint values
+GENERATION_SUFFIX = ":generation"  # the system attribute of Optuna's genetic samplers kept across a resume
 MAX_RETRIES = 5  # duplicate or ill-typed draws before a random unseen architecture
 
 
@@ -74,29 +78,33 @@ def architecture_params(arch: Architecture) -> dict[str, Any]:
 
 
 class OptunaStrategy(Strategy):
-    """Drives one of Optuna's samplers through ask/tell; subclasses say which sampler."""
+    """Drives one of Optuna's samplers through ask/tell on one live in-memory study; subclasses say which sampler."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._distributions = space_distributions(self.space)
-        self._history: list[dict[str, Any]] = []  # told trials: params, values, constraints, state
-        self._pending: dict[str, dict[str, Any]] = {}  # asked, not told: arch key -> system attrs
-        self._seen: set[str] = set()
+        self._live: Any = None  # the Optuna study, made on first use
+        self._running: dict[str, Any] = {}  # asked, not told: arch key -> its Optuna trial
+        self._asked_with: dict[str, dict[str, Any]] = {}  # running at a resume: arch key -> its system attrs
+        self._worst: list[float | None] = [None] * len(self.objectives)  # worst told value of each objective
+        self._attrs: list[list[Any]] = []  # system attrs of each asked trial in ask order, run-length: [attrs, count]
         self._asked = 0
 
     def make_sampler(self, seed: int) -> Any:
         """The Optuna sampler for one ask."""
         raise NotImplementedError
 
+    def _study(self) -> Any:
+        if self._live is None:
+            self._live = _optuna().create_study(directions=[o.direction.value for o in self.objectives])
+        return self._live
+
     def ask(self) -> Architecture:
         optuna = _optuna()
         seed = int(np.random.SeedSequence([self.seed, self._asked]).generate_state(1)[0])
         self._asked += 1
-        sampler = self.make_sampler(seed)
-        study = optuna.create_study(directions=[o.direction.value for o in self.objectives], sampler=sampler)
-        for item in self._history:
-            study.add_trial(self._frozen(item))
-        told = {self._key_of(item["params"]): item for item in self._history}
+        study = self._study()
+        study.sampler = self.make_sampler(seed)
         for _ in range(MAX_RETRIES):
             trial = study.ask()
             arch = suggest_architecture(self.space, trial)
@@ -106,35 +114,54 @@ class OptunaStrategy(Strategy):
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             if arch.key not in self._seen:
-                self._remember(arch, dict(study.trials[-1].system_attrs))
+                self._remember(arch, trial, _read_back(study.get_trials(deepcopy=False)[trial.number].system_attrs))
                 return arch
-            if arch.key in told and told[arch.key]["state"] == "complete":
-                for i, value in enumerate(told[arch.key]["constraints"]):
-                    trial.set_constraint(str(i), value)
-                study.tell(trial, told[arch.key]["values"])
-            else:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # a repeat: the sampler learns nothing from it
         rng = np.random.default_rng(seed)
         arch = self.space.sample(rng)
         for _ in range(MAX_RETRIES):
             if arch.key not in self._seen:
                 break
             arch = self.space.sample(rng)
-        self._remember(arch, {})
+        self._remember(arch, None, {})
         return arch
 
     def tell(self, arch: Architecture, result: Result) -> None:
-        pending = self._pending.pop(arch.key, None)
+        optuna = _optuna()
+        trial = self._running.pop(arch.key, None)
         self._seen.add(arch.key)
         values = self._objective_values(result)
         margins = [_margin(c, result.values) for c in self.constraints]
-        self._history.append({
-            "params": architecture_params(arch),
-            "system_attrs": pending["system_attrs"] if pending else {},
-            "state": "complete" if values is not None else "fail",
-            "values": values,
-            "constraints": margins,
-        })
+        if trial is None:  # a random fallback, or asked before a resume
+            attrs = self._asked_with.pop(arch.key, {})
+            self._study().add_trial(self._frozen(architecture_params(arch), values, margins, attrs))
+        else:
+            for i, margin in enumerate(margins):
+                trial.set_constraint(str(i), margin)
+            if values is None:
+                self._study().tell(trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                self._study().tell(trial, values)
+        self._note_worst(values)
+
+    def restore(self, state: Mapping[str, Any] | None, trials: Sequence[StoredTrial]) -> None:
+        """Rebuild the live study from the stored trials in ask order, each with the system attrs it was asked with."""
+        if state is not None and state.get("version") == STATE_VERSION:
+            self.load_state_dict(dict(state))
+        else:
+            self._asked = len(trials)
+        attrs = [a for a, count in self._attrs for _ in range(count)]
+        study = self._study()
+        for trial in sorted(trials, key=lambda t: t.number):
+            self._seen.add(trial.arch.key)
+            asked_with = attrs[trial.number - 1] if trial.number <= len(attrs) else {}
+            if trial.result is None:  # told when it finishes, as a trial added then
+                self._asked_with[trial.arch.key] = asked_with
+                continue
+            values = self._objective_values(trial.result)
+            margins = [_margin(c, trial.result.values) for c in self.constraints]
+            study.add_trial(self._frozen(architecture_params(trial.arch), values, margins, asked_with))
+            self._note_worst(values)
 
     def _objective_values(self, result: Result) -> list[float] | None:
         """Objective values for Optuna; a trial pruned for breaking a constraint gets the worst
@@ -145,40 +172,40 @@ class OptunaStrategy(Strategy):
         for i, obj in enumerate(self.objectives):
             value = result.values.get(obj.name)
             if value is None or not math.isfinite(value):
-                if result.state is not TrialState.PRUNED:
+                worst = self._worst[i]
+                if result.state is not TrialState.PRUNED or worst is None:
                     return None
-                told = [h["values"][i] for h in self._history if h["state"] == "complete"]
-                if not told:
-                    return None
-                value = min(told) if obj.direction is Direction.MAXIMIZE else max(told)
+                value = worst
             values.append(float(value))
         return values
 
-    def _remember(self, arch: Architecture, system_attrs: dict[str, Any]) -> None:
+    def _note_worst(self, values: list[float] | None) -> None:
+        if values is None:
+            return
+        for i, (obj, value) in enumerate(zip(self.objectives, values, strict=True)):
+            worst = self._worst[i]
+            if worst is None or obj.better(worst, value):
+                self._worst[i] = value
+
+    def _remember(self, arch: Architecture, trial: Any, attrs: dict[str, Any]) -> None:
         self._seen.add(arch.key)
-        self._pending[arch.key] = {"system_attrs": _json_safe(system_attrs)}
+        if trial is not None:
+            self._running[arch.key] = trial
+        if self._attrs and self._attrs[-1][0] == attrs:
+            self._attrs[-1][1] += 1
+        else:
+            self._attrs.append([attrs, 1])
 
-    def _key_of(self, params: Mapping[str, Any]) -> str:
-        choices = []
-        for slot in self.space.slots:
-            op = params[slot.name]
-            prefix = f"{slot.name}.{op}."
-            choices.append(Choice.of(slot.name, op, {k[len(prefix):]: v for k, v in params.items()
-                                                     if k.startswith(prefix)}))
-        return self.space.architecture(tuple(choices)).key
-
-    def _frozen(self, item: Mapping[str, Any]) -> Any:
+    def _frozen(
+        self, params: Mapping[str, Any], values: list[float] | None, margins: list[float], attrs: Mapping[str, Any]
+    ) -> Any:
         optuna = _optuna()
-        complete = item["state"] == "complete"
         return optuna.trial.create_trial(
-            state=optuna.trial.TrialState.COMPLETE if complete else optuna.trial.TrialState.FAIL,
-            values=item["values"] if complete else None,
-            params=dict(item["params"]),
-            distributions={k: self._distributions[k] for k in item["params"]},
-            system_attrs={
-                **item["system_attrs"],
-                **{f"{CONSTRAINT_PREFIX}{i}": v for i, v in enumerate(item["constraints"])},
-            },
+            state=optuna.trial.TrialState.FAIL if values is None else optuna.trial.TrialState.COMPLETE,
+            values=values,
+            params=dict(params),
+            distributions={k: self._distributions[k] for k in params},
+            system_attrs={**attrs, **{f"{CONSTRAINT_PREFIX}{i}": v for i, v in enumerate(margins)}},
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -187,18 +214,14 @@ class OptunaStrategy(Strategy):
             "version": STATE_VERSION,
             "seed": self.seed,
             "asked": self._asked,
-            "history": self._history,
-            "pending": self._pending,
-            "seen": sorted(self._seen),
+            "attrs": self._attrs,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._check_state(state)
         self.seed = int(state["seed"])
         self._asked = int(state["asked"])
-        self._history = [dict(h) for h in state["history"]]
-        self._pending = {k: dict(v) for k, v in state["pending"].items()}
-        self._seen = set(state["seen"])
+        self._attrs = [[dict(a), int(n)] for a, n in state["attrs"]]
 
 
 def _margin(constraint: Constraint, values: Mapping[str, float]) -> float:
@@ -209,17 +232,9 @@ def _margin(constraint: Constraint, values: Mapping[str, float]) -> float:
     return float(value - constraint.bound if constraint.op == "<=" else constraint.bound - value)
 
 
-def _json_safe(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """System attributes that survive JSON (the samplers' generation counters and parents)."""
-    safe = {}
-    for key, value in attrs.items():
-        if key.startswith(CONSTRAINT_PREFIX) or key == "fixed_params":
-            continue
-        if isinstance(value, str | int | float | bool | type(None)) or (
-            isinstance(value, list | tuple) and all(isinstance(v, str | int | float) for v in value)
-        ):
-            safe[key] = list(value) if isinstance(value, tuple) else value
-    return safe
+def _read_back(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The system attributes a sampler reads back from other trials: a genetic sampler's generation number."""
+    return {key: int(value) for key, value in attrs.items() if key.endswith(GENERATION_SUFFIX)}
 
 
 @register_strategy("tpe")

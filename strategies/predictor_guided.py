@@ -66,7 +66,6 @@ class PredictorGuidedSearch(Strategy):
         self._rng = np.random.default_rng(self.seed)
         self._queue: list[dict[str, Any]] = []  # arch JSON proposed by the last round, not yet asked
         self._told: list[dict[str, Any]] = []  # arch JSON and the values that matter
-        self._seen: set[str] = set()
         self._asked = 0
         self._rounds = 0
         self._well_typed: dict[tuple[Choice, ...], bool] = {}  # caches, not state: typing and encoding cost ms
@@ -212,8 +211,6 @@ class PredictorGuidedSearch(Strategy):
             "version": STATE_VERSION,
             "rng": self._rng.bit_generator.state,
             "queue": self._queue,
-            "told": self._told,
-            "seen": sorted(self._seen),
             "asked": self._asked,
             "rounds": self._rounds,
         }
@@ -222,8 +219,6 @@ class PredictorGuidedSearch(Strategy):
         self._check_state(state)
         self._rng.bit_generator.state = state["rng"]
         self._queue = list(state["queue"])
-        self._told = [dict(t) for t in state["told"]]
-        self._seen = set(state["seen"])
         self._asked = int(state["asked"])
         self._rounds = int(state["rounds"])
 

@@ -18,7 +18,6 @@ class RandomStrategy(Strategy):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._rng = np.random.default_rng(self.seed)
-        self._seen: set[str] = set()
         self._told = 0
 
     def ask(self) -> Architecture:
@@ -33,12 +32,8 @@ class RandomStrategy(Strategy):
             "strategy": self.name,
             "version": STATE_VERSION,
             "rng": self._rng.bit_generator.state,
-            "seen": sorted(self._seen),
-            "told": self._told,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._check_state(state)
         self._rng.bit_generator.state = state["rng"]
-        self._seen = set(state["seen"])
-        self._told = int(state["told"])

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from archetype.errors import SpecError
 from archetype.objectives import Constraint
-from archetype.result import Result, TrialState
+from archetype.result import Result, TrialState, megabytes
 from archetype.searchspace.architecture import Architecture
+from archetype.searchspace.network import model_size_mb
 from archetype.worker.data import load_dataset
 from archetype.worker.measure import MeasureProtocol
 from archetype.worker.targets import get_target
@@ -118,7 +118,7 @@ class TrainingEvaluator(Evaluator):
             )
         values["params"] = float(arch.params())
         values["macs"] = float(arch.macs())
-        values["size_mb"] = model_size_mb(model) - 3 * _int8_params(arch) / 2**20  # an int8 weight: 1 byte, not 4
+        values["size_mb"] = model_size_mb(model) - megabytes(3 * _int8_params(arch))  # an int8 weight: 1 byte, not 4
         timings["build_s"] = time.perf_counter() - phase
 
         phase = time.perf_counter()
@@ -172,12 +172,6 @@ def _int8_params(arch: Architecture) -> int:
     """The parameters of the slots that run int8."""
     int8 = set(arch.int8_slots())
     return sum(t.params for t in arch.typing() if t.slot in int8) if int8 else 0
-
-
-def model_size_mb(model: nn.Module) -> float:
-    """The bytes of all parameters and buffers, in MiB."""
-    tensors = [*model.parameters(), *model.buffers()]
-    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
 def describe_exception(exc: BaseException) -> str:

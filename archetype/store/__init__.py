@@ -1,6 +1,15 @@
 """The SQL store of studies, trials and metrics: one Store class, SQLite by default, migrated on open."""
 
-from archetype.store.engine import DEFAULT_STORAGE, STORAGE_ENV, open_engine, resolve_url, session_scope
+from archetype.store.engine import (
+    DEFAULT_STORAGE,
+    STORAGE_ENV,
+    UPGRADE_COMMAND,
+    SchemaOutdatedError,
+    head_revision,
+    open_engine,
+    resolve_url,
+    session_scope,
+)
 from archetype.store.models import CompressionStatus, StudyStatus
 from archetype.store.storage import (
     CompressionRunRecord,
@@ -18,10 +27,12 @@ from archetype.store.storage import (
 __all__ = [
     "DEFAULT_STORAGE",
     "STORAGE_ENV",
+    "UPGRADE_COMMAND",
     "CompressionRunRecord",
     "CompressionStatus",
     "CompressionStepRecord",
     "LatencyRecord",
+    "SchemaOutdatedError",
     "Store",
     "StudyExistsError",
     "StudyRecord",
@@ -30,6 +41,7 @@ __all__ = [
     "TrialOutcome",
     "TrialPage",
     "TrialRecord",
+    "head_revision",
     "open_engine",
     "resolve_url",
     "session_scope",

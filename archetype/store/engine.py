@@ -30,6 +30,13 @@ _POSTGRES_CONNECT_TIMEOUT_S = 5
 _MIGRATION_LOCK_ID = 0x41524348  # PostgreSQL advisory lock that serializes concurrent first opens
 
 
+class SchemaOutdatedError(StorageError):
+    """The store's schema is older than this archetype's and was opened without migrating it."""
+
+
+UPGRADE_COMMAND = "archetype db upgrade"
+
+
 def resolve_url(url: str | None) -> str:
     """The storage URL to use: ``url`` if given, else ``$ARCHETYPE_STORAGE``, else ``DEFAULT_STORAGE``."""
     return url or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
@@ -54,8 +61,11 @@ def describe_failure(exc: BaseException, url: str | None = None) -> str:
     return text.replace(password, "***") if password else text
 
 
-def open_engine(url: str) -> Engine:
-    """An engine on ``url`` whose schema is migrated to the newest revision; StorageError if it cannot be."""
+def open_engine(url: str, *, migrate: bool = True) -> Engine:
+    """An engine on ``url`` whose schema is migrated to the newest revision; StorageError if it cannot be.
+
+    Without ``migrate`` nothing is written: a schema older than the newest raises SchemaOutdatedError.
+    """
     shown = masked_url(url)
     try:
         parsed = make_url(url)
@@ -78,9 +88,9 @@ def open_engine(url: str) -> Engine:
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot open storage {shown!r}: {describe_failure(exc, url)}") from exc
     if is_sqlite:
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, writer=migrate)
     try:
-        _migrate_to_head(engine, shown)
+        _migrate_to_head(engine, shown) if migrate else _check_at_head(engine, shown)
     except (SQLAlchemyError, CommandError) as exc:
         engine.dispose()
         raise StorageError(f"cannot open storage {shown!r}: {describe_failure(exc, url)}") from exc
@@ -122,6 +132,23 @@ def _known_revisions() -> tuple[str, frozenset[str]]:
     return head, frozenset(script.revision for script in scripts.walk_revisions())
 
 
+def head_revision() -> str:
+    """The newest schema revision this archetype knows."""
+    return _known_revisions()[0]
+
+
+def _check_at_head(engine: Engine, shown: str) -> None:
+    head, _ = _known_revisions()
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    _refuse_newer_schema(current, shown)
+    if current != head:
+        raise SchemaOutdatedError(
+            f"storage {shown!r} has schema revision {current or 'none'}, this archetype reads {head}; "
+            f"upgrade it with '{UPGRADE_COMMAND} --storage URL' (back it up first)"
+        )
+
+
 def _migrate_to_head(engine: Engine, shown: str) -> None:
     head, _ = _known_revisions()
     with engine.connect() as connection:
@@ -160,7 +187,8 @@ def _check_sqlite_path(url: URL, shown: str) -> None:
         raise StorageError(f"cannot open storage {shown!r}: the folder {path.parent} does not exist; create it first")
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, writer: bool = True) -> None:
+    """SQLite's settings on every connection; a reader leaves the journal mode (a file header field) as it is."""
     @event.listens_for(engine, "connect")
     def _set_pragmas(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (see _begin)
@@ -168,8 +196,9 @@ def _configure_sqlite(engine: Engine) -> None:
         try:
             cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")  # with WAL: no corruption, no fsync on every commit
+            if writer:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")  # with WAL: no corruption, no fsync on every commit
         finally:
             cursor.close()
 

@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import ColumnElement, Connection, Engine, Row, Select, and_, exists, func, insert, not_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    Select,
+    Text,
+    and_,
+    cast,
+    exists,
+    func,
+    insert,
+    not_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 
@@ -38,6 +55,8 @@ TRIALS = Trial.__table__
 METRICS = TrialMetric.__table__
 _NUMBERING_TRIES = 5  # concurrent writers may pick the same trial number; the unique constraint makes one retry
 _Written = TypeVar("_Written")
+_ARCH_TEXT = cast(TRIALS.c.arch, Text).label("arch")  # the architecture as stored, decoded only when used
+_TRIAL_COLUMNS = [_ARCH_TEXT if column.key == "arch" else column for column in TRIALS.c]
 
 
 class StudyExistsError(StorageError):
@@ -83,7 +102,6 @@ class TrialRecord:
     id: int
     study_id: int
     number: int
-    arch: dict[str, Any]
     arch_key: str
     state: TrialState
     values: dict[str, float]
@@ -94,6 +112,12 @@ class TrialRecord:
     fingerprint: dict[str, str]
     started_at: datetime
     finished_at: datetime | None
+    arch_json: str = field(repr=False)  # decoded on first use of ``arch``: listings of big studies skip it
+
+    @cached_property
+    def arch(self) -> dict[str, Any]:
+        """The architecture evaluated, as JSON data."""
+        return dict(json.loads(self.arch_json))
 
     def result(self) -> Result:
         """The trial's outcome as the Result a strategy is told."""
@@ -147,8 +171,13 @@ class TrialOutcome:
 
     number: int
     state: TrialState
-    arch: dict[str, Any]
-    values: dict[str, float]
+    arch_json: str = field(repr=False)  # decoded on first use of ``arch``
+    values: dict[str, float] = field(default_factory=dict)
+
+    @cached_property
+    def arch(self) -> dict[str, Any]:
+        """The architecture, as JSON data."""
+        return dict(json.loads(self.arch_json))
 
 
 @dataclass(frozen=True)
@@ -179,10 +208,13 @@ class Store:
         self.url = masked_url(url)
 
     @classmethod
-    def open(cls, url: str | None = None) -> Store:
-        """Open (creating or migrating as needed) the store at ``url``, ``$ARCHETYPE_STORAGE`` or the default."""
+    def open(cls, url: str | None = None, *, migrate: bool = True) -> Store:
+        """Open (creating or migrating as needed) the store at ``url``, ``$ARCHETYPE_STORAGE`` or the default.
+
+        ``migrate=False`` is for readers: an older schema raises SchemaOutdatedError instead of being upgraded.
+        """
         resolved = resolve_url(url)
-        return cls(open_engine(resolved), resolved)
+        return cls(open_engine(resolved, migrate=migrate), resolved)
 
     def close(self) -> None:
         """Release the database connections."""
@@ -266,7 +298,11 @@ class Store:
             self._storage_errors(f"save the strategy state of study {name!r}"),
             session_scope(self._engine, write=True) as session,
         ):
-            self._study_row(session, name).strategy_state = _json_safe(state)
+            changed = session.execute(
+                update(STUDIES).where(STUDIES.c.name == name).values(strategy_state=_json_safe(state))
+            ).rowcount
+            if not changed:
+                raise StorageError(f"no study named {name!r} in {self.url}")
 
     def strategy_state(self, name: str) -> dict[str, Any] | None:
         """The strategy state last saved with the study, or None."""
@@ -376,7 +412,7 @@ class Store:
         """The study's trials in ``states`` (all if None), ordered by number, with their values."""
         with self._storage_errors(f"read the trials of study {study_name!r}"), session_scope(self._engine) as session:
             connection = session.connection()
-            chosen = select(TRIALS).where(TRIALS.c.study_id == self._study_id(connection, study_name))
+            chosen = select(*_TRIAL_COLUMNS).where(TRIALS.c.study_id == self._study_id(connection, study_name))
             if states is not None:
                 chosen = chosen.where(TRIALS.c.state.in_([TrialState(state).value for state in states]))
             rows = connection.execute(chosen.order_by(TRIALS.c.number)).all()
@@ -400,10 +436,13 @@ class Store:
     def trial_outcomes(self, study_name: str) -> list[TrialOutcome]:
         """Every trial of the study, ordered by number, with its values: lighter to read than ``trials``."""
         with self._storage_errors(f"read the trials of study {study_name!r}"), session_scope(self._engine) as session:
-            study = self._study_row(session, study_name)
-            chosen = select(Trial.id, Trial.number, Trial.state, Trial.arch).where(Trial.study_id == study.id)
-            rows = session.execute(chosen.order_by(Trial.number)).all()
-            values = _values_of(session, select(Trial.id).where(Trial.study_id == study.id))
+            connection = session.connection()
+            study_id = self._study_id(connection, study_name)
+            chosen = select(TRIALS.c.id, TRIALS.c.number, TRIALS.c.state, _ARCH_TEXT).where(
+                TRIALS.c.study_id == study_id
+            )
+            rows = connection.execute(chosen.order_by(TRIALS.c.number)).all()
+            values = _values_of(connection, select(TRIALS.c.id).where(TRIALS.c.study_id == study_id))
             return [TrialOutcome(number, TrialState(state), arch, values[id_]) for id_, number, state, arch in rows]
 
     def trial_page(
@@ -825,11 +864,13 @@ def _study_record(row: Study) -> StudyRecord:
 
 
 def _trial_record(row: Trial | Row[Any], values: dict[str, float]) -> TrialRecord:
+    """The record of a trial row whose ``arch`` is JSON text (read with ``_ARCH_TEXT``) or already decoded."""
+    arch = row.arch
     return TrialRecord(
         id=row.id,
         study_id=row.study_id,
         number=row.number,
-        arch=dict(row.arch),
+        arch_json=arch if isinstance(arch, str) else json.dumps(arch),
         arch_key=row.arch_key,
         state=TrialState(row.state),
         values=dict(values),

@@ -148,7 +148,7 @@ function drawProgress() {
   const numbers = view.progress.map((p) => p.number);
   const traces = [{ type: "scatter", mode: "lines+markers", name: `best ${view.study.best_objective || ""} within budget`,
     x: numbers, y: view.progress.map((p) => p.best), line: { shape: "hv", color: "#27ae60" } }];
-  if (view.hypervolume_objectives.length === 2) {
+  if (view.hypervolume_objectives.length >= 2) {
     traces.push({ type: "scatter", mode: "lines", name: `hypervolume (${view.hypervolume_objectives.join(", ")})`,
       x: numbers, y: view.progress.map((p) => p.hypervolume), yaxis: "y2", line: { shape: "hv", color: "#8e44ad" } });
   }
@@ -210,11 +210,13 @@ async function loadTrials() {
 function drawStudy() {
   const s = study.view.study;
   const objectives = s.objectives.map((o) => `${o.direction} ${o.name}`).join(", ");
-  const hv = Object.entries(study.view.hypervolume_reference).map(([k, v]) => `${k} ${fmt(v, k)}`).join(", ");
+  const reference = Object.entries(study.view.hypervolume_reference).map(([k, v]) => `${k} ${fmt(v, k)}`).join(", ");
+  const volume = study.view.progress.length ? study.view.progress[study.view.progress.length - 1].hypervolume : null;
+  const hv = reference && volume !== null ? `hypervolume ${Number(volume.toPrecision(4))} (reference: ${reference})` : "";
   const info = document.getElementById("study-info");
   info.replaceChildren(`${s.status} · space ${s.space} · target ${s.target} · budget ${s.budget.join(", ") || "none"}`
     + ` · ${objectives} · ${s.total} trials (${Object.entries(s.counts).sort().map(([k, v]) => `${v} ${k}`).join(", ")})`
-    + ` · ${study.view.front.length} on the front` + (hv ? ` · hypervolume reference: ${hv}` : ""));
+    + ` · ${study.view.front.length} on the front` + (hv ? ` · ${hv}` : ""));
   drawFront(); drawProgress(); drawOperators();
   setLive(s.status === "running");
 }

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from archetype.objectives import DEFAULT_OBJECTIVES, Constraint, Direction, Objective
+from archetype.objectives import DEFAULT_OBJECTIVES, Constraint, Direction, Objective, within_budget
 from archetype.pareto import (
     crowding_distances,
     dominates,
     hypervolume,
+    hypervolume_reference,
+    is_feasible,
     knee_point,
     nondominated_ranks,
     summarise_front,
@@ -97,7 +99,28 @@ def test_summary_keeps_feasible_front_knee_and_reference():
     summary = summarise_front(trials, DEFAULT_OBJECTIVES, (Constraint.parse("latency_ms<=2"),))
     assert [t.number for t in summary.front] == [0, 1, 3]
     assert summary.knee.number == 1
-    assert summary.reference == {"accuracy": 0.5, "latency_ms": 3.0}
+    assert summary.reference == {"accuracy": 0.5, "latency_ms": 2.0}  # the latency budget bounds the volume
     assert summary.ranks[5] == 1 and 2 not in summary.ranks
-    expected = (0.9 - 0.5) * (3.0 - 0.6) + (0.92 - 0.9) * (3.0 - 1.5)
+    expected = (0.9 - 0.5) * (2.0 - 0.6) + (0.92 - 0.9) * (2.0 - 1.5)
     assert summary.hypervolume == pytest.approx(expected)
+
+
+def test_reference_is_the_constraint_bound_else_the_worst_complete_value():
+    trials = [
+        _Trial(0, TrialState.COMPLETE, {"accuracy": 0.5, "latency_ms": 0.5}),
+        _Trial(1, TrialState.COMPLETE, {"accuracy": 0.9, "latency_ms": 3.0}),
+        _Trial(2, TrialState.PRUNED, {"accuracy": 0.1, "latency_ms": 9.0}),  # not complete: not counted
+    ]
+    assert hypervolume_reference(trials, DEFAULT_OBJECTIVES) == {"accuracy": 0.5, "latency_ms": 3.0}
+    bounded = (Constraint.parse("latency_ms<=2"), Constraint.parse("accuracy>=0.3"), Constraint.parse("latency_ms<=4"))
+    assert hypervolume_reference(trials, DEFAULT_OBJECTIVES, bounded) == {"accuracy": 0.3, "latency_ms": 2.0}
+    assert hypervolume_reference([], DEFAULT_OBJECTIVES) == {}
+
+
+@pytest.mark.parametrize("values", [{"accuracy": 0.9}, {"accuracy": 0.9, "latency_ms": float("nan")}])
+def test_a_missing_or_non_finite_constrained_value_is_infeasible(values):
+    budget = (Constraint.parse("latency_ms<=2"),)
+    assert not within_budget(values, budget)
+    assert not is_feasible(_Trial(0, TrialState.COMPLETE, values), budget)
+    assert is_feasible(_Trial(0, TrialState.COMPLETE, {**values, "latency_ms": 1.0}), budget)
+    assert not is_feasible(_Trial(0, TrialState.PRUNED, {**values, "latency_ms": 1.0}), budget)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import ray.cloudpickle
 
 from archetype.errors import SpecError
 from archetype.result import Result, TrialState
-from archetype.search import prepare_search, resume_search
+from archetype.search import prepare_search, resume_search, stored_trials
 from archetype.searchspace import Architecture
 from archetype.spec import RunSpec
 from archetype.store import Store
@@ -70,8 +71,7 @@ def test_every_trial_is_stored_once_with_the_strategy_state(store: Store) -> Non
     assert [t.number for t in report.trials] == [1, 2, 3, 4, 5, 6]
     assert all(t.state is TrialState.COMPLETE and t.attempt == 1 for t in report.trials)
     assert report.study.status == "complete"
-    state = store.strategy_state(report.study.name)
-    assert state["strategy"] == "random" and sorted(state["seen"]) == sorted(t.arch_key for t in report.trials)
+    _assert_state_resumes_unseen(store, report, SPEC)
 
 
 @pytest.mark.slow
@@ -97,12 +97,26 @@ def test_lost_workers_are_retried_then_stored_as_failed(store: Store, tmp_path: 
     assert report.study.status == "complete"
 
 
-def test_resume_continues_as_if_never_interrupted(tmp_path: Path) -> None:
+def _assert_state_resumes_unseen(store: Store, report, spec: RunSpec) -> None:
+    """The saved state is the strategy's own; with the stored trials it rebuilds a strategy that asks something new."""
+    state = store.strategy_state(report.study.name)
+    assert state["strategy"] == spec.strategy and "seen" not in state
+    strategy = prepare_search(spec, FormulaEvaluator()).strategy
+    strategy.restore(state, stored_trials(strategy.space, report.trials))
+    assert strategy.ask().key not in {t.arch_key for t in report.trials}
+
+
+@pytest.mark.parametrize(("strategy", "options"), [
+    ("random", {}), ("evolution", {"population": 3, "sample": 2}), ("nsga2", {"population": 2}),
+    ("tpe", {"startup": 2}), ("simq", {"initial": 2, "batch": 2, "predicted": 40, "nsga_population": 8}),
+])
+def test_resume_continues_as_if_never_interrupted(tmp_path: Path, strategy: str, options: dict) -> None:
+    spec = replace(SPEC, strategy=strategy, strategy_options=options)
     with Store.open(f"sqlite:///{tmp_path / 'whole.db'}") as whole:
-        expected = [t.arch_key for t in _search(whole, FormulaEvaluator(), InlineExecutor()).trials]
+        expected = [t.arch_key for t in _search(whole, FormulaEvaluator(), InlineExecutor(), spec).trials]
     with Store.open(f"sqlite:///{tmp_path / 'cut.db'}") as store:
         with pytest.raises(KeyboardInterrupt):
-            _search(store, FormulaEvaluator(interrupt_at=4), InlineExecutor())
+            _search(store, FormulaEvaluator(interrupt_at=4), InlineExecutor(), spec)
         name = store.list_studies()[0].name
         assert store.get_study(name).status == "interrupted"
         before = store.trials(name)
@@ -175,8 +189,7 @@ def test_asha_through_tune_stops_weak_candidates_and_stores_every_trial(store: S
         assert t.values["accuracy"] == pytest.approx(int(t.arch_key[:4], 16) / 65536)
     best = max(trials, key=lambda t: int(t.arch_key[:4], 16))
     assert best.state is TrialState.COMPLETE  # ASHA never stops the best candidate
-    state = store.strategy_state(report.study.name)
-    assert sorted(state["seen"]) == sorted(t.arch_key for t in trials)
+    _assert_state_resumes_unseen(store, report, spec)
 
 
 class KeyRecordingEvaluator(FormulaEvaluator):

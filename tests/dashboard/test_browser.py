@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from archetype.objectives import DEFAULT_OBJECTIVES, Constraint
-from archetype.pareto import feasible_front
+from archetype.pareto import feasible_front, summarise_front
 from archetype.result import Result, TrialState
 from archetype.store import Store
 
@@ -80,6 +80,10 @@ def test_the_study_page_plots_the_stored_front(page, live, filled, screenshots) 
     trials = filled.store.trials(study.name)
     front = feasible_front(trials, study.objectives, study.constraints)
     assert sorted(plotted["Pareto front"]) == sorted(t.number for t in front)
+    summary = summarise_front(trials, study.objectives, study.constraints)  # what 'archetype front' prints
+    assert summary.front
+    assert f"hypervolume {float(f'{summary.hypervolume:.4g}')!r}" in page.inner_text("#study-info")
+    assert "latency_ms 5" in page.inner_text("#study-info")  # the reference point: the latency budget
     shown = [n for numbers in plotted.values() for n in numbers]
     assert sorted(shown) == [t.number for t in trials if "accuracy" in t.values and "latency_ms" in t.values]
     rows = page.eval_on_selector_all("#trials tbody tr", "rows => rows.map(r => Number(r.dataset.number))")

@@ -261,3 +261,13 @@ def test_many_trials_are_recorded_at_once_after_the_last(store: Store, study: st
     with pytest.raises(ValueError, match="not running"):
         store.record_trials(study, [(ARCH, KEY, Result(TrialState.RUNNING))])
     assert len(store.trials(study)) == 4
+
+
+def test_listing_trials_decodes_an_architecture_only_when_it_is_used(store: Store, study: str) -> None:
+    """A 100,000-trial study is listed without decoding 100,000 architectures; each reads back intact on use."""
+    archs = [{**ARCH, "slots": [{"op": "conv", "kernel": k}]} for k in (1, 3, 5)]
+    store.record_trials(study, ((arch, f"{i:016d}", _complete(accuracy=0.5)) for i, arch in enumerate(archs)))
+    for listed in (store.trials(study), store.trial_outcomes(study)):
+        assert all("arch" not in vars(record) for record in listed)
+        assert [record.arch for record in listed] == archs
+    assert store.trials(study) == store.trials(study)

@@ -38,11 +38,12 @@ def test_front_prints_the_feasible_front_knee_and_hypervolume(study_db, tmp_path
     printed = json.loads(run.stdout)
     assert [t["values"]["accuracy"] for t in printed["front"]] == [0.5, 0.9, 0.92]
     assert printed["knee"] == printed["front"][1]["number"]
-    assert printed["hypervolume"] == pytest.approx(0.4 * 2.4 + 0.02 * 1.5)
+    assert printed["reference"] == {"accuracy": 0.5, "latency_ms": 2.0}  # the latency budget, the worst accuracy
+    assert printed["hypervolume"] == pytest.approx(0.4 * 1.4 + 0.02 * 0.5)
     table = subprocess.run([sys.executable, "-m", "archetype", "front", "s", "--storage", study_db],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert table.returncode == 0, table.stderr
-    assert "3 of 5 trials on the front" in table.stdout and "hypervolume 0.99" in table.stdout
+    assert "3 of 5 trials on the front" in table.stdout and "hypervolume 0.57" in table.stdout
 
 
 def test_front_of_a_missing_study_is_one_line(study_db, capsys):

@@ -42,6 +42,8 @@ def test_reward_puts_every_feasible_result_above_every_infeasible_one(table, bud
     assert min(feasible) > max(infeasible)
     assert max(feasible) == max(r["accuracy"] for r in rows if budget.satisfied(r))
     assert strategy.reward(Result.failed("out of memory")) == strategy.invalid_reward
+    unmeasured = {k: v for k, v in rows[0].items() if k != budget.name}  # a missing constrained value
+    assert strategy.reward(Result(TrialState.COMPLETE, unmeasured)) == strategy.invalid_reward
 
 
 @pytest.mark.nni

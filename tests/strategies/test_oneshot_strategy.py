@@ -10,6 +10,7 @@ from archetype.objectives import DEFAULT_OBJECTIVES, Constraint
 from archetype.result import Result, TrialState
 from archetype.searchspace import Image, get_space
 from archetype.strategies import make_strategy
+from archetype.strategies.base import StoredTrial
 
 
 def test_mutates_the_best_feasible_candidate_once_the_population_is_full() -> None:
@@ -19,15 +20,20 @@ def test_mutates_the_best_feasible_candidate_once_the_population_is_full() -> No
     rng = np.random.default_rng(0)
     archs = [space.sample(rng) for _ in range(4)]
     scores = [(0.5, 0.5), (0.9, 0.5), (0.99, 5.0), (0.1, 0.2)]  # (supernet accuracy, latency): the 0.99 is too slow
-    for arch, (accuracy, latency) in zip(archs, scores):
-        strategy.tell(arch, Result(TrialState.COMPLETE, {"supernet_accuracy": accuracy, "latency_ms": latency}))
+    stored = []
+    for number, (arch, (accuracy, latency)) in enumerate(zip(archs, scores), start=1):
+        result = Result(TrialState.COMPLETE, {"supernet_accuracy": accuracy, "latency_ms": latency})
+        strategy.tell(arch, result)
+        stored.append(StoredTrial(number, arch, result))
     parent_neighbours = {n.key for n in space.neighbours(archs[1])}
-    for _ in range(3):
-        assert strategy.ask().key in parent_neighbours
+    for number in range(5, 8):
+        asked = strategy.ask()
+        assert asked.key in parent_neighbours
+        stored.append(StoredTrial(number, asked, None))
     state = json.loads(json.dumps(strategy.state_dict()))
     resumed = make_strategy("oneshot", space, DEFAULT_OBJECTIVES, (Constraint.parse("latency_ms<=1"),), seed=9,
                             population=4, tournament=4)
-    resumed.load_state_dict(state)
+    resumed.restore(state, stored)
     assert [strategy.ask().key for _ in range(3)] == [resumed.ask().key for _ in range(3)]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from archetype.errors import SpecError
@@ -12,6 +11,7 @@ from archetype.objectives import DEFAULT_OBJECTIVES, Constraint
 from archetype.result import Result, TrialState
 from archetype.searchspace import Image, get_space
 from archetype.strategies import list_strategies, make_strategy
+from archetype.strategies.base import StoredTrial
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +52,46 @@ REPEATABLE = [
 ]
 
 
+def _run(strategy, trials: int, running: int = 0) -> list[StoredTrial]:
+    """Ask and tell ``trials`` architectures, then ask ``running`` more; the trials as the store keeps them."""
+    stored = []
+    for number in range(1, trials + 1):
+        arch = strategy.ask()
+        strategy.tell(arch, _result(arch))
+        stored.append(StoredTrial(number, arch, _result(arch)))
+    stored += [StoredTrial(trials + i + 1, strategy.ask(), None) for i in range(running)]
+    return stored
+
+
 @pytest.mark.parametrize("name", REPEATABLE)
-def test_state_dict_resumes_the_same_proposals(name, space):
+def test_restore_from_the_stored_trials_resumes_the_same_proposals(name, space):
     options = FAST.get(name, {})
     first = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=7, **options)
-    for _ in range(7):
-        arch = first.ask()
-        first.tell(arch, _result(arch))
+    stored = _run(first, 7, running=1)
     state = json.loads(json.dumps(first.state_dict()))  # the state must survive JSON
     resumed = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=12345, **options)
-    resumed.load_state_dict(state)
+    resumed.restore(state, stored)
+    for strategy in (first, resumed):  # the trial running when the driver stopped finishes after the resume
+        strategy.tell(stored[-1].arch, _result(stored[-1].arch))
     assert [first.ask().key for _ in range(5)] == [resumed.ask().key for _ in range(5)]
+
+
+GROWING_STATE = {"nsga2": "one entry per generation (the system attrs its trials were asked with)",
+                 "nsga3": "one entry per generation (the system attrs its trials were asked with)",
+                 "nni-evolution": "NNI's engines are replayed from every answer they got",
+                 "nni-tpe": "NNI's engines are replayed from every answer they got",
+                 "nni-rl": "NNI's engines are replayed from every answer they got"}
+
+
+@pytest.mark.parametrize("name", [n for n in list_strategies() if n not in GROWING_STATE])
+def test_the_saved_state_does_not_grow_with_the_trials(name, space):
+    """What was told is rebuilt from the stored trials on resume, so the state saved after each trial stays small."""
+    strategy = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=3, **FAST.get(name, {}))
+    _run(strategy, 10)
+    early = len(json.dumps(strategy.state_dict()))
+    _run(strategy, 30)
+    assert len(json.dumps(strategy.state_dict())) <= early + 2000
+    assert "seen" not in strategy.state_dict()
 
 
 @pytest.mark.parametrize("name", REPEATABLE)
@@ -93,18 +122,15 @@ def test_random_covers_every_candidate_of_a_slot(space):
     strategy = make_strategy("random", space, DEFAULT_OBJECTIVES, seed=0)
     ops = {strategy.ask().choice("stage1.down").op for _ in range(200)}
     assert ops == {c.op for c in space.slots[2].candidates}
-    assert np.isfinite(len(ops))
 
 
 @pytest.mark.slow
 def test_gp_resumes_in_its_model_phase(space):
     constraints = (Constraint.parse("latency_ms<=0.1"),)
     first = make_strategy("gp", space, DEFAULT_OBJECTIVES, constraints, seed=7, startup=4)
-    for _ in range(4):
-        arch = first.ask()
-        first.tell(arch, _result(arch))
+    stored = _run(first, 4)
     resumed = make_strategy("gp", space, DEFAULT_OBJECTIVES, constraints, seed=0, startup=4)
-    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    resumed.restore(json.loads(json.dumps(first.state_dict())), stored)
     assert first.ask().key == resumed.ask().key
 
 
@@ -123,3 +149,15 @@ def test_searches_the_precision_jointly_with_the_architecture(name):
         strategy.tell(arch, _result(arch))
     strategy.close()
     assert max(int8) > 0 and min(int8) < len(space.slots)
+
+
+@pytest.mark.parametrize("name", [n for n in list_strategies() if not n.startswith("nni-")])
+def test_a_state_of_the_old_version_is_rebuilt_from_the_trials_alone(name, space):
+    """A study saved when states held the whole history resumes from its stored trials, proposing nothing twice."""
+    first = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=4, **FAST.get(name, {}))
+    stored = _run(first, 6, running=1)
+    old = {"strategy": name, "version": 1, "history": [], "seen": []}
+    resumed = make_strategy(name, space, DEFAULT_OBJECTIVES, seed=4, **FAST.get(name, {}))
+    resumed.restore(old, stored)
+    asked = {resumed.ask().key for _ in range(3)}
+    assert not asked & {t.arch.key for t in stored}

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from archetype.compress.step import deployed_size_mb
 from archetype.objectives import Constraint
 from archetype.result import TrialState
 from archetype.searchspace import Architecture
@@ -36,6 +37,10 @@ def test_complete_evaluation_on_the_default_target(arch):
     assert SIZE_VALUES | LATENCY_VALUES | {"accuracy", "test_accuracy"} <= set(result.values)
     assert result.values["params"] == arch.params() and result.values["macs"] == arch.macs()
     assert 0 < result.values["size_mb"] < 1
+    model = arch.build()
+    stored_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    assert result.values["size_mb"] == pytest.approx(stored_bytes / 1e6)  # MB, not MiB
+    assert result.values["size_mb"] == pytest.approx(deployed_size_mb(model))  # as compress measures it
     assert result.values["latency_ms"] > 0 and math.isfinite(result.values["latency_ms"])
     assert result.values["accuracy"] > 0.8 and 0 < result.values["test_accuracy"] <= 1
     assert {"build_s", "measure_s", "train_s", "total_s"} <= set(result.timings)
