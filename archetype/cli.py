@@ -145,8 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         "reached is kept and written); 2: bad input.",
     )
     compress.add_argument("model", metavar="MODEL",
-                          help="a .pt file saved with torch.save(module), pkg.module:factory (with --weights), "
-                          "or STUDY:TRIAL from the store (trained on --data first: trials keep no weights)")
+                          help="a .pt2 file of torch.export.save, an .onnx file (quantize only), pkg.module:factory "
+                          "(with --weights), or STUDY:TRIAL from the store (trained on --data first: trials keep "
+                          "no weights)")
+    compress.add_argument("--trust-pickle", action="store_true",
+                          help="also load a .pt file of torch.save(module): a pickle, which can run any code as it "
+                          "loads (or set ARCHETYPE_TRUST_PICKLE=1)")
     compress.add_argument("--latency-ms", type=float, required=True, metavar="MS", help="latency budget on the target")
     compress.add_argument("--target", default="cpu-ort", help="latency target: cpu-ort (default) or cpu-torch")
     compress.add_argument("--max-size-mb", type=float, metavar="MB", help="size budget of the model, in MB")
@@ -502,6 +506,7 @@ def _compress(args: argparse.Namespace) -> int:
         pipeline=parse_pipeline(args.pipeline), max_size_mb=args.max_size_mb,
         max_accuracy_drop=args.max_accuracy_drop, weights=args.weights,
         out=Path(args.out) if args.out else None, epochs=args.epochs, seed=args.seed, name=args.name,
+        trust_pickle=args.trust_pickle,
     )
     with Store.open(args.storage) as store, _CompressProgress(len(options.pipeline) + 1, quiet=args.json) as progress:
         loaded, result = run_compress(options, store, progress.update)

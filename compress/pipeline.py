@@ -226,7 +226,8 @@ def write_output(result: CompressionResult, context: CompressionContext, out: Pa
             files = model.save_deployment(temp, context.example())
             if "model.onnx" not in files:  # the int8 form is PyTorch's: export the fp32 module it computes
                 export_onnx(model.fp32_model, context.example(), temp / "model.onnx")
-            torch.save(model.fp32_model, temp / "model.pt")
+            if model.fp32_model is not None:  # None: the source was an ONNX graph
+                torch.save(model.fp32_model, temp / "model.pt")
         else:
             model.eval()
             export_onnx(model, context.example(), temp / "model.onnx")
