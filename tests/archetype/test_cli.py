@@ -117,8 +117,9 @@ def test_an_absurd_width_is_refused_before_anything_is_stored(filled_db, tmp_pat
     path, url = filled_db
     before = _dump(path)
     space = tmp_path / "wide.yaml"
-    space.write_text("slots:\n  - name: stem\n    candidates:\n      - {op: conv_bn_act, width: [8, %d], kernel: 3}\n"
-                     "  - name: head\n    candidates: [{op: classifier_head, classes: $classes}]\n" % width)
+    space.write_text("slots:\n  - name: stem\n    candidates:\n"
+                     f"      - {{op: conv_bn_act, width: [8, {width}], kernel: 3}}\n"
+                     "  - name: head\n    candidates: [{op: classifier_head, classes: $classes}]\n")
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"space: {space}\nmax_activation_mb: 100\n")
     err = _run_bad(["search", "--storage", url, "--spec", str(spec), "--latency-ms", "1"], capsys)
