@@ -242,13 +242,15 @@ def _strategy_options(items: Sequence[str]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs, each VALUE read as YAML (so ``20`` is an integer and ``ridge`` a string)."""
     import yaml
 
+    from archetype.searchspace.yaml_space import safe_load_bounded
+
     options: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ArchetypeError(f"--strategy-option {item!r}: expected KEY=VALUE, e.g. population=20")
         try:
-            options[key.strip()] = yaml.safe_load(text)
+            options[key.strip()] = safe_load_bounded(text, f"--strategy-option {key.strip()}")
         except yaml.YAMLError:
             raise ArchetypeError(f"--strategy-option {key.strip()}: cannot read value {text!r}") from None
     return options

@@ -15,6 +15,7 @@ from archetype.errors import SpecError
 from archetype.objectives import DEFAULT_OBJECTIVES, Constraint, Direction, Objective
 from archetype.searchspace.bounds import ArchitectureLimits
 from archetype.searchspace.operator import PRECISIONS
+from archetype.searchspace.yaml_space import safe_load_bounded
 
 CEILINGS = {"trials": 1_000_000, "epochs": 10_000, "workers": 4096, "supernets": 64, "finalists": 10_000}
 """The largest counts a run spec may ask for: more is a typo, not a search."""
@@ -158,9 +159,13 @@ class RunSpec:
     def from_yaml(cls, path: str | Path) -> RunSpec:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            data = safe_load_bounded(path.read_text(), str(path))
         except OSError as exc:
             raise SpecError(f"{path}: cannot read run spec: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise SpecError(f"{path}: not a text file") from None
+        except RecursionError:
+            raise SpecError(f"{path}: nested too deeply") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""
