@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from archetype.compress.onnx_export import _quiet_torch
 from archetype.errors import SpecError
 from archetype.worker.data import Dataset
 from archetype.worker.training import TrainConfig, train
@@ -143,6 +144,12 @@ def _from_pickle(path: Path, trusted: bool) -> nn.Module:
     return loaded.eval()
 
 
+def _first_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (the type alone for an empty message)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def _looks_pickled(path: Path) -> bool:
     """Whether ``path`` is a ``torch.save`` zip or a bare pickle (protocol 2 or later), by its first bytes."""
     with path.open("rb") as file:
@@ -151,15 +158,14 @@ def _looks_pickled(path: Path) -> bool:
 
 
 def _not_a_model(path: Path, exc: BaseException) -> SpecError:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return SpecError(f"MODEL {path}: not a saved PyTorch model ({type(exc).__name__}: {text})")
+    return SpecError(f"MODEL {path}: not a saved PyTorch model ({_first_line(exc)})")
 
 
 def load_exported_program(path: Path) -> nn.Module:
     """The module of a ``torch.export.save`` file, loaded without running code from it; SpecError otherwise."""
     _check_pt2_archive(path)
     try:
-        with tensors_only_unpickling():
+        with tensors_only_unpickling(), _quiet_torch():  # torch logs a traceback on a file it cannot read
             program = torch.export.load(path)
         _check_graph_targets(path, program.graph_module)  # the graph as read, before torch adds its input guards
         module = program.module()
@@ -170,8 +176,7 @@ def load_exported_program(path: Path) -> nn.Module:
         message = str(exc)
         raise SpecError(message if message.startswith("MODEL ") else f"MODEL {path}: {message}") from None
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise SpecError(f"MODEL {path}: not a loadable torch.export program ({type(exc).__name__}: {text})") from None
+        raise SpecError(f"MODEL {path}: not a loadable torch.export program ({_first_line(exc)})") from None
 
 
 def _check_pt2_archive(path: Path) -> None:
@@ -187,8 +192,7 @@ def _check_pt2_archive(path: Path) -> None:
     except SpecError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, RecursionError, EOFError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise SpecError(f"MODEL {path}: not a torch.export .pt2 archive ({type(exc).__name__}: {text})") from None
+        raise SpecError(f"MODEL {path}: not a torch.export .pt2 archive ({_first_line(exc)})") from None
 
 
 def _check_expressions(path: Path, node: Any) -> None:
@@ -271,8 +275,7 @@ def load_onnx(path: Path) -> nn.Module:
         graph_model = onnx.load_from_string(data)
         onnx.checker.check_model(graph_model)
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise SpecError(f"MODEL {path}: not a valid ONNX model ({type(exc).__name__}: {text})") from None
+        raise SpecError(f"MODEL {path}: not a valid ONNX model ({_first_line(exc)})") from None
     initializers = list(graph_model.graph.initializer)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in initializers):
         raise SpecError(f"MODEL {path}: keeps weights in external files; save it as one file "
@@ -285,8 +288,7 @@ def load_onnx(path: Path) -> nn.Module:
     try:
         return OnnxSourceModel(data, params=params)
     except Exception as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise SpecError(f"MODEL {path}: ONNX Runtime cannot run it ({type(exc).__name__}: {text})") from None
+        raise SpecError(f"MODEL {path}: ONNX Runtime cannot run it ({_first_line(exc)})") from None
 
 
 def _from_factory(spec: str, weights: str | None) -> nn.Module:
@@ -294,14 +296,14 @@ def _from_factory(spec: str, weights: str | None) -> nn.Module:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise SpecError(f"MODEL {spec}: cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
+        raise SpecError(f"MODEL {spec}: cannot import {module_name!r}: {_first_line(exc)}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise SpecError(f"MODEL {spec}: {module_name!r} has no callable {attr!r}")
     try:
         model = factory()
     except Exception as exc:
-        raise SpecError(f"MODEL {spec}: calling {attr}() failed: {type(exc).__name__}: {exc}") from None
+        raise SpecError(f"MODEL {spec}: calling {attr}() failed: {_first_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise SpecError(f"MODEL {spec}: {attr}() returned a {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:
@@ -311,8 +313,7 @@ def _from_factory(spec: str, weights: str | None) -> nn.Module:
         except FileNotFoundError:
             raise SpecError(f"--weights {weights}: no such file") from None
         except Exception as exc:
-            raise SpecError(f"--weights {weights}: not a state dict of {attr}(): "
-                            f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+            raise SpecError(f"--weights {weights}: not a state dict of {attr}(): {_first_line(exc)}") from None
     return model.eval()
 
 
