@@ -8,6 +8,7 @@ import pytest
 
 from archetype.result import TrialState
 from archetype.searchspace import Image, get_space
+from archetype.worker.data import load_dataset
 from archetype.worker.evaluator import Budget, TrainingEvaluator
 from archetype.worker.executor import RayExecutor, TrialLimits, default_trial_timeout_s, resident_mb
 from archetype.worker.training import TrainConfig
@@ -54,3 +55,15 @@ def test_resident_memory_of_this_process_is_read() -> None:
     used = resident_mb(os.getpid())
     assert used is None or used > 10  # None where /proc is absent; a Python with torch holds far more than 10 MB
     assert resident_mb(2**30) is None
+
+
+def test_the_run_spec_sets_the_limits_of_a_search() -> None:
+    from archetype.search import prepare_search
+    from archetype.spec import RunSpec
+
+    given = prepare_search(RunSpec(space="conv-small", trial_timeout_s=7, trial_memory_mb=900))
+    assert given.trial_limits == TrialLimits(7, 900)
+    derived = prepare_search(RunSpec(space="conv-small", epochs=3)).trial_limits
+    assert derived.timeout_s == default_trial_timeout_s(3, len(load_dataset("digits").train))
+    assert derived.memory_mb is None or derived.memory_mb > 0
+    assert prepare_search(RunSpec(space="conv-small", max_params=500_000)).evaluator.limits.max_params == 500_000
