@@ -233,7 +233,7 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
         raise ArchetypeError("--space is required (a predefined space name or a .yaml file)")
     if not base.get("constraints") and args.latency_ms is None:
         raise ArchetypeError("--latency-ms is required: the latency budget on the target, in ms")
-    if args.latency_ms is not None and args.latency_ms <= 0:
+    if args.latency_ms is not None and not 0 < args.latency_ms < float("inf"):
         raise ArchetypeError(f"--latency-ms must be a positive number of milliseconds, got {args.latency_ms}")
     return RunSpec.from_mapping(base, where=where)
 
