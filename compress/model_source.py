@@ -28,6 +28,7 @@ from torch import nn
 
 from archetype.compress.onnx_export import _quiet_torch
 from archetype.errors import SpecError
+from archetype.searchspace.bounds import ArchitectureLimits
 from archetype.worker.data import Dataset
 from archetype.worker.training import TrainConfig, train
 
@@ -329,8 +330,14 @@ def _from_trial(
     if str(arch.input) != str(dataset.input_type):
         raise SpecError(f"--data {dataset.name}: its samples are {dataset.input_type}, trial {number} of study "
                         f"'{study}' takes {arch.input}")
-    model = arch.build()
     spec = store.get_study(study).spec
+    try:
+        limits = ArchitectureLimits(spec.get("max_params", ArchitectureLimits.max_params),
+                                    spec.get("max_activation_mb", ArchitectureLimits.max_activation_mb))
+        limits.check_architecture(arch)  # a stored row is input too: nothing absurd is built from it
+    except SpecError as exc:
+        raise SpecError(f"MODEL {study}:{number}: {exc}") from None
+    model = arch.build()
     config = config or TrainConfig(epochs=int(spec.get("epochs", 5)), seed=int(spec.get("seed", 0)))
     train(model, dataset, config)
     note = (f"trial {number} of study '{study}' has no saved weights: its architecture was trained here on "

@@ -218,3 +218,21 @@ def test_absurd_compress_values_fail_first(tmp_path: Path, capsys, pt2_file: Pat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{flag} must be" in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "store.db").exists()
+
+
+def test_a_stored_trial_too_large_to_build_is_refused(tmp_path: Path, capsys) -> None:
+    from archetype.objectives import DEFAULT_OBJECTIVES
+    from archetype.result import Result, TrialState
+    from archetype.store import Store
+
+    arch = {"input": "Image[1,8,8]", "slots": [
+        {"slot": "stem", "op": "conv_bn_act", "params": {"width": 10**8}},
+        {"slot": "head", "op": "classifier_head", "params": {"classes": 10}}]}
+    with Store.open(f"sqlite:///{tmp_path / 'store.db'}") as store:
+        store.create_study("wide", space="conv-small", target="cpu-torch", objectives=DEFAULT_OBJECTIVES,
+                           constraints=[], spec={"epochs": 1})
+        trial = store.record_trial("wide", arch, "k" * 16, Result(TrialState.COMPLETE, values={"accuracy": 0.9}))
+    assert main(_compress_argv(tmp_path, f"wide:{trial.number}", "--target", "cpu-torch")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"MODEL wide:{trial.number}: slot 'stem' (conv_bn_act width=100000000)" in err
+    assert "over max_params" in err and not (tmp_path / "out").exists()
