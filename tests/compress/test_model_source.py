@@ -236,3 +236,16 @@ def test_a_stored_trial_too_large_to_build_is_refused(tmp_path: Path, capsys) ->
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"MODEL wide:{trial.number}: slot 'stem' (conv_bn_act width=100000000)" in err
     assert "over max_params" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_pt2_model_is_compressed_and_written_back_as_pt2(tmp_path: Path, capsys, pt2_file: Path, digits) -> None:
+    argv = _compress_argv(tmp_path, str(pt2_file), "--pipeline", "quantize", "--max-accuracy-drop", "5", "--json")
+    assert main(argv) == 1  # 0.001 ms is out of reach; the best reached is written
+    report = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in report["steps"]] == ["source", "quantize"]
+    out = tmp_path / "out"
+    # the fp32 graph (kept, or the one quantized) goes out as .pt2, never as a pickle, and reads back safely
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.pt2", "report.json", "report.txt"]
+    with torch.inference_mode():
+        assert load_model(str(out / "model.pt2")).model(digits.val.x[:3]).shape == (3, 10)
