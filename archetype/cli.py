@@ -156,8 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         "reached is kept and written); 2: bad input.",
     )
     compress.add_argument("model", metavar="MODEL",
-                          help="a .pt file saved with torch.save(module), pkg.module:factory (with --weights), "
-                          "or STUDY:TRIAL from the store (trained on --data first: trials keep no weights)")
+                          help="a .pt2 file of torch.export.save, an .onnx file (quantize only), pkg.module:factory "
+                          "(with --weights), or STUDY:TRIAL from the store (trained on --data first: trials keep "
+                          "no weights)")
+    compress.add_argument("--trust-pickle", action="store_true",
+                          help="also load a .pt file of torch.save(module): a pickle, which can run any code as it "
+                          "loads (or set ARCHETYPE_TRUST_PICKLE=1)")
     compress.add_argument("--latency-ms", type=float, required=True, metavar="MS", help="latency budget on the target")
     compress.add_argument("--target", default="cpu-ort", help="latency target: cpu-ort (default) or cpu-torch")
     compress.add_argument("--max-size-mb", type=float, metavar="MB", help="size budget of the model, in MB")
@@ -240,7 +244,7 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
         raise ArchetypeError("--space is required (a predefined space name or a .yaml file)")
     if not base.get("constraints") and args.latency_ms is None:
         raise ArchetypeError("--latency-ms is required: the latency budget on the target, in ms")
-    if args.latency_ms is not None and args.latency_ms <= 0:
+    if args.latency_ms is not None and not 0 < args.latency_ms < float("inf"):
         raise ArchetypeError(f"--latency-ms must be a positive number of milliseconds, got {args.latency_ms}")
     return RunSpec.from_mapping(base, where=where)
 
@@ -249,13 +253,15 @@ def _strategy_options(items: Sequence[str]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs, each VALUE read as YAML (so ``20`` is an integer and ``ridge`` a string)."""
     import yaml
 
+    from archetype.searchspace.yaml_space import safe_load_bounded
+
     options: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ArchetypeError(f"--strategy-option {item!r}: expected KEY=VALUE, e.g. population=20")
         try:
-            options[key.strip()] = yaml.safe_load(text)
+            options[key.strip()] = safe_load_bounded(text, f"--strategy-option {key.strip()}")
         except yaml.YAMLError:
             raise ArchetypeError(f"--strategy-option {key.strip()}: cannot read value {text!r}") from None
     return options
@@ -526,6 +532,7 @@ def _compress(args: argparse.Namespace) -> int:
         pipeline=parse_pipeline(args.pipeline), max_size_mb=args.max_size_mb,
         max_accuracy_drop=args.max_accuracy_drop, weights=args.weights,
         out=Path(args.out) if args.out else None, epochs=args.epochs, seed=args.seed, name=args.name,
+        trust_pickle=args.trust_pickle,
     )
     with Store.open(args.storage) as store, _CompressProgress(len(options.pipeline) + 1, quiet=args.json) as progress:
         loaded, result = run_compress(options, store, progress.update)

@@ -93,7 +93,8 @@ def run_oneshot(
             runtime = RayRuntime(spec.workers, spec.cpus_per_trial, spec.ray_address)
             trainer.load_state_dict(train_on_ray(space, spec.data, config, ray_address=spec.ray_address,
                                                  cpus=spec.cpus_per_trial))
-            executor = executor or RayExecutor(spec.workers, spec.cpus_per_trial, spec.ray_address)
+            executor = executor or RayExecutor(spec.workers, spec.cpus_per_trial, spec.ray_address,
+                                               limits=search.trial_limits)
         latency = latency or MeasuredLatency(spec.target, threads=1)
         scored: list[tuple[float, Architecture]] = []
         for _ in range(spec.trials):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from archetype.errors import ArchetypeError, SpecError, StorageError
 from archetype.pareto import feasible_front
@@ -17,7 +17,13 @@ from archetype.store import Store, StudyExistsError, StudyRecord, TrialRecord
 from archetype.strategies import StoredTrial, Strategy, make_strategy
 from archetype.worker.data import load_dataset
 from archetype.worker.evaluator import Budget, Evaluator, TrainingEvaluator
-from archetype.worker.executor import Executor, RayExecutor
+from archetype.worker.executor import (
+    Executor,
+    RayExecutor,
+    TrialLimits,
+    default_trial_memory_mb,
+    default_trial_timeout_s,
+)
 from archetype.worker.latency_screen import LatencyScreen, open_latency_screen
 from archetype.worker.targets import get_target
 from archetype.worker.training import TrainConfig
@@ -43,6 +49,7 @@ class Search:
     strategy: Strategy
     evaluator: Evaluator
     latency: Callable[[Architecture], float] | None = None  # one-shot: predicted latency (default: measured)
+    trial_limits: TrialLimits = field(default_factory=TrialLimits)  # one evaluation's time and memory on Ray
 
     def run(
         self,
@@ -83,7 +90,8 @@ class Search:
             elif spec.scheduler == "asha" and executor is None:
                 self._run_tune(store, name, requeued, spec.trials - asked, on_trial, screen)
             else:
-                executor = executor or RayExecutor(spec.workers, spec.cpus_per_trial, spec.ray_address)
+                executor = executor or RayExecutor(spec.workers, spec.cpus_per_trial, spec.ray_address,
+                                                   limits=self.trial_limits)
                 self._run_executor(store, name, executor, requeued, asked, on_trial, screen)
             status = "complete"
         except KeyboardInterrupt:
@@ -221,6 +229,7 @@ def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:
     space = get_space(spec.space, dataset.input_type, dataset.num_classes)
     if spec.precision:
         space = space.with_precision(spec.precision)
+    spec.limits().check_space(space)  # an absurd width fails here, before anything is built or stored
     get_target(spec.target)  # an unknown target, or one this machine lacks, fails here
     strategy = make_strategy(
         spec.strategy, space, spec.objectives, spec.constraints, spec.seed, **spec.strategy_options
@@ -231,8 +240,13 @@ def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:
         constraints=spec.constraints,
         seed=spec.seed,
         train=TrainConfig(epochs=spec.epochs, seed=spec.seed, threads=max(1, int(spec.cpus_per_trial))),
+        limits=spec.limits(),
     )
-    return Search(spec, space, strategy, evaluator)
+    trial_limits = TrialLimits(
+        spec.trial_timeout_s or default_trial_timeout_s(spec.epochs, len(dataset.train)),
+        spec.trial_memory_mb or default_trial_memory_mb(spec.workers),
+    )
+    return Search(spec, space, strategy, evaluator, trial_limits=trial_limits)
 
 
 def resume_search(

@@ -13,7 +13,12 @@ import yaml
 
 from archetype.errors import SpecError
 from archetype.objectives import DEFAULT_OBJECTIVES, Constraint, Direction, Objective
+from archetype.searchspace.bounds import ArchitectureLimits
 from archetype.searchspace.operator import PRECISIONS
+from archetype.searchspace.yaml_space import safe_load_bounded
+
+CEILINGS = {"trials": 1_000_000, "epochs": 10_000, "workers": 4096, "supernets": 64, "finalists": 10_000}
+"""The largest counts a run spec may ask for: more is a typo, not a search."""
 
 SCHEDULERS = (None, "asha")
 """Early stoppers a search may run under; None trains every candidate for all its epochs."""
@@ -45,6 +50,10 @@ class RunSpec:
     predict_latency: bool | None = None  # prune on predicted latency; None: when a latency table covers the space
     latency_margin: float = 0.2  # prune only when the predicted latency exceeds the budget by more than this share
     precision: tuple[str, ...] = ()  # e.g. ("fp32", "int8"): a per-slot precision searched with the architecture
+    max_params: int = ArchitectureLimits.max_params  # an architecture with more is refused before it is built
+    max_activation_mb: float = ArchitectureLimits.max_activation_mb  # fp32 slot outputs of one sample, summed
+    trial_timeout_s: float | None = None  # one evaluation's wall-clock limit; None: derived from epochs and data size
+    trial_memory_mb: float | None = None  # one evaluation's memory limit; None: the machine's memory shared by workers
 
     def __post_init__(self) -> None:
         for name in ("space", "data", "target", "strategy"):
@@ -59,6 +68,14 @@ class RunSpec:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SpecError(f"{name} must be a positive integer, got {value!r}")
+            if value > CEILINGS[name]:
+                raise SpecError(f"{name} must be at most {CEILINGS[name]:,}, got {value:,}")
+        self.limits()
+        for name in ("trial_timeout_s", "trial_memory_mb"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or not 0 < value < math.inf):
+                raise SpecError(f"{name} must be a positive number, got {value!r}")
         epochs = self.supernet_epochs
         if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
             raise SpecError(f"supernet_epochs must be a positive integer, got {epochs!r}")
@@ -70,8 +87,8 @@ class RunSpec:
             raise SpecError(f"seed must be an integer from 0 to 2**63-1, got {self.seed!r}")
         if self.scheduler not in SCHEDULERS:
             raise SpecError(f"unknown scheduler {self.scheduler!r}; known: {', '.join(s for s in SCHEDULERS if s)}")
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
-            raise SpecError(f"retries must be a non-negative integer, got {self.retries!r}")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or not 0 <= self.retries <= 100:
+            raise SpecError(f"retries must be a non-negative integer of at most 100, got {self.retries!r}")
         if self.predict_latency not in (None, True, False):
             raise SpecError(f"predict_latency must be true, false or unset, got {self.predict_latency!r}")
         margin = self.latency_margin
@@ -99,6 +116,10 @@ class RunSpec:
         for c in self.constraints:
             if c.bound <= 0 and c.name in ("latency_ms", "size_mb", "params", "macs"):
                 raise SpecError(f"constraint {c}: the bound on {c.name} must be positive")
+
+    def limits(self) -> ArchitectureLimits:
+        """The ceilings every architecture of the study is checked against before it is built."""
+        return ArchitectureLimits(self.max_params, self.max_activation_mb)
 
     def latency_budget(self) -> float | None:
         """The tightest ``latency_ms <= X`` bound, if any."""
@@ -138,9 +159,13 @@ class RunSpec:
     def from_yaml(cls, path: str | Path) -> RunSpec:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            data = safe_load_bounded(path.read_text(), str(path))
         except OSError as exc:
             raise SpecError(f"{path}: cannot read run spec: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise SpecError(f"{path}: not a text file") from None
+        except RecursionError:
+            raise SpecError(f"{path}: nested too deeply") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""

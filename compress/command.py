@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from archetype.compress.model_source import LoadedModel, load_model
+from archetype.compress.model_source import ONNX_STEPS, LoadedModel, load_model
 from archetype.compress.pipeline import CompressionPipeline, CompressionResult, OnStep, check_out_dir
 from archetype.compress.step import Budget, CompressionContext
 from archetype.errors import SpecError
@@ -31,6 +32,38 @@ class CompressOptions:
     threads: int = 1
     seed: int = 0
     name: str | None = None
+    trust_pickle: bool = False  # load a pickled whole module (it can run code as it loads)
+
+    def __post_init__(self) -> None:
+        check_number("--latency-ms", self.latency_ms, low=0.0, high=MAX_LATENCY_MS)
+        if self.max_size_mb is not None:
+            check_number("--max-size-mb", self.max_size_mb, low=0.0, high=MAX_SIZE_MB)
+        check_number("--max-accuracy-drop", self.max_accuracy_drop, low=0.0, high=100.0, inclusive=True)
+        check_number("--epochs", self.epochs, low=0, high=MAX_EPOCHS, inclusive=True, integer=True)
+        check_number("--threads", self.threads, low=1, high=MAX_THREADS, inclusive=True, integer=True)
+        check_number("--seed", self.seed, low=0, high=2**63 - 1, inclusive=True, integer=True)
+
+
+MAX_LATENCY_MS = 3_600_000.0
+"""An hour: a larger latency budget is a typo."""
+MAX_SIZE_MB = 1_000_000.0
+MAX_EPOCHS = 10_000
+MAX_THREADS = 1024
+
+
+def check_number(
+    flag: str, value: float, *, low: float, high: float, inclusive: bool = False, integer: bool = False
+) -> None:
+    """SpecError naming ``flag`` unless ``value`` is a finite number above ``low`` (or equal, with ``inclusive``)
+    and at most ``high``."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+        raise SpecError(f"{flag} must be {kind}, got {value!r}")
+    above = value >= low if inclusive else value > low
+    if not (math.isfinite(value) and above and value <= high):
+        noun = "integer" if integer else "number"
+        wanted = f"a positive {noun}" if low == 0 and not inclusive else f"{kind} >= {low:g}"
+        raise SpecError(f"{flag} must be {wanted} of at most {high:g}, got {value!r}")
 
 
 def parse_pipeline(text: str) -> tuple[str, ...]:
@@ -46,8 +79,6 @@ def run_compress(
 ) -> tuple[LoadedModel, CompressionResult]:
     """Check every input, then compress; the run and its steps go to ``store``."""
     budget = Budget(options.latency_ms, options.max_size_mb, options.max_accuracy_drop)
-    if options.epochs < 0:
-        raise SpecError(f"--epochs must be >= 0, got {options.epochs}")
     check_out_dir(options.out)
     target = get_target(options.target, threads=options.threads)
     dataset = load_dataset(options.data, options.seed)
@@ -56,7 +87,20 @@ def run_compress(
     pipeline = CompressionPipeline(options.pipeline, context)
     if options.name is not None and any(r.name == options.name for r in store.compression_runs()):
         raise SpecError(f"--name {options.name}: a compression run of that name is already stored")
-    loaded = load_model(options.model, weights=options.weights, store=store, dataset=dataset)
+    loaded = load_model(options.model, weights=options.weights, store=store, dataset=dataset,
+                        trust_pickle=options.trust_pickle)
+    if loaded.is_onnx:
+        check_onnx_pipeline(options)
     result = pipeline.run(loaded.model, store=store, run_name=options.name, source=loaded.source,
                           source_trial=loaded.source_trial, out=options.out, on_step=on_step)
     return loaded, result
+
+
+def check_onnx_pipeline(options: CompressOptions) -> None:
+    """SpecError unless every step works on an ONNX graph and the target runs one."""
+    needs_module = [step for step in options.pipeline if step not in ONNX_STEPS]
+    if needs_module:
+        raise SpecError(f"--pipeline {','.join(options.pipeline)}: {', '.join(needs_module)} need a PyTorch module; "
+                        f"an .onnx MODEL takes only {', '.join(ONNX_STEPS)} (give a .pt2 for the others)")
+    if options.target != "cpu-ort":
+        raise SpecError(f"--target {options.target}: an .onnx MODEL runs on cpu-ort")

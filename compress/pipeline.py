@@ -212,6 +212,17 @@ class CompressionPipeline:
             on_step(outcome.name, outcome)
 
 
+def save_module(model: nn.Module, folder: Path, batch: torch.Tensor) -> str:
+    """``model.pt2`` (``torch.export``, dynamic batch) for a graph loaded from a ``.pt2``, which does not pickle;
+    ``model.pt`` (``torch.save``) for any other module. Returns the file name."""
+    if isinstance(model, torch.fx.GraphModule):
+        program = torch.export.export(model, (batch,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+        torch.export.save(program, folder / "model.pt2")
+        return "model.pt2"
+    torch.save(model, folder / "model.pt")
+    return "model.pt"
+
+
 def write_output(result: CompressionResult, context: CompressionContext, out: Path) -> Path:
     """Write model.pt, model.onnx (checked against PyTorch), report.json and report.txt into ``out`` at once."""
     from archetype.compress.report import render_table
@@ -226,11 +237,12 @@ def write_output(result: CompressionResult, context: CompressionContext, out: Pa
             files = model.save_deployment(temp, context.example())
             if "model.onnx" not in files:  # the int8 form is PyTorch's: export the fp32 module it computes
                 export_onnx(model.fp32_model, context.example(), temp / "model.onnx")
-            torch.save(model.fp32_model, temp / "model.pt")
+            if model.fp32_model is not None:  # None: the source was an ONNX graph
+                save_module(model.fp32_model, temp, context.dataset.train.x[:2])
         else:
             model.eval()
             export_onnx(model, context.example(), temp / "model.onnx")
-            torch.save(model, temp / "model.pt")
+            save_module(model, temp, context.dataset.train.x[:2])
         result.out_dir = out
         import json
 

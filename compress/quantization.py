@@ -89,6 +89,11 @@ class OrtInt8Model(DeployedModel):
         self._session = ort.InferenceSession(self.onnx_model, providers=["CPUExecutionProvider"])
 
 
+class OnnxSourceModel(OrtInt8Model):
+    """An fp32 ONNX classifier handed to ``compress`` as the source: it runs in ONNX Runtime and only the ONNX steps
+    (quantize) apply to it; its MACs are not counted."""
+
+
 def _calibration_reader(split: Split, samples: int, input_name: str) -> Any:
     from onnxruntime.quantization import CalibrationDataReader
 
@@ -197,6 +202,8 @@ def mixed_precision_policy(
 def quantize_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module, StepReport]:
     """INT8: ONNX Runtime static QDQ on cpu-ort, PT2E (torchao, x86 inductor) on cpu-torch; mixed precision."""
     config = context.config("quantize", QuantizationConfig())
+    if isinstance(model, OnnxSourceModel):
+        return _quantize_onnx_source(model, context, config)
     if isinstance(model, DeployedModel):
         return model, StepReport("quantize", message="the model is already quantized")
     example = context.example()
@@ -219,6 +226,26 @@ def quantize_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Mod
     kept = f", {len(policy.fp32_layers)} layers kept fp32" if policy.fp32_layers else ""
     return quantized, StepReport("quantize", details, f"int8 QDQ, per-channel weights{kept}; "
                                  f"top-1 agrees with PyTorch on {agreement:.1%}")
+
+
+def _quantize_onnx_source(
+    model: OnnxSourceModel, context: CompressionContext, config: QuantizationConfig
+) -> tuple[nn.Module, StepReport]:
+    """The quantize step on an ONNX graph: the same static QDQ and mixed-precision policy, with no PyTorch module."""
+    if not isinstance(context.target, OnnxRuntimeCpuTarget):
+        raise SpecError(f"an ONNX model is quantized and measured on cpu-ort, not {context.target.name}")
+    policy = mixed_precision_policy(model.onnx_model, context.dataset.train, context.dataset.val,
+                                    context.budget.max_accuracy_drop / 100, config)
+    agreement = _top1_agreement(model, policy.onnx_model, context.dataset.val.x[:256])
+    if agreement < 0.9:
+        raise ArchetypeError(f"the int8 model agrees with the fp32 ONNX model on only {agreement:.0%} of validation "
+                             f"samples")
+    quantized = OrtInt8Model(policy.onnx_model, None, model.params, model.macs, policy.fp32_layers)
+    details = {"flow": "onnxruntime-qdq", "source": "onnx", "per_channel": config.per_channel,
+               "fp32_layers": policy.fp32_layers, "val_accuracy_int8": policy.accuracy,
+               "val_accuracy_fp32": policy.fp32_accuracy, "top1_agreement": agreement}
+    return quantized, StepReport("quantize", details, f"int8 QDQ of the ONNX graph; top-1 agrees with fp32 on "
+                                 f"{agreement:.1%}")
 
 
 def _top1_agreement(model: nn.Module, onnx_model: bytes, x: torch.Tensor) -> float:

@@ -26,6 +26,40 @@ SLOT_NAME = re.compile(r"[\w.-]+")
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
+MAX_YAML_VALUES = 100_000
+"""The most values a YAML file (space or run spec) may expand to, aliases followed: more is an alias bomb."""
+
+
+def compose_bounded(text: str, where: str) -> Node | None:
+    """The node tree of ``text`` (safe tags only); SpecError naming ``where`` if aliases expand it past
+    ``MAX_YAML_VALUES`` values. YAMLError for text that is not YAML."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    sizes: dict[int, int] = {}
+
+    def expanded(node: Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = MAX_YAML_VALUES + 1  # a node inside itself expands without end
+        if isinstance(node, SequenceNode):
+            size = 1 + sum(expanded(child) for child in node.value)
+        elif isinstance(node, MappingNode):
+            size = 1 + sum(expanded(key) + expanded(value) for key, value in node.value)
+        else:
+            size = 1
+        sizes[id(node)] = min(size, MAX_YAML_VALUES + 1)
+        return sizes[id(node)]
+
+    if root is not None and expanded(root) > MAX_YAML_VALUES:
+        raise SpecError(f"{where}: expands to more than {MAX_YAML_VALUES:,} values (aliases nested in aliases)")
+    return root
+
+
+def safe_load_bounded(text: str, where: str) -> Any:
+    """``yaml.safe_load`` of ``text`` after ``compose_bounded`` has checked what its aliases expand to."""
+    root = compose_bounded(text, where)
+    return None if root is None else yaml.SafeLoader("").construct_document(root)
+
+
 def load_space_yaml(path: str | Path, input_type: TensorType, num_classes: int) -> SearchSpace:
     """Load and validate a space file, fitted to the data's input type and number of classes."""
     return _SpaceFile(Path(path), num_classes).load(input_type)
@@ -46,7 +80,7 @@ class _SpaceFile:
 
     def load(self, input_type: TensorType) -> SearchSpace:
         try:
-            root = yaml.compose(self.path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+            root = compose_bounded(self.path.read_text(encoding="utf-8"), str(self.path))
         except OSError as exc:
             raise SpecError(f"{self.path}: cannot read the space file: {exc.strerror or exc}") from None
         except UnicodeDecodeError:

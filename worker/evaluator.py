@@ -17,6 +17,7 @@ from archetype.objectives import Constraint
 from archetype.result import Result, TrialState, megabytes
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.network import model_size_mb
+from archetype.searchspace.bounds import ArchitectureLimits
 from archetype.worker.data import load_dataset
 from archetype.worker.measure import MeasureProtocol
 from archetype.worker.targets import get_target
@@ -72,6 +73,7 @@ class TrainingEvaluator(Evaluator):
         train: TrainConfig | None = None,
         threads: int = 1,
         protocol: MeasureProtocol | None = None,
+        limits: ArchitectureLimits | None = None,
     ) -> None:
         self.dataset = dataset
         self.target = target
@@ -80,12 +82,13 @@ class TrainingEvaluator(Evaluator):
         self.train = train or TrainConfig(seed=seed)
         self.threads = threads  # the target's threads; training uses train.threads
         self.protocol = protocol or MeasureProtocol()
+        self.limits = limits or ArchitectureLimits()  # checked by formula before anything is built
 
     def __repr__(self) -> str:
         return (
             f"TrainingEvaluator(dataset={self.dataset!r}, target={self.target!r}, "
             f"constraints={tuple(str(c) for c in self.constraints)}, seed={self.seed}, train={self.train}, "
-            f"threads={self.threads}, protocol={self.protocol})"
+            f"threads={self.threads}, protocol={self.protocol}, limits={self.limits})"
         )
 
     def evaluate(self, arch: Architecture, budget: Budget, on_epoch: EpochReport | None = None) -> Result:
@@ -107,6 +110,7 @@ class TrainingEvaluator(Evaluator):
         if arch.input != data.input_type:
             raise SpecError(f"the architecture takes {arch.input} but data set {self.dataset!r} has {data.input_type}")
 
+        self.limits.check_architecture(arch)
         phase = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)

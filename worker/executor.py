@@ -12,15 +12,54 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import traceback
 from abc import ABC, abstractmethod
 from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from archetype.errors import ArchetypeError
 from archetype.result import Result
 from archetype.searchspace.architecture import Architecture
 from archetype.worker.evaluator import Budget, Evaluator
+
+MEMORY_POLL_S = 0.5
+"""How often the workers' memory is read while a memory limit is set."""
+
+
+@dataclass(frozen=True)
+class TrialLimits:
+    """What one evaluation may use before its worker is stopped and the trial stored as failed with the reason."""
+
+    timeout_s: float | None = None  # wall-clock seconds from the moment a worker starts it
+    memory_mb: float | None = None  # resident memory of its worker process (local runtime only)
+
+
+def default_trial_timeout_s(epochs: int, train_samples: int) -> float:
+    """Ten minutes, plus 20 ms per training sample and epoch: generous for any sane candidate on one CPU."""
+    return 600.0 + 0.02 * epochs * train_samples
+
+
+def default_trial_memory_mb(workers: int) -> float | None:
+    """Four fifths of this machine's memory shared by ``workers``; None where it cannot be read."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+    return 0.8 * total / 2**20 / max(1, workers)
+
+
+def resident_mb(pid: int) -> float | None:
+    """The resident memory of process ``pid`` in MB (Linux ``/proc``); None where it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 class Executor(ABC):
@@ -94,7 +133,12 @@ class RayExecutor(Executor):
     """
 
     def __init__(
-        self, workers: int = 1, cpus_per_trial: float = 1.0, address: str | None = None, start_timeout_s: float = 600.0
+        self,
+        workers: int = 1,
+        cpus_per_trial: float = 1.0,
+        address: str | None = None,
+        start_timeout_s: float = 600.0,
+        limits: TrialLimits | None = None,
     ) -> None:
         import ray
 
@@ -111,6 +155,10 @@ class RayExecutor(Executor):
         self._start_failures = 0
         self._queue: deque[tuple[Any, Evaluator, Architecture, Budget]] = deque()
         self._running: dict[Any, tuple[Any, Any]] = {}  # ObjectRef -> (tag, actor)
+        self._limits = limits or TrialLimits()
+        self._deadlines: dict[Any, float] = {}  # ObjectRef -> monotonic time its evaluation must end by
+        self._pids: dict[Any, int] = {}  # actor -> its process id (read only on a local runtime)
+        self._local = address is None
         for _ in range(workers):
             self._start_actor()
 
@@ -123,10 +171,13 @@ class RayExecutor(Executor):
             raise RuntimeError("next_result() with nothing submitted")
         while True:
             ref = self._next_ready()
+            if isinstance(ref, _Stopped):
+                return self._stop(ref)
             if ref in self._running:
                 break
             self._started(ref)
         tag, actor = self._running.pop(ref)
+        self._deadlines.pop(ref, None)
         try:
             result = self._ray.get(ref)
         except self._ray.exceptions.RayTaskError as exc:  # the call itself raised: running it again will not help
@@ -134,6 +185,7 @@ class RayExecutor(Executor):
             self._idle.append(actor)
         except Exception as exc:  # the actor's process died, or its node
             result = Result.failed(f"worker lost: {_last_line(exc)}", retryable=True)
+            self._pids.pop(actor, None)
             self._ray.kill(actor, no_restart=True)
             self._start_actor()
         else:
@@ -154,6 +206,7 @@ class RayExecutor(Executor):
         return self._ray.get([actor.pid.remote() for actor in self._idle])
 
     def shutdown(self) -> None:
+        self._deadlines.clear()
         for actor in [*self._idle, *self._starting.values(), *(actor for _, actor in self._running.values())]:
             self._ray.kill(actor, no_restart=True)
         self._idle.clear()
@@ -167,18 +220,57 @@ class RayExecutor(Executor):
         self._starting[actor.pid.remote()] = actor
 
     def _next_ready(self) -> Any:
-        """The first evaluation to end or actor to start; ArchetypeError if none runs and none starts in time."""
-        timeout = None if self._running else self._start_timeout_s
-        ready, _ = self._ray.wait([*self._running, *self._starting], num_returns=1, timeout=timeout)
-        if not ready:
-            raise ArchetypeError(self._cannot_start())
-        return ready[0]
+        """The first evaluation to end or actor to start, or an evaluation over its limits as ``_Stopped``;
+        ArchetypeError if none runs and none starts in time."""
+        started = time.monotonic()
+        while True:
+            now = time.monotonic()
+            over = self._over_limits(now)
+            if over is not None:
+                return over
+            waits = [] if self._running else [started + self._start_timeout_s - now]
+            waits += [deadline - now for deadline in self._deadlines.values()]
+            if self._running and self._limits.memory_mb is not None and self._local:
+                waits.append(MEMORY_POLL_S)
+            timeout = max(0.0, min(waits)) if waits else None
+            ready, _ = self._ray.wait([*self._running, *self._starting], num_returns=1, timeout=timeout)
+            if ready:
+                return ready[0]
+            if not self._running and time.monotonic() >= started + self._start_timeout_s:
+                raise ArchetypeError(self._cannot_start())
+
+    def _over_limits(self, now: float) -> _Stopped | None:
+        """The first running evaluation past its deadline or over the memory limit, if any."""
+        for ref, deadline in self._deadlines.items():
+            if now >= deadline:
+                return _Stopped(ref, f"stopped after {self._limits.timeout_s:g} s: over the trial's wall-clock "
+                                     f"limit (trial_timeout_s)")
+        limit = self._limits.memory_mb
+        if limit is None or not self._local:
+            return None
+        for ref, (_, actor) in self._running.items():
+            pid = self._pids.get(actor)
+            used = resident_mb(pid) if pid is not None else None
+            if used is not None and used > limit:
+                return _Stopped(ref, f"stopped at {used:.0f} MB: over the trial's memory limit of {limit:.0f} MB "
+                                     f"(trial_memory_mb)")
+        return None
+
+    def _stop(self, stopped: _Stopped) -> tuple[Any, Result]:
+        """End an evaluation over its limits: its worker is killed and replaced, the trial failed (not retried)."""
+        tag, actor = self._running.pop(stopped.ref)
+        self._deadlines.pop(stopped.ref, None)
+        self._pids.pop(actor, None)
+        self._ray.kill(actor, no_restart=True)
+        self._start_actor()
+        self._dispatch()
+        return tag, Result.failed(stopped.reason)
 
     def _started(self, ref: Any) -> None:
         """An actor's first call returned: it takes work now; one that died starting is replaced (a few times)."""
         actor = self._starting.pop(ref)
         try:
-            self._ray.get(ref)
+            self._pids[actor] = self._ray.get(ref)
         except Exception as exc:
             self._ray.kill(actor, no_restart=True)
             self._start_failures += 1
@@ -197,7 +289,18 @@ class RayExecutor(Executor):
         while self._queue and self._idle:
             tag, evaluator, arch, budget = self._queue.popleft()
             actor = self._idle.pop()
-            self._running[actor.evaluate.remote(evaluator, arch, budget)] = (tag, actor)
+            ref = actor.evaluate.remote(evaluator, arch, budget)
+            self._running[ref] = (tag, actor)
+            if self._limits.timeout_s is not None:
+                self._deadlines[ref] = time.monotonic() + self._limits.timeout_s
+
+
+@dataclass(frozen=True)
+class _Stopped:
+    """A running evaluation that went over its limits, and why."""
+
+    ref: Any
+    reason: str
 
 
 class RayRuntime:

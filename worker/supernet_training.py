@@ -290,8 +290,10 @@ class SupernetTrainer:
         """Resume from a checkpoint ``save`` wrote."""
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError) as exc:
-            raise SpecError(f"{path}: cannot read the supernet checkpoint: {exc}") from None
+        except Exception as exc:  # a damaged file, or one holding more than tensors (never unpickled)
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+            raise SpecError(f"{path}: cannot read the supernet checkpoint: {reason}") from None
         self.load_state_dict(state, where=str(path))
 
 

@@ -43,6 +43,10 @@ def _run_bad(argv, capsys) -> str:
         (["--space", "no-such-space"], "unknown space 'no-such-space'"),
         (["--space", "conv-small", "--trials", "0"], "trials must be a positive integer, got 0"),
         (["--space", "conv-small", "--latency-ms", "-1"], "--latency-ms must be a positive"),
+        (["--space", "conv-small", "--latency-ms", "inf"], "--latency-ms must be a positive"),
+        (["--space", "conv-small", "--latency-ms", "nan"], "--latency-ms must be a positive"),
+        (["--space", "conv-small", "--latency-ms", "1", "--trials", "1000000000"], "trials must be at most"),
+        (["--space", "conv-small", "--latency-ms", "1", "--epochs", "99999999"], "epochs must be at most"),
         (["--space", "conv-small", "--data", "cifar1000"], "unknown data set"),
         (["--space", "conv-small", "--strategy", "magic"], "unknown strategy 'magic'"),
     ],
@@ -107,3 +111,21 @@ def test_studies_and_show_print_what_is_stored(filled_db, capsys):
     assert main(["show", "kept", "--storage", url, "--json"]) == 0
     out = capsys.readouterr().out
     assert '"accuracy": 0.5' in out and '"front": [\n    1\n  ]' in out
+
+
+@pytest.mark.parametrize("width, needle", [
+    (10**8, "width=100000000) on Image[1,8,8] alone has 1.1e+09 parameters, over max_params 1e+08"),
+    (10**6, "width=1000000) on Image[1,8,8] alone outputs 256 MB per sample"),
+])
+def test_an_absurd_width_is_refused_before_anything_is_stored(filled_db, tmp_path, capsys, width, needle):
+    path, url = filled_db
+    before = _dump(path)
+    space = tmp_path / "wide.yaml"
+    space.write_text("slots:\n  - name: stem\n    candidates:\n"
+                     f"      - {{op: conv_bn_act, width: [8, {width}], kernel: 3}}\n"
+                     "  - name: head\n    candidates: [{op: classifier_head, classes: $classes}]\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"space: {space}\nmax_activation_mb: 100\n")
+    err = _run_bad(["search", "--storage", url, "--spec", str(spec), "--latency-ms", "1"], capsys)
+    assert "slot 'stem' (conv_bn_act" in err and needle in err
+    assert _dump(path) == before

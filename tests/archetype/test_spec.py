@@ -36,6 +36,13 @@ def test_json_round_trip():
         ({"space": "s", "constraints": ["latency_ms<=-1"]}, "must be positive"),
         ({"space": "s", "objectives": ["accuracy:upwards"]}, "maximize"),
         ({"space": "s", "objectives": ["a:maximize", "a:minimize"]}, "distinct"),
+        ({"space": "s", "trials": 10**9}, "trials must be at most 1,000,000, got 1,000,000,000"),
+        ({"space": "s", "epochs": 10**6}, "epochs must be at most 10,000"),
+        ({"space": "s", "max_params": 0}, "max_params must be a positive integer"),
+        ({"space": "s", "max_activation_mb": float("inf")}, "max_activation_mb must be a positive number"),
+        ({"space": "s", "trial_timeout_s": 0}, "trial_timeout_s must be a positive number"),
+        ({"space": "s", "trial_timeout_s": float("nan")}, "trial_timeout_s must be a positive number"),
+        ({"space": "s", "trial_memory_mb": -5}, "trial_memory_mb must be a positive number"),
     ],
 )
 def test_bad_fields_name_the_field(data, message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,6 +42,20 @@ def conv_net(width: int = 16, classes: int = 10) -> nn.Module:
         nn.Conv2d(width, width, 3, padding=1, stride=2), nn.BatchNorm2d(width), nn.ReLU(),
         nn.Flatten(), nn.Linear(width * 16, classes),
     )  # (B, 1, 8, 8) -> (B, classes)
+
+
+def _save_pt2(model: nn.Module, path: Path, sample_shape: tuple[int, ...]) -> Path:
+    """``model`` as users hand it over: ``torch.export.save`` of its program, with a dynamic batch."""
+    example = torch.randn(2, *sample_shape)
+    program = torch.export.export(model.eval(), (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, path)
+    return path
+
+
+@pytest.fixture
+def save_pt2() -> Callable[[nn.Module, Path, tuple[int, ...]], Path]:
+    """Writes a model to a ``.pt2`` file the way the README tells users to."""
+    return _save_pt2
 
 
 @pytest.fixture(scope="session")

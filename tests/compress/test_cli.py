@@ -43,15 +43,13 @@ def test_a_factory_that_does_not_import(tmp_path: Path, capsys) -> None:
                       "cannot import 'no_such_package.models'")
 
 
-def test_a_data_set_whose_shape_does_not_fit(tmp_path: Path, capsys) -> None:
-    path = tmp_path / "cifar_model.pt"
-    torch.save(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)), path)
+def test_a_data_set_whose_shape_does_not_fit(tmp_path: Path, capsys, save_pt2) -> None:
+    path = save_pt2(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10)), tmp_path / "cifar_model.pt2", (3, 32, 32))
     _assert_bad_input(tmp_path, _compress(tmp_path, str(path)), capsys, "cannot take its samples of shape (1, 8, 8)")
 
 
-def test_bad_options(tmp_path: Path, capsys, trained_conv_net) -> None:
-    path = tmp_path / "m.pt"
-    torch.save(trained_conv_net, path)
+def test_bad_options(tmp_path: Path, capsys, trained_conv_net, save_pt2) -> None:
+    path = save_pt2(trained_conv_net, tmp_path / "m.pt2", (1, 8, 8))
     _assert_bad_input(tmp_path, _compress(tmp_path, str(path), "--pipeline", "prune,shrink"), capsys,
                       "unknown step 'shrink'")
     _assert_bad_input(tmp_path, _compress(tmp_path, str(path), "--target", "tpu"), capsys, "unknown target 'tpu'")
@@ -61,9 +59,8 @@ def test_bad_options(tmp_path: Path, capsys, trained_conv_net) -> None:
     _assert_bad_input(tmp_path, _compress(tmp_path, "nostudy:3"), capsys, "nostudy")
 
 
-def test_a_budget_already_met_says_so_and_writes_nothing(tmp_path: Path, capsys, trained_conv_net) -> None:
-    path = tmp_path / "m.pt"
-    torch.save(trained_conv_net, path)
+def test_a_budget_already_met_says_so_and_writes_nothing(tmp_path: Path, capsys, trained_conv_net, save_pt2) -> None:
+    path = save_pt2(trained_conv_net, tmp_path / "m.pt2", (1, 8, 8))
     argv = _compress(tmp_path, str(path), "--target", "cpu-torch")
     argv[argv.index("--latency-ms") + 1] = "1000"
     assert main(argv) == 0
@@ -76,7 +73,7 @@ def test_compress_a_tiny_digits_model_end_to_end(tmp_path: Path, capsys, trained
     path = tmp_path / "m.pt"
     torch.save(trained_conv_net, path)
     argv = _compress(tmp_path, str(path), "--pipeline", "quantize", "--epochs", "1",
-                     "--max-accuracy-drop", "5", "--name", "tiny", "--json")
+                     "--max-accuracy-drop", "5", "--name", "tiny", "--json", "--trust-pickle")
     code = main(argv)
     report = json.loads(capsys.readouterr().out)
     assert code == 1  # 0.001 ms is out of reach: the best reached is kept, written and stored as unmet

@@ -121,3 +121,20 @@ def test_recalibration_replaces_the_batch_norm_statistics(space, digits) -> None
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(SpecError, match="supernets must be a positive integer"):
         SupernetConfig(supernets=0)
+
+
+class _FileCreatingPayload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_a_hostile_checkpoint_is_refused_without_running_it(space, digits, tmp_path: Path) -> None:
+    path, marker = tmp_path / "supernet.pt", tmp_path / "created-by-the-payload"
+    torch.save({"step": 3, "supernets": [_FileCreatingPayload(marker)]}, path)
+    trainer = SupernetTrainer(space, digits, QUICK)
+    with pytest.raises(SpecError, match=r"supernet\.pt: cannot read the supernet checkpoint: Unpickling") as caught:
+        trainer.load(path)
+    assert len(str(caught.value).splitlines()) == 1 and not marker.exists()
