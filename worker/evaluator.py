@@ -16,8 +16,8 @@ from archetype.errors import SpecError
 from archetype.objectives import Constraint
 from archetype.result import Result, TrialState, megabytes
 from archetype.searchspace.architecture import Architecture
-from archetype.searchspace.network import model_size_mb
 from archetype.searchspace.bounds import ArchitectureLimits
+from archetype.searchspace.network import model_size_mb
 from archetype.worker.data import load_dataset
 from archetype.worker.measure import MeasureProtocol
 from archetype.worker.targets import get_target
