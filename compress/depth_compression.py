@@ -26,7 +26,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from archetype.compress.conv_chain import ChainNetwork, ConvChain, Pair, chain_network, extract_chain, merge_network
+from archetype.compress.conv_chain import (
+    AffineConv,
+    ChainNetwork,
+    ConvChain,
+    Pair,
+    chain_network,
+    extract_chain,
+    merge_network,
+)
 from archetype.errors import SpecError
 from archetype.worker.data import Dataset, Split
 from archetype.worker.training import TrainConfig, evaluate_accuracy, train
@@ -164,6 +172,8 @@ def measure_latency_table(
             out_h = (h + 2 * g.padding[0] - g.kernel[0]) // g.stride[0] + 1
             out_w = (w + 2 * g.padding[1] - g.kernel[1]) // g.stride[1] + 1
             fixed += float(latency_of(unit.post, (1, g.out_channels, out_h, out_w)))
+    for (a, _b), unit in chain.shortcuts.items():
+        fixed += float(latency_of(nn.Sequential(AffineConv.of(unit.conv, unit.bn).to_conv2d()), (1, *chain.shapes[a])))
     if not isinstance(chain.tail, nn.Identity):
         fixed += float(latency_of(chain.tail, (1, *chain.shapes[-1])))
     return LatencyTable(chain.layers, entries, fixed)
