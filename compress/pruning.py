@@ -91,11 +91,18 @@ def output_layers(model: nn.Module, classes: int) -> list[nn.Module]:
 
 
 def prunable_blocks(model: nn.Module) -> list[nn.Module]:
-    """The top-level blocks holding convolutions: below any single-child wrappers, the children with a conv."""
+    """The blocks holding convolutions: the children with a conv, below any module in which only one child has one.
+
+    A user's ``features`` / ``classifier`` split descends into ``features``.
+    """
+
+    def with_conv(module: nn.Module) -> list[nn.Module]:
+        return [c for c in module.children() if any(isinstance(m, nn.Conv2d) for m in c.modules())]
+
     module = model
-    while len(list(module.children())) == 1:
-        module = next(module.children())
-    return [c for c in module.children() if any(isinstance(m, nn.Conv2d) for m in c.modules())]
+    while len(with_conv(module)) == 1 and not isinstance(with_conv(module)[0], nn.Conv2d):
+        module = with_conv(module)[0]
+    return with_conv(module)
 
 
 @register_step("prune")
