@@ -31,6 +31,7 @@ from archetype.compress.step import (
 )
 from archetype.errors import ArchetypeError, SpecError
 from archetype.worker.data import Dataset
+from archetype.worker.measure import SideBySide
 
 FORMAT_VERSION = 1
 
@@ -59,13 +60,22 @@ class CompressionResult:
     metrics: ModelMetrics
     already_met: bool = False
     out_dir: Path | None = None
+    side_by_side: SideBySide | None = None  # the source and the result timed in alternating blocks at the end
+
+    @property
+    def speedup(self) -> float:
+        """Source latency over the result's: from the side-by-side timing when there is one."""
+        if self.side_by_side is not None:
+            return self.side_by_side.ratio
+        return self.source.latency_ms / self.metrics.latency_ms
 
     def to_json(self) -> dict[str, Any]:
         """The report: the budget verdict, the source, every step and the kept model's figures."""
         return {
             "version": FORMAT_VERSION, "run": self.name, "status": self.status, "already_met": self.already_met,
             "source": self.source.to_json(), "final": self.metrics.to_json(),
-            "speedup": self.source.latency_ms / self.metrics.latency_ms,
+            "speedup": self.speedup,
+            "side_by_side": self.side_by_side.to_json() if self.side_by_side is not None else None,
             "accuracy_drop_pp": 100 * (self.source.accuracy - self.metrics.accuracy),
             "steps": [{"name": s.name, "accepted": s.accepted, "message": s.message, "seconds": s.seconds,
                        "metrics": s.metrics.to_json() if s.metrics else None, "details": s.details}
@@ -169,7 +179,15 @@ class CompressionPipeline:
                 if budget.met_by(metrics):
                     break
         status = "complete" if budget.met_by(metrics) else "unmet"
-        return CompressionResult(run_name, status, source, outcomes, current, metrics)
+        timing = None
+        if current is not model:
+            if on_step:
+                on_step("side-by-side timing", None)
+            try:
+                timing = context.side_by_side(model, current)
+            except SpecError:  # a target that cannot hold two models at once: the step figures stand
+                timing = None
+        return CompressionResult(run_name, status, source, outcomes, current, metrics, side_by_side=timing)
 
     def _try(
         self, name: str, step: Any, model: nn.Module, current: ModelMetrics, source: ModelMetrics
@@ -212,8 +230,16 @@ class CompressionPipeline:
             on_step(outcome.name, outcome)
 
 
+def export_pt2(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    """``torch.export`` of ``model`` with a free batch dimension, saved as ``.pt2`` (loads without pickled code)."""
+    batch = torch.cat([example[:1], example[:1]])  # torch.export fixes a dimension of 1
+    program = torch.export.export(model.eval(), (batch,), dynamic_shapes=({0: torch.export.Dim("batch", max=65536)},))
+    torch.export.save(program, path)
+    return path
+
+
 def write_output(result: CompressionResult, context: CompressionContext, out: Path) -> Path:
-    """Write model.pt, model.onnx (checked against PyTorch), report.json and report.txt into ``out`` at once."""
+    """Write model.pt, model.pt2, model.onnx (dynamic batch, checked against PyTorch) and the reports at once."""
     from archetype.compress.report import render_table
 
     out = Path(out).absolute()
@@ -225,12 +251,14 @@ def write_output(result: CompressionResult, context: CompressionContext, out: Pa
         if isinstance(model, DeployedModel):
             files = model.save_deployment(temp, context.example())
             if "model.onnx" not in files:  # the int8 form is PyTorch's: export the fp32 module it computes
-                export_onnx(model.fp32_model, context.example(), temp / "model.onnx")
+                export_onnx(model.fp32_model, context.example(), temp / "model.onnx", dynamic_batch=True)
             torch.save(model.fp32_model, temp / "model.pt")
+            export_pt2(model.fp32_model, context.example(), temp / "model.pt2")
         else:
             model.eval()
-            export_onnx(model, context.example(), temp / "model.onnx")
+            export_onnx(model, context.example(), temp / "model.onnx", dynamic_batch=True)
             torch.save(model, temp / "model.pt")
+            export_pt2(model, context.example(), temp / "model.pt2")
         result.out_dir = out
         import json
 

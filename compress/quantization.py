@@ -7,7 +7,7 @@ the most accuracy, one at a time, until the accuracy is within the allowed drop.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,11 @@ class OrtInt8Model(DeployedModel):
             raise SpecError(f"an ONNX Runtime int8 model is measured on cpu-ort, not {target.name}")
         latency = target.measure_onnx(self.onnx_model, input_type)
         return latency.median_ms, latency.spread
+
+    def runner_on(self, target: Target, input_type: TensorType) -> Callable[[], object]:
+        if not isinstance(target, OnnxRuntimeCpuTarget):
+            raise SpecError(f"an ONNX Runtime int8 model runs on cpu-ort, not {target.name}")
+        return target.onnx_runner(self.onnx_model, input_type)
 
     def counts(self) -> tuple[int, int]:
         return self.params, self.macs
@@ -204,7 +209,7 @@ def quantize_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Mod
 
         quantized = quantize_pt2e(model, context.dataset.train, example, config.calibration_samples)
         return quantized, StepReport("quantize", {"flow": "pt2e"}, "int8 by PT2E (X86InductorQuantizer)")
-    onnx_fp32 = export_onnx_bytes(model, example)
+    onnx_fp32 = export_onnx_bytes(model, example, dynamic_batch=True)  # the int8 file keeps a free batch
     policy = mixed_precision_policy(onnx_fp32, context.dataset.train, context.dataset.val,
                                     context.budget.max_accuracy_drop / 100, config)
     agreement = _top1_agreement(model, policy.onnx_model, context.dataset.val.x[:256])

@@ -14,6 +14,7 @@ from torch import nn
 from archetype.errors import SpecError
 from archetype.searchspace.types import TensorType
 from archetype.worker.data import Dataset
+from archetype.worker.measure import SideBySide
 from archetype.worker.targets import Target
 from archetype.worker.training import TrainConfig, evaluate_accuracy
 
@@ -98,6 +99,11 @@ class CompressionContext:
         """The model's median latency on the target, in ms."""
         return measure_on_target(self.target, model, self.input_type)[0]
 
+    def side_by_side(self, first: nn.Module, second: nn.Module, rounds: int = 15) -> SideBySide:
+        """Two models timed on the target in alternating blocks: the honest ratio of their latencies."""
+        return self.target.compare(runner_on_target(self.target, first, self.input_type),
+                                   runner_on_target(self.target, second, self.input_type), rounds)
+
     def measure(self, model: nn.Module) -> ModelMetrics:
         """Latency on the target, size, parameters, MACs and test accuracy of ``model``."""
         median, spread = measure_on_target(self.target, model, self.input_type)
@@ -123,6 +129,10 @@ class DeployedModel(nn.Module):
         """Parameters and MACs (of the fp32 network it computes)."""
         raise NotImplementedError
 
+    def runner_on(self, target: Target, input_type: TensorType) -> Callable[[], object]:
+        """One forward pass on ``target``, ready to be timed; SpecError if it cannot run there."""
+        raise NotImplementedError
+
     def save_deployment(self, folder: Path, example: torch.Tensor) -> list[str]:
         """Write the deployable files into ``folder``; returns their names."""
         raise NotImplementedError
@@ -134,6 +144,13 @@ def measure_on_target(target: Target, model: nn.Module, input_type: TensorType) 
         return model.measure_on(target, input_type)
     latency = target.measure(model.eval(), input_type)
     return latency.median_ms, latency.spread
+
+
+def runner_on_target(target: Target, model: nn.Module, input_type: TensorType) -> Callable[[], object]:
+    """One forward pass of ``model`` (deployed or not) on ``target``, ready to be timed."""
+    if isinstance(model, DeployedModel):
+        return model.runner_on(target, input_type)
+    return target.runner(model.eval(), input_type)
 
 
 def model_size_mb(model: nn.Module) -> float:
