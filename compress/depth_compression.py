@@ -36,7 +36,7 @@ from archetype.compress.conv_chain import (
     merge_network,
 )
 from archetype.errors import SpecError
-from archetype.worker.data import Dataset, Split
+from archetype.worker.data import Dataset, sample_split
 from archetype.worker.training import TrainConfig, evaluate_accuracy, train
 
 LatencyOf = Callable[[nn.Module, tuple[int, ...]], float]
@@ -361,8 +361,8 @@ class FineTuneScore:
         generator = torch.Generator().manual_seed(self.config.seed)
         self.dataset = Dataset(
             dataset.name,
-            _subset(dataset.train, train_samples, generator),
-            _subset(dataset.val, val_samples, generator),
+            sample_split(dataset.train, train_samples, generator),
+            sample_split(dataset.val, val_samples, generator),
             dataset.test,
             dataset.input_type,
             dataset.num_classes,
@@ -372,10 +372,3 @@ class FineTuneScore:
         if self.config.epochs:
             train(network, self.dataset, self.config)
         return evaluate_accuracy(network, self.dataset.val)
-
-
-def _subset(split: Split, samples: int | None, generator: torch.Generator) -> Split:
-    if samples is None or samples >= len(split):
-        return split
-    index = torch.randperm(len(split), generator=generator)[:samples]
-    return Split(split.x[index], split.y[index])

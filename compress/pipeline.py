@@ -159,6 +159,8 @@ class CompressionPipeline:
 
     def _run(self, model: nn.Module, store: Any, run_name: str | None, on_step: OnStep | None) -> CompressionResult:
         context, budget = self.context, self.context.budget
+        if context.teacher is None:
+            context.teacher = model  # every fine-tune distils from the model as given
         if on_step:
             on_step("source", None)
         source = context.measure(model)

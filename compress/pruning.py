@@ -19,7 +19,7 @@ from torch import nn
 
 from archetype.compress.step import CompressionContext, StepReport, register_step
 from archetype.errors import SpecError
-from archetype.worker.training import evaluate_accuracy, train
+from archetype.worker.training import evaluate_accuracy
 
 IMPORTANCES = ("magnitude", "taylor", "bn_scale")
 
@@ -128,6 +128,7 @@ def prune_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
     gains: dict[int, float] = {}
     if config.per_block and len(blocks) > 1:
         for index in range(len(blocks)):
+            context.say(f"prune: probing block {index + 1}/{len(blocks)}")
             gains[index] = (base_ms - context.latency_ms(pruned({index: config.probe_ratio}))) / base_ms
         chosen = [i for i, gain in gains.items() if gain >= config.min_gain]
     else:
@@ -147,7 +148,8 @@ def prune_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
     details["tried_ms"] = {str(r): ms for r, _, ms in candidates}
     details["val_accuracy"] = {}
     for ratio, candidate, _ in reversed(candidates):  # the fastest first; back off while accuracy is lost
-        train(candidate, data, context.fine_tune)
+        context.say(f"prune: fine-tuning {ratio:.0%} of the channels pruned")
+        details.setdefault("fine_tune", {})[str(ratio)] = context.fine_tune_model(candidate, "prune").to_json()
         candidate.eval()
         accuracy = evaluate_accuracy(candidate, data.val)
         details["val_accuracy"][str(ratio)] = accuracy

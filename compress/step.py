@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from archetype.compress.fine_tune import FineTuneConfig, FineTuneReport, fine_tune
 from archetype.errors import SpecError
 from archetype.searchspace.types import TensorType
 from archetype.worker.data import Dataset
@@ -82,10 +83,23 @@ class CompressionContext:
     fine_tune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-3))
     settings: dict[str, Any] = field(default_factory=dict)  # step name -> that step's config dataclass
     seed: int = 0
+    teacher: nn.Module | None = None  # the source model, distilled from in every fine-tune (set by the pipeline)
+    progress: Callable[[str], None] | None = None  # one line of what is happening now, for the user
 
     def config(self, step: str, default: ConfigType) -> ConfigType:
         """The config of ``step`` given in ``settings``, else ``default``."""
         return self.settings.get(step, default)
+
+    def say(self, text: str) -> None:
+        """Tell the user what is happening now (a fine-tune epoch, candidates scored)."""
+        if self.progress is not None:
+            self.progress(text)
+
+    def fine_tune_model(self, model: nn.Module, step: str) -> FineTuneReport:
+        """Fine-tune ``model`` in place after ``step``: distilled from the teacher, on a subset, early-stopped."""
+        config = self.config("fine_tune", FineTuneConfig())
+        return fine_tune(model, self.dataset, self.fine_tune, config, self.teacher,
+                         lambda e, n, a: self.say(f"{step}: fine-tune epoch {e}/{n}, validation accuracy {a:.4f}"))
 
     @property
     def input_type(self) -> TensorType:
