@@ -35,21 +35,21 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from user_models import MobileNetV2, ResNet18, vgg  # noqa: E402
+from user_models import MobileNetV2, ResNet18, vgg
 
-from archetype.compress.onnx_export import export_onnx_bytes  # noqa: E402
-from archetype.compress.pipeline import CompressionPipeline, CompressionResult  # noqa: E402
-from archetype.compress.pruning import output_layers  # noqa: E402
-from archetype.compress.quantization import OrtInt8Model, quantize_onnx_static  # noqa: E402
-from archetype.compress.step import (  # noqa: E402
+from archetype.compress.onnx_export import export_onnx_bytes
+from archetype.compress.pipeline import CompressionPipeline, CompressionResult
+from archetype.compress.pruning import output_layers
+from archetype.compress.quantization import OrtInt8Model, quantize_onnx_static
+from archetype.compress.step import (
     Budget,
     CompressionContext,
     count_params_and_macs,
     model_size_mb,
 )
-from archetype.worker.data import Dataset, load_dataset, sample_split  # noqa: E402
-from archetype.worker.targets import get_target  # noqa: E402
-from archetype.worker.training import TrainConfig, evaluate_accuracy, train  # noqa: E402
+from archetype.worker.data import Dataset, load_dataset, sample_split
+from archetype.worker.targets import get_target
+from archetype.worker.training import TrainConfig, evaluate_accuracy, train
 
 MODELS: dict[str, tuple[str, Callable[[], nn.Module], float]] = {
     "mobilenetv2": ("MobileNetV2-style", MobileNetV2, 0.25),
