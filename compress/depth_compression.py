@@ -152,8 +152,13 @@ def measure_latency_table(
     max_span: int | None = None,
     max_kernel: int | None = None,
     spans: Iterable[Pair] | None = None,
+    time_fixed: bool = True,
 ) -> LatencyTable:
-    """T(i, j) from ``latency_of`` for each span (``latency_spans`` by default); equal merged blocks timed once."""
+    """T(i, j) from ``latency_of`` for each span (``latency_spans`` by default); equal merged blocks timed once.
+
+    With ``time_fixed`` False the pooling layers, shortcuts and tail are not timed (``fixed_ms`` is 0):
+    the caller knows the whole model's time and takes the rest from it.
+    """
     cache: dict[tuple[Any, ...], float] = {}
     entries: dict[Pair, float] = {}
     for span in latency_spans(chain, max_span, max_kernel) if spans is None else spans:
@@ -164,6 +169,8 @@ def measure_latency_table(
         if key not in cache:
             cache[key] = float(latency_of(merged_block_module(chain, span), shape))
         entries[span] = cache[key]
+    if not time_fixed:
+        return LatencyTable(chain.layers, entries, 0.0)
     fixed = 0.0
     for k, unit in enumerate(chain.units, start=1):
         if unit.post is not None:

@@ -55,10 +55,12 @@ class OrtInt8Model(DeployedModel):
         options.intra_op_num_threads = 1
         self._session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
+        self._batch = 1 if self._session.get_inputs()[0].shape[0] == 1 else 256  # a free batch runs in chunks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = [self._session.run(None, {self._input: x[i : i + 1].detach().numpy()})[0] for i in range(len(x))]
-        return torch.from_numpy(np.concatenate(rows))
+        chunks = [self._session.run(None, {self._input: x[i : i + self._batch].detach().numpy()})[0]
+                  for i in range(0, len(x), self._batch)]
+        return torch.from_numpy(np.concatenate(chunks))
 
     def deployed_size_mb(self) -> float:
         return len(self.onnx_model) / 1e6
@@ -87,7 +89,7 @@ class OrtInt8Model(DeployedModel):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"_batch": 1, **state})
         import onnxruntime as ort
 
         self._session = ort.InferenceSession(self.onnx_model, providers=["CPUExecutionProvider"])

@@ -22,7 +22,7 @@ from torch import nn
 
 from archetype.compress.fine_tune import FineTuneConfig, distillation_loss
 from archetype.compress.step import CompressionContext, StepReport, register_step
-from archetype.worker.data import Dataset
+from archetype.worker.data import Dataset, sample_split
 from archetype.worker.training import LossFn, TrainConfig, TrainingError, torch_threads
 
 
@@ -244,8 +244,11 @@ def tucker_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Modul
     teacher = context.teacher if tune.distill_weight > 0 else None
     loss = distillation_loss(teacher, tune.temperature, tune.distill_weight) if teacher is not None else None
     context.say("tucker: rank-adaptive fine-tuning")
-    history = rank_adaptive_fine_tune(candidate, context.dataset, context.fine_tune, config.adapt_every, config.tau,
-                                      loss)
+    generator = torch.Generator().manual_seed(context.fine_tune.seed)
+    data = context.dataset
+    subset = Dataset(data.name, sample_split(data.train, tune.train_samples, generator), data.val, data.test,
+                     data.input_type, data.num_classes)
+    history = rank_adaptive_fine_tune(candidate, subset, context.fine_tune, config.adapt_every, config.tau, loss)
     final = history[-1] if history else initial
     details = {"initial_tau": config.initial_tau, "tau": config.tau,
                "initial_ranks": {k: list(v) for k, v in initial.items()},
