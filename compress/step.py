@@ -118,9 +118,9 @@ class CompressionContext:
         return self.target.compare(runner_on_target(self.target, first, self.input_type),
                                    runner_on_target(self.target, second, self.input_type), rounds)
 
-    def measure(self, model: nn.Module) -> ModelMetrics:
-        """Latency on the target, size, parameters, MACs and test accuracy of ``model``."""
-        median, spread = measure_on_target(self.target, model, self.input_type)
+    def measure(self, model: nn.Module, latency: tuple[float, float] | None = None) -> ModelMetrics:
+        """Latency on the target (unless given as ``(median_ms, spread)``), size, parameters, MACs, test accuracy."""
+        median, spread = latency if latency is not None else measure_on_target(self.target, model, self.input_type)
         params, macs = count_params_and_macs(model, self.example())
         accuracy = evaluate_accuracy(model, self.dataset.test)
         return ModelMetrics(median, spread, model_size_mb(model), params, macs, accuracy)

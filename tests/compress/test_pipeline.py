@@ -133,3 +133,15 @@ def test_outputs_take_any_batch_and_the_speedup_is_timed_side_by_side(trained_co
         expected = result.model(x).numpy()
         assert np.allclose(got, expected, atol=1e-4)
         assert torch.allclose(torch.export.load(out / "model.pt2").module()(x[:3]), result.model(x[:3]), atol=1e-5)
+
+
+def test_a_step_that_costs_accuracy_is_repaired_before_it_is_judged(trained_conv_net, context_for) -> None:
+    context = context_for(latency_ms=0.01, drop=0.0, epochs=2)
+    result = CompressionPipeline(["test-drop-conv"], context).run(trained_conv_net)
+    step = result.steps[1]
+    repair = step.details["repair"]
+    assert repair["epochs"] >= 1 and repair["distilled"]
+    assert repair["drop_before_pp"] > 0  # removing a conv unit costs accuracy...
+    final_drop = 100 * (result.source.accuracy - step.metrics.accuracy)
+    assert final_drop < repair["drop_before_pp"]  # ...and the repair wins part of it back
+    assert "repair" in step.message
