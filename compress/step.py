@@ -85,6 +85,7 @@ class CompressionContext:
     seed: int = 0
     teacher: nn.Module | None = None  # the source model, distilled from in every fine-tune (set by the pipeline)
     progress: Callable[[str], None] | None = None  # one line of what is happening now, for the user
+    _runners: dict[int, tuple[nn.Module, Callable[[], object]]] = field(default_factory=dict, repr=False)
 
     def config(self, step: str, default: ConfigType) -> ConfigType:
         """The config of ``step`` given in ``settings``, else ``default``."""
@@ -115,8 +116,14 @@ class CompressionContext:
 
     def side_by_side(self, first: nn.Module, second: nn.Module, rounds: int = 15) -> SideBySide:
         """Two models timed on the target in alternating blocks: the honest ratio of their latencies."""
-        return self.target.compare(runner_on_target(self.target, first, self.input_type),
-                                   runner_on_target(self.target, second, self.input_type), rounds)
+        return self.target.compare(self._runner(first), self._runner(second), rounds)
+
+    def _runner(self, model: nn.Module) -> Callable[[], object]:
+        """The model's runner on the target, made once per model (an export each time otherwise)."""
+        cached = self._runners.get(id(model))
+        if cached is None or cached[0] is not model:
+            cached = self._runners[id(model)] = (model, runner_on_target(self.target, model, self.input_type))
+        return cached[1]
 
     def measure(self, model: nn.Module, latency: tuple[float, float] | None = None) -> ModelMetrics:
         """Latency on the target (unless given as ``(median_ms, spread)``), size, parameters, MACs, test accuracy."""
