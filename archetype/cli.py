@@ -524,7 +524,7 @@ def _compress(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from archetype.compress.command import CompressOptions, parse_pipeline, run_compress
-    from archetype.compress.report import report_table
+    from archetype.compress.report import report_table, speedup_text
     from archetype.store import Store
 
     options = CompressOptions(
@@ -535,7 +535,7 @@ def _compress(args: argparse.Namespace) -> int:
         trust_pickle=args.trust_pickle,
     )
     with Store.open(args.storage) as store, _CompressProgress(len(options.pipeline) + 1, quiet=args.json) as progress:
-        loaded, result = run_compress(options, store, progress.update)
+        loaded, result = run_compress(options, store, progress.update, progress.say)
     console = Console(stderr=True, quiet=args.json)
     if loaded.note:
         console.print(loaded.note)
@@ -544,6 +544,8 @@ def _compress(args: argparse.Namespace) -> int:
         _print_json({**result.to_json(), "note": loaded.note, "storage": store.url})
     else:
         Console().print(report_table(result, options.target))
+        if result.side_by_side is not None:
+            print(f"speedup {speedup_text(result)}")
         print(f"stored: compression run '{result.name}' in {store.url}{where}")
     final, source = result.metrics, result.source
     if result.already_met:
@@ -552,7 +554,7 @@ def _compress(args: argparse.Namespace) -> int:
         return 0
     if result.status != "complete":
         print(f"archetype compress: error: the budget is not met; the best reached is {final.latency_ms:.4f} ms "
-              f"({source.latency_ms / final.latency_ms:.2f}x), {final.size_mb:.3f} MB, accuracy "
+              f"({speedup_text(result)}), {final.size_mb:.3f} MB, accuracy "
               f"{final.accuracy:.4f}; kept{where}", file=sys.stderr)
         return 1
     return 0
@@ -620,18 +622,26 @@ class _SearchProgress:
 
 
 class _CompressProgress:
-    """A progress bar on stderr over the pipeline's steps, with one line per finished step."""
+    """Progress on stderr in every mode: a bar on a terminal, else plain lines; each step's verdict; time left."""
 
     def __init__(self, total: int, quiet: bool) -> None:
+        import time
+
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        console = Console(stderr=True, quiet=quiet)
+        self._clock = time.monotonic
+        self._start = self._clock()
+        self._total, self._done, self._last_line = total, 0, 0.0
+        console = Console(stderr=True)
+        self._plain = quiet or not console.is_terminal  # --json or a pipe: lines, never a redrawn bar
         self._progress = Progress(
             SpinnerColumn(), TextColumn("[bold]compress[/bold] {task.description}"), BarColumn(),
-            MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=quiet or not console.is_terminal,
+            MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[left]}"), console=console,
+            disable=self._plain,
         )
-        self._task = self._progress.add_task("", total=total)
+        self._task = self._progress.add_task("", total=total, left="")
+        self._step = ""
 
     def __enter__(self) -> _CompressProgress:
         self._progress.start()
@@ -640,11 +650,37 @@ class _CompressProgress:
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()
 
+    def _left(self) -> str:
+        """The time left, from the mean time of the steps done so far."""
+        if not self._done:
+            return ""
+        elapsed = self._clock() - self._start
+        left = elapsed / self._done * max(0, self._total - self._done)
+        return f"~{int(left) // 60}:{int(left) % 60:02d} left"
+
+    def _line(self, text: str) -> None:
+        elapsed = int(self._clock() - self._start)
+        left = self._left()
+        self._progress.console.print(f"[{elapsed // 60}:{elapsed % 60:02d}] {text}" + (f" ({left})" if left else ""),
+                                     highlight=False, markup=False)
+
+    def say(self, text: str) -> None:
+        """A line of what a step is doing: on the bar on a terminal, else printed (at most one a second)."""
+        if not self._plain:
+            self._progress.update(self._task, description=text, left=self._left())
+        elif self._clock() - self._last_line >= 1.0:
+            self._last_line = self._clock()
+            self._line(text)
+
     def update(self, name: str, outcome: Any) -> None:
         if outcome is None:
-            self._progress.update(self._task, description=name)
+            self._step = name
+            self._progress.update(self._task, description=name, left=self._left())
+            if self._plain:
+                self._line(f"{name}: started")
             return
         m = outcome.metrics
         figures = f"{m.latency_ms:.4f} ms, {m.size_mb:.3f} MB, accuracy {m.accuracy:.4f}: " if m is not None else ""
-        self._progress.console.print(f"{name}: {figures}{outcome.message}")
+        self._done += 1
         self._progress.advance(self._task)
+        self._line(f"{name} ({outcome.seconds:.0f} s): {figures}{outcome.message}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def parse_pipeline(text: str) -> tuple[str, ...]:
 
 
 def run_compress(
-    options: CompressOptions, store: object, on_step: OnStep | None = None
+    options: CompressOptions, store: object, on_step: OnStep | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> tuple[LoadedModel, CompressionResult]:
     """Check every input, then compress; the run and its steps go to ``store``."""
     budget = Budget(options.latency_ms, options.max_size_mb, options.max_accuracy_drop)
@@ -83,7 +85,7 @@ def run_compress(
     target = get_target(options.target, threads=options.threads)
     dataset = load_dataset(options.data, options.seed)
     fine_tune = TrainConfig(epochs=options.epochs, lr=1e-3, seed=options.seed)
-    context = CompressionContext(target, dataset, budget, fine_tune, seed=options.seed)
+    context = CompressionContext(target, dataset, budget, fine_tune, seed=options.seed, progress=on_progress)
     pipeline = CompressionPipeline(options.pipeline, context)
     if options.name is not None and any(r.name == options.name for r in store.compression_runs()):
         raise SpecError(f"--name {options.name}: a compression run of that name is already stored")

@@ -61,6 +61,7 @@ class ConvChain:
     tail: nn.Module
     input_shape: Shape
     shapes: list[Shape] = field(default_factory=list)  # tensor shape at each boundary 0..L
+    shortcuts: dict[Pair, ConvUnit] = field(default_factory=dict)  # residual -> the conv (+ bn) on its skip path
 
     def __post_init__(self) -> None:
         if not self.units:
@@ -81,9 +82,9 @@ class ConvChain:
         return [b for b in range(1, self.layers) if self.has_activation(b)]
 
     def inner_residuals(self, span: Pair) -> list[Pair]:
-        """The residuals wholly inside ``span``, relative to its first boundary."""
+        """The identity residuals wholly inside ``span``, relative to its first boundary."""
         i, j = span
-        return [(a - i, b - i) for a, b in self.residuals if i <= a and b <= j]
+        return [(a - i, b - i) for a, b in self.residuals if i <= a and b <= j and (a, b) not in self.shortcuts]
 
     def mergeable(self, span: Pair) -> bool:
         """Whether units i+1..j can become one convolution: no pooling between, no residual cut in two."""
@@ -94,6 +95,8 @@ class ConvChain:
             return False
         for a, b in self.residuals:
             if (i < a < j and b > j) or (a < i and i < b < j):
+                return False
+            if (a, b) in self.shortcuts and i <= a and b <= j and (a, b) != (i, j):  # projected: block input only
                 return False
         return True
 
@@ -107,43 +110,20 @@ class ConvChain:
 
 
 def extract_chain(model: nn.Module, input_shape: Sequence[int] | None = None) -> ConvChain:
-    """The conv chain of an ``nn.Sequential`` of conv/bn/activation/pooling modules or of an ArchitectureNetwork.
+    """The conv chain of any model whose ``torch.fx`` graph is a chain of conv units, residuals and a head.
 
     The units share their modules with ``model``. ``input_shape`` is (C, H, W);
     an ArchitectureNetwork knows its own. UnsupportedNetworkError names the
-    first module that does not fit.
+    first graph node that does not fit.
     """
-    if isinstance(model, ArchitectureNetwork):
-        if model.skips:
-            slot, source = next(iter(model.skips.items()))
-            raise UnsupportedNetworkError(f"slot '{slot}' adds a skip edge from '{source}'; depth compression "
-                                          "takes chains whose residuals are inside operators")
-        children = list(model.slots.named_children())
-        if input_shape is None:
-            t = model.input_type
-            input_shape = (t.C, t.H, t.W)  # type: ignore[attr-defined]
-    elif isinstance(model, nn.Sequential):
-        children = list(model.named_children())
-    else:
-        raise UnsupportedNetworkError(
-            f"{type(model).__name__}: depth compression takes an nn.Sequential or an ArchitectureNetwork"
-        )
+    from archetype.compress.conv_graph import extract_graph_chain
+
+    if isinstance(model, ArchitectureNetwork) and input_shape is None:
+        t = model.input_type
+        input_shape = (t.C, t.H, t.W)  # type: ignore[attr-defined]
     if input_shape is None or len(input_shape) != 3:
         raise UnsupportedNetworkError(f"input_shape must be (C, H, W), got {input_shape!r}")
-    builder = _ChainBuilder()
-    tail: list[nn.Module] = []
-    for name, child in children:
-        if tail or (not builder.accepts(child) and builder.units):
-            if any(isinstance(m, nn.Conv2d) for m in child.modules()):
-                raise UnsupportedNetworkError(
-                    f"module '{name}' ({type(child).__name__}) holds a convolution but is not a conv/bn/activation/"
-                    "pooling chain, an inverted residual or an identity-shortcut residual block"
-                )
-            tail.append(child)
-            continue
-        builder.walk(name, child)
-    tail_module: nn.Module = nn.Sequential(*tail) if tail else nn.Identity()
-    return ConvChain(builder.units, builder.residuals, tail_module, tuple(int(s) for s in input_shape))
+    return extract_graph_chain(model, input_shape)
 
 
 class _ChainBuilder:
@@ -193,18 +173,7 @@ class _ChainBuilder:
             raise UnsupportedNetworkError(f"module '{name}' ({type(module).__name__}) is not a conv unit")
 
     def _conv(self, name: str, conv: nn.Conv2d) -> None:
-        if conv.padding_mode != "zeros":
-            raise UnsupportedNetworkError(f"module '{name}': padding mode {conv.padding_mode!r}, only zeros merge")
-        if isinstance(conv.padding, str):
-            if conv.padding == "valid":
-                padding = (0, 0)
-            elif all(s == 1 for s in conv.stride) and all(d * (k - 1) % 2 == 0
-                                                           for d, k in zip(conv.dilation, conv.kernel_size)):
-                padding = tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size))
-            else:
-                raise UnsupportedNetworkError(f"module '{name}': padding 'same' with an even kernel is asymmetric")
-            conv.padding = padding
-        self.units.append(ConvUnit(conv, name=name))
+        self.units.append(ConvUnit(zero_padded(name, conv), name=name))
 
     def _last(self, name: str, module: nn.Module) -> ConvUnit:
         if not self.units:
@@ -225,6 +194,22 @@ class _ChainBuilder:
         last.act = act
 
 
+def zero_padded(name: str, conv: nn.Conv2d) -> nn.Conv2d:
+    """``conv`` with a string padding written as numbers; UnsupportedNetworkError if it cannot merge."""
+    if conv.padding_mode != "zeros":
+        raise UnsupportedNetworkError(f"module '{name}': padding mode {conv.padding_mode!r}, only zeros merge")
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            padding = (0, 0)
+        elif all(s == 1 for s in conv.stride) and all(d * (k - 1) % 2 == 0
+                                                       for d, k in zip(conv.dilation, conv.kernel_size)):
+            padding = tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size))
+        else:
+            raise UnsupportedNetworkError(f"module '{name}': padding 'same' with an even kernel is asymmetric")
+        conv.padding = padding
+    return conv
+
+
 def _boundary_shapes(chain: ConvChain) -> list[Shape]:
     """Shapes at boundaries 0..L from a forward pass of zeros; checks that each residual adds equal shapes."""
     shapes: list[Shape] = [chain.input_shape]
@@ -236,9 +221,14 @@ def _boundary_shapes(chain: ConvChain) -> list[Shape]:
             except RuntimeError as exc:
                 raise UnsupportedNetworkError(f"module '{unit.name}': {exc}".splitlines()[0]) from None
             for a, b in chain.residuals:
-                if b == k and shapes[a] != tuple(x.shape[1:]):
+                if b != k:
+                    continue
+                skip = shapes[a]
+                if (a, b) in chain.shortcuts:
+                    skip = tuple(chain.shortcuts[(a, b)].conv(torch.zeros(1, *shapes[a])).shape[1:])
+                if skip != tuple(x.shape[1:]):
                     raise UnsupportedNetworkError(
-                        f"module '{unit.name}': residual adds shape {shapes[a]} to {tuple(x.shape[1:])}"
+                        f"module '{unit.name}': residual adds shape {skip} to {tuple(x.shape[1:])}"
                     )
             if unit.post is not None:
                 x = unit.post(x)
@@ -496,6 +486,7 @@ class ChainNetwork(nn.Module):
         posts: Sequence[nn.Module | None],
         skips: Sequence[Sequence[int]],
         tail: nn.Module,
+        shortcuts: dict[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.spans = [tuple(s) for s in spans]
@@ -504,6 +495,7 @@ class ChainNetwork(nn.Module):
         self.posts = nn.ModuleList(p if p is not None else nn.Identity() for p in posts)
         self.skips = [list(s) for s in skips]  # per block: boundaries whose tensor is added to its output
         self.sources = sorted({a for s in self.skips for a in s})
+        self.shortcuts = nn.ModuleDict(shortcuts or {})  # "a_b": the projection of boundary a's tensor into block b
         self.tail = tail
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -511,7 +503,8 @@ class ChainNetwork(nn.Module):
         for (_, end), block, act, post, skips in zip(self.spans, self.blocks, self.acts, self.posts, self.skips):
             y = block(x)
             for source in skips:
-                y = y + saved[source]
+                key = f"{source}_{end}"
+                y = y + (self.shortcuts[key](saved[source]) if key in self.shortcuts else saved[source])
             x = post(act(y))
             if end in self.sources:
                 saved[end] = x
@@ -536,17 +529,22 @@ def chain_network(chain: ConvChain, spans: Sequence[Pair], kept: Iterable[int] |
     kept_set = set(ends if kept is None else kept)
     blocks, acts, posts = [], [], []
     skips: list[list[int]] = [[] for _ in spans]
+    shortcuts: dict[str, nn.Module] = {}
     for n, (i, j) in enumerate(spans):
         blocks.append(PaddedSpan(chain.units[i:j], chain.inner_residuals((i, j))))
         last = chain.units[j - 1]
         acts.append(copy.deepcopy(last.act) if last.act is not None and j in kept_set else None)
         posts.append(copy.deepcopy(last.post) if last.post is not None else None)
         for a, b in chain.residuals:
-            if b == j and a < i:
+            if b == j and (a < i or (a == i and (a, b) in chain.shortcuts)):
                 if a not in ends and a != 0:
                     raise SpecError(f"residual {(a, b)}: its source is inside a merge block")
                 skips[n].append(a)
-    return ChainNetwork(blocks, spans, acts, posts, skips, copy.deepcopy(chain.tail))
+                if (a, b) in chain.shortcuts:
+                    unit = chain.shortcuts[(a, b)]
+                    parts = [unit.conv] if unit.bn is None else [unit.conv, unit.bn]
+                    shortcuts[f"{a}_{b}"] = copy.deepcopy(nn.Sequential(*parts))
+    return ChainNetwork(blocks, spans, acts, posts, skips, copy.deepcopy(chain.tail), shortcuts)
 
 
 def merge_network(network: ChainNetwork) -> ChainNetwork:
@@ -554,5 +552,15 @@ def merge_network(network: ChainNetwork) -> ChainNetwork:
     blocks = [b.merged() if isinstance(b, PaddedSpan) else copy.deepcopy(b) for b in network.blocks]
     acts = [copy.deepcopy(a) if not isinstance(a, nn.Identity) else None for a in network.acts]
     posts = [copy.deepcopy(p) if not isinstance(p, nn.Identity) else None for p in network.posts]
-    merged = ChainNetwork(blocks, network.spans, acts, posts, network.skips, copy.deepcopy(network.tail))
+    shortcuts = {key: _folded(module) for key, module in network.shortcuts.items()}
+    merged = ChainNetwork(blocks, network.spans, acts, posts, network.skips, copy.deepcopy(network.tail), shortcuts)
     return merged.eval()
+
+
+def _folded(shortcut: nn.Module) -> nn.Module:
+    """A shortcut's conv with its batch norm folded in (eval mode)."""
+    layers = list(shortcut.children()) if isinstance(shortcut, nn.Sequential) else [shortcut]
+    if not isinstance(layers[0], nn.Conv2d) or len(layers) > 2:
+        return copy.deepcopy(shortcut)
+    bn = layers[1] if len(layers) == 2 and isinstance(layers[1], nn.BatchNorm2d) else None
+    return AffineConv.of(layers[0], bn).to_conv2d()

@@ -26,9 +26,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from archetype.compress.conv_chain import ChainNetwork, ConvChain, Pair, chain_network, extract_chain, merge_network
+from archetype.compress.conv_chain import (
+    AffineConv,
+    ChainNetwork,
+    ConvChain,
+    Pair,
+    chain_network,
+    extract_chain,
+    merge_network,
+)
 from archetype.errors import SpecError
-from archetype.worker.data import Dataset, Split
+from archetype.worker.data import Dataset, sample_split
 from archetype.worker.training import TrainConfig, evaluate_accuracy, train
 
 LatencyOf = Callable[[nn.Module, tuple[int, ...]], float]
@@ -144,8 +152,13 @@ def measure_latency_table(
     max_span: int | None = None,
     max_kernel: int | None = None,
     spans: Iterable[Pair] | None = None,
+    time_fixed: bool = True,
 ) -> LatencyTable:
-    """T(i, j) from ``latency_of`` for each span (``latency_spans`` by default); equal merged blocks timed once."""
+    """T(i, j) from ``latency_of`` for each span (``latency_spans`` by default); equal merged blocks timed once.
+
+    With ``time_fixed`` False the pooling layers, shortcuts and tail are not timed (``fixed_ms`` is 0):
+    the caller knows the whole model's time and takes the rest from it.
+    """
     cache: dict[tuple[Any, ...], float] = {}
     entries: dict[Pair, float] = {}
     for span in latency_spans(chain, max_span, max_kernel) if spans is None else spans:
@@ -156,6 +169,8 @@ def measure_latency_table(
         if key not in cache:
             cache[key] = float(latency_of(merged_block_module(chain, span), shape))
         entries[span] = cache[key]
+    if not time_fixed:
+        return LatencyTable(chain.layers, entries, 0.0)
     fixed = 0.0
     for k, unit in enumerate(chain.units, start=1):
         if unit.post is not None:
@@ -164,6 +179,8 @@ def measure_latency_table(
             out_h = (h + 2 * g.padding[0] - g.kernel[0]) // g.stride[0] + 1
             out_w = (w + 2 * g.padding[1] - g.kernel[1]) // g.stride[1] + 1
             fixed += float(latency_of(unit.post, (1, g.out_channels, out_h, out_w)))
+    for (a, _b), unit in chain.shortcuts.items():
+        fixed += float(latency_of(nn.Sequential(AffineConv.of(unit.conv, unit.bn).to_conv2d()), (1, *chain.shapes[a])))
     if not isinstance(chain.tail, nn.Identity):
         fixed += float(latency_of(chain.tail, (1, *chain.shapes[-1])))
     return LatencyTable(chain.layers, entries, fixed)
@@ -351,18 +368,11 @@ class FineTuneScore:
         generator = torch.Generator().manual_seed(self.config.seed)
         self.dataset = replace(
             dataset,
-            train=_subset(dataset.train, train_samples, generator),
-            val=_subset(dataset.val, val_samples, generator),
+            train=sample_split(dataset.train, train_samples, generator),
+            val=sample_split(dataset.val, val_samples, generator),
         )
 
     def __call__(self, network: nn.Module) -> float:
         if self.config.epochs:
             train(network, self.dataset, self.config)
         return evaluate_accuracy(network, self.dataset.val)
-
-
-def _subset(split: Split, samples: int | None, generator: torch.Generator) -> Split:
-    if samples is None or samples >= len(split):
-        return split
-    index = torch.randperm(len(split), generator=generator)[:samples]
-    return split.subset(index)

@@ -12,8 +12,10 @@ from archetype.compress.conv_chain import ConvChain, extract_chain, merge_networ
 from archetype.compress.depth_compression import (
     FineTuneScore,
     ImportanceTable,
+    LatencyTable,
     OptimalMerges,
     apply_plan,
+    importance_spans,
     measure_importance_table,
     measure_latency_table,
     optimal_merges,
@@ -23,7 +25,7 @@ from archetype.compress.step import CompressionContext, StepReport, register_ste
 from archetype.errors import SpecError
 from archetype.searchspace.types import Image
 from archetype.worker.targets import OnnxRuntimeCpuTarget
-from archetype.worker.training import TrainConfig, train
+from archetype.worker.training import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,8 @@ class DepthConfig:
     max_kernel: int = 7  # widest merged kernel timed
     penalty: float = 1.4  # importance: minus this times the mean score of the minimal spans
     importance_epochs: int = 1  # fine-tuning per importance entry
-    importance_samples: int = 512  # training samples per importance entry
+    importance_samples: int = 256  # training samples per importance entry
+    importance_val_samples: int = 512  # validation samples scoring each importance entry
     knapsack_steps: int = 2000  # time steps the budget is cut into
 
 
@@ -114,14 +117,28 @@ def depth_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
                 return context.target.measure_onnx(direct, Image(*shape[1:])).median_ms
         return context.target.measure(module.eval(), Image(*shape[1:])).median_ms
 
-    latency = measure_latency_table(chain, latency_of, max_span=config.max_span, max_kernel=config.max_kernel)
+    context.say(f"depth: timing merged blocks of {chain.layers} conv units")
+    blocks = measure_latency_table(chain, latency_of, max_span=config.max_span, max_kernel=config.max_kernel,
+                                   time_fixed=False)
+    singles = sum(blocks.entries[(k - 1, k)] for k in range(1, chain.layers + 1))
+    measured = context.latency_ms(model)
+    # what merging cannot change (pooling, shortcuts, the head, per-call overhead): the whole model minus its convs
+    latency = LatencyTable(chain.layers, blocks.entries, max(0.0, measured - singles))
     merges = optimal_merges(latency)
     score = FineTuneScore(context.dataset, TrainConfig(epochs=config.importance_epochs, lr=context.fine_tune.lr),
-                          train_samples=config.importance_samples, val_samples=1024)
-    importance = measure_importance_table(chain, merges, score, penalty=config.penalty, max_span=config.max_span)
-    predicted = sum(latency.entries[(k - 1, k)] for k in range(1, chain.layers + 1)) + latency.fixed_ms
-    measured = context.latency_ms(model)
-    scale = measured / predicted  # the table times blocks alone; the whole model differs by a near-constant
+                          train_samples=config.importance_samples, val_samples=config.importance_val_samples)
+    spans = importance_spans(chain, merges, config.max_span)
+    scored = 0
+
+    def counted_score(network: nn.Module) -> float:
+        nonlocal scored
+        scored += 1
+        context.say(f"depth: scoring span {scored}/{len(spans)} of the importance table")
+        return score(network)
+
+    importance = measure_importance_table(chain, merges, counted_score, penalty=config.penalty, spans=spans)
+    predicted = singles + latency.fixed_ms
+    scale = measured / predicted  # 1 unless the convs alone take longer than the whole model
     budget = context.budget.latency_ms / scale
     floor = fastest_ms(chain, merges, importance) + latency.fixed_ms
     reached = budget >= floor
@@ -134,7 +151,7 @@ def depth_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
     if not plan.removed_activations and all(j - i == 1 for i, j in plan.blocks):
         return model, StepReport("depth", details, "the best plan keeps every activation; nothing merged")
     applied = apply_plan(model, plan, context.input_type.dims())
-    train(applied.removed, context.dataset, context.fine_tune)
+    details["fine_tune"] = context.fine_tune_model(applied.removed, "depth").to_json()
     merged = merge_network(applied.removed.eval())
     note = "" if reached else " (the fastest plan: the budget is below what merging alone reaches)"
     return merged, StepReport("depth", details, f"removed {len(plan.removed_activations)} of "

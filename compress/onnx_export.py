@@ -39,12 +39,18 @@ def export_onnx(
     verify: bool = True,
     atol: float = 1e-4,
     rtol: float = 1e-3,
+    dynamic_batch: bool = False,
 ) -> Path:
     """Write ``model`` (in eval mode, for inputs shaped like ``example``) to ``path`` whole or not at all.
 
     With ``verify`` the file is run in ONNX Runtime on ``example`` before it is
     moved into place; ExportError if any output differs beyond ``atol + rtol * |torch|``.
+    With ``dynamic_batch`` the first dimension is left free (exported and checked at batch 2).
     """
+    dynamic_shapes = None
+    if dynamic_batch:
+        example = torch.cat([example[:1], example[:1].flip(-1)])  # batch 2: torch.export fixes a dimension of 1
+        dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=65536)},)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
@@ -56,7 +62,8 @@ def export_onnx(
         try:
             with _quiet_torch():
                 program = torch.onnx.export(
-                    model, (example,), None, dynamo=True, opset_version=OPSET, external_data=False, verbose=False
+                    model, (example,), None, dynamo=True, opset_version=OPSET, external_data=False, verbose=False,
+                    dynamic_shapes=dynamic_shapes,
                 )
                 program.save(temp, external_data=False)
         except Exception as exc:
@@ -72,10 +79,10 @@ def export_onnx(
     return path
 
 
-def export_onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
+def export_onnx_bytes(model: nn.Module, example: torch.Tensor, dynamic_batch: bool = False) -> bytes:
     """``export_onnx`` (verified) to a temporary file, read back: the serialised model."""
     with tempfile.TemporaryDirectory(prefix="archetype-onnx-") as folder:
-        return export_onnx(model, example, Path(folder) / "model.onnx").read_bytes()
+        return export_onnx(model, example, Path(folder) / "model.onnx", dynamic_batch=dynamic_batch).read_bytes()
 
 
 def _check_outputs(

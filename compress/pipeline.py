@@ -31,6 +31,7 @@ from archetype.compress.step import (
 )
 from archetype.errors import ArchetypeError, SpecError
 from archetype.worker.data import Dataset
+from archetype.worker.measure import SideBySide
 
 FORMAT_VERSION = 1
 
@@ -59,13 +60,22 @@ class CompressionResult:
     metrics: ModelMetrics
     already_met: bool = False
     out_dir: Path | None = None
+    side_by_side: SideBySide | None = None  # the source and the result timed in alternating blocks at the end
+
+    @property
+    def speedup(self) -> float:
+        """Source latency over the result's: from the side-by-side timing when there is one."""
+        if self.side_by_side is not None:
+            return self.side_by_side.ratio
+        return self.source.latency_ms / self.metrics.latency_ms
 
     def to_json(self) -> dict[str, Any]:
         """The report: the budget verdict, the source, every step and the kept model's figures."""
         return {
             "version": FORMAT_VERSION, "run": self.name, "status": self.status, "already_met": self.already_met,
             "source": self.source.to_json(), "final": self.metrics.to_json(),
-            "speedup": self.source.latency_ms / self.metrics.latency_ms,
+            "speedup": self.speedup,
+            "side_by_side": self.side_by_side.to_json() if self.side_by_side is not None else None,
             "accuracy_drop_pp": 100 * (self.source.accuracy - self.metrics.accuracy),
             "steps": [{"name": s.name, "accepted": s.accepted, "message": s.message, "seconds": s.seconds,
                        "metrics": s.metrics.to_json() if s.metrics else None, "details": s.details}
@@ -149,6 +159,8 @@ class CompressionPipeline:
 
     def _run(self, model: nn.Module, store: Any, run_name: str | None, on_step: OnStep | None) -> CompressionResult:
         context, budget = self.context, self.context.budget
+        if context.teacher is None:
+            context.teacher = model  # every fine-tune distils from the model as given
         if on_step:
             on_step("source", None)
         source = context.measure(model)
@@ -169,7 +181,12 @@ class CompressionPipeline:
                 if budget.met_by(metrics):
                     break
         status = "complete" if budget.met_by(metrics) else "unmet"
-        return CompressionResult(run_name, status, source, outcomes, current, metrics)
+        timing = None
+        if current is not model:
+            if on_step:
+                on_step("side-by-side timing", None)
+            timing = _side_by_side(context, model, current)
+        return CompressionResult(run_name, status, source, outcomes, current, metrics, side_by_side=timing)
 
     def _try(
         self, name: str, step: Any, model: nn.Module, current: ModelMetrics, source: ModelMetrics
@@ -180,14 +197,26 @@ class CompressionPipeline:
             if candidate is model:
                 return StepOutcome(name, False, None, report.message or "the step changed nothing",
                                    report.details, seconds), model
-            metrics = context.measure(candidate)
-            current_ms = context.latency_ms(model)  # again, next to the candidate: the machine's load drifts
+            context.say(f"{name}: timing the result side by side with the model before it")
+            timing = _side_by_side(context, model, candidate)
+            if timing is not None:  # both timed in alternating blocks: the machine's load drifts alike for both
+                metrics = context.measure(candidate, (timing.second.median_ms, timing.second.spread))
+                current_ms, faster = timing.first.median_ms, timing.ratio > 1 / (1 - self.min_gain)
+            else:
+                metrics = context.measure(candidate)
+                current_ms = min(context.latency_ms(model), current.latency_ms)
+                faster = metrics.latency_ms < current_ms * (1 - self.min_gain)
+            drop = 100 * (source.accuracy - metrics.accuracy)
+            if drop > budget.max_accuracy_drop and not isinstance(candidate, DeployedModel) and \
+                    context.fine_tune.epochs > 0:  # repair before rejecting: fine-tune again, distilled
+                repair = context.fine_tune_model(candidate, f"{name} (repair)").to_json()
+                metrics = context.measure(candidate, (metrics.latency_ms, metrics.latency_spread))
+                report.details["repair"] = {**repair, "drop_before_pp": drop}
+                drop = 100 * (source.accuracy - metrics.accuracy)
+                report.message = f"{report.message or name}; fine-tuned again to repair the accuracy"
         except Exception as exc:  # a step that cannot handle this model is reported, and the rest still run
             text = str(exc).splitlines()[0] if str(exc) else ""
             return StepOutcome(name, False, None, f"failed: {type(exc).__name__}: {text}"), model
-        drop = 100 * (source.accuracy - metrics.accuracy)
-        current_ms = min(current_ms, current.latency_ms)
-        faster = metrics.latency_ms < current_ms * (1 - self.min_gain)
         size_unmet = budget.max_size_mb is not None and current.size_mb > budget.max_size_mb
         smaller = size_unmet and metrics.size_mb < current.size_mb * (1 - self.min_gain)
         if drop > budget.max_accuracy_drop:
@@ -212,19 +241,31 @@ class CompressionPipeline:
             on_step(outcome.name, outcome)
 
 
-def save_module(model: nn.Module, folder: Path, batch: torch.Tensor) -> str:
-    """``model.pt2`` (``torch.export``, dynamic batch) for a graph loaded from a ``.pt2``, which does not pickle;
-    ``model.pt`` (``torch.save``) for any other module. Returns the file name."""
-    if isinstance(model, torch.fx.GraphModule):
-        program = torch.export.export(model, (batch,), dynamic_shapes=({0: torch.export.Dim("batch")},))
-        torch.export.save(program, folder / "model.pt2")
-        return "model.pt2"
-    torch.save(model, folder / "model.pt")
-    return "model.pt"
+def export_pt2(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
+    """``torch.export`` of ``model`` with a free batch dimension, saved as ``.pt2`` (loads without pickled code)."""
+    batch = torch.cat([example[:1], example[:1]])  # torch.export fixes a dimension of 1
+    program = torch.export.export(model.eval(), (batch,), dynamic_shapes=({0: torch.export.Dim("batch", max=65536)},))
+    torch.export.save(program, path)
+    return path
+
+
+def save_module(model: nn.Module, example: torch.Tensor, folder: Path) -> None:
+    """``model.pt2`` always (loads without pickled code); ``model.pt`` too for a module of the user's own classes."""
+    export_pt2(model, example, folder / "model.pt2")
+    if not isinstance(model, torch.fx.GraphModule):  # a graph loaded from a .pt2 does not pickle
+        torch.save(model, folder / "model.pt")
+
+
+def _side_by_side(context: CompressionContext, first: nn.Module, second: nn.Module) -> SideBySide | None:
+    """The two models timed in alternating blocks, or None where the target cannot hold two at once."""
+    try:
+        return context.side_by_side(first, second)
+    except SpecError:
+        return None
 
 
 def write_output(result: CompressionResult, context: CompressionContext, out: Path) -> Path:
-    """Write model.pt, model.onnx (checked against PyTorch), report.json and report.txt into ``out`` at once."""
+    """Write model.pt, model.pt2, model.onnx (dynamic batch, checked against PyTorch) and the reports at once."""
     from archetype.compress.report import render_table
 
     out = Path(out).absolute()
@@ -236,13 +277,13 @@ def write_output(result: CompressionResult, context: CompressionContext, out: Pa
         if isinstance(model, DeployedModel):
             files = model.save_deployment(temp, context.example())
             if "model.onnx" not in files:  # the int8 form is PyTorch's: export the fp32 module it computes
-                export_onnx(model.fp32_model, context.example(), temp / "model.onnx")
+                export_onnx(model.fp32_model, context.example(), temp / "model.onnx", dynamic_batch=True)
             if model.fp32_model is not None:  # None: the source was an ONNX graph
-                save_module(model.fp32_model, temp, context.dataset.train.x[:2])
+                save_module(model.fp32_model, context.example(), temp)
         else:
             model.eval()
-            export_onnx(model, context.example(), temp / "model.onnx")
-            save_module(model, temp, context.dataset.train.x[:2])
+            export_onnx(model, context.example(), temp / "model.onnx", dynamic_batch=True)
+            save_module(model, context.example(), temp)
         result.out_dir = out
         import json
 

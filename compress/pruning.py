@@ -19,7 +19,7 @@ from torch import nn
 
 from archetype.compress.step import CompressionContext, StepReport, register_step
 from archetype.errors import SpecError
-from archetype.worker.training import evaluate_accuracy, train
+from archetype.worker.training import evaluate_accuracy
 
 IMPORTANCES = ("magnitude", "taylor", "bn_scale")
 
@@ -91,11 +91,18 @@ def output_layers(model: nn.Module, classes: int) -> list[nn.Module]:
 
 
 def prunable_blocks(model: nn.Module) -> list[nn.Module]:
-    """The top-level blocks holding convolutions: below any single-child wrappers, the children with a conv."""
+    """The blocks holding convolutions: the children with a conv, below any module in which only one child has one.
+
+    A user's ``features`` / ``classifier`` split descends into ``features``.
+    """
+
+    def with_conv(module: nn.Module) -> list[nn.Module]:
+        return [c for c in module.children() if any(isinstance(m, nn.Conv2d) for m in c.modules())]
+
     module = model
-    while len(list(module.children())) == 1:
-        module = next(module.children())
-    return [c for c in module.children() if any(isinstance(m, nn.Conv2d) for m in c.modules())]
+    while len(with_conv(module)) == 1 and not isinstance(with_conv(module)[0], nn.Conv2d):
+        module = with_conv(module)[0]
+    return with_conv(module)
 
 
 @register_step("prune")
@@ -121,6 +128,7 @@ def prune_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
     gains: dict[int, float] = {}
     if config.per_block and len(blocks) > 1:
         for index in range(len(blocks)):
+            context.say(f"prune: probing block {index + 1}/{len(blocks)}")
             gains[index] = (base_ms - context.latency_ms(pruned({index: config.probe_ratio}))) / base_ms
         chosen = [i for i, gain in gains.items() if gain >= config.min_gain]
     else:
@@ -140,7 +148,8 @@ def prune_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
     details["tried_ms"] = {str(r): ms for r, _, ms in candidates}
     details["val_accuracy"] = {}
     for ratio, candidate, _ in reversed(candidates):  # the fastest first; back off while accuracy is lost
-        train(candidate, data, context.fine_tune)
+        context.say(f"prune: fine-tuning {ratio:.0%} of the channels pruned")
+        details.setdefault("fine_tune", {})[str(ratio)] = context.fine_tune_model(candidate, "prune").to_json()
         candidate.eval()
         accuracy = evaluate_accuracy(candidate, data.val)
         details["val_accuracy"][str(ratio)] = accuracy

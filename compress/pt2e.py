@@ -5,6 +5,7 @@ torchao is the optional extra ``int8-torch``; it is imported only here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -51,6 +52,11 @@ class Pt2eInt8Model(DeployedModel):
             raise SpecError(f"a PT2E int8 model is measured on cpu-torch, not {target.name}")
         latency = target.measure(self, input_type)
         return latency.median_ms, latency.spread
+
+    def runner_on(self, target: Target, input_type: TensorType) -> Callable[[], object]:
+        if not isinstance(target, TorchCpuTarget):
+            raise SpecError(f"a PT2E int8 model runs on cpu-torch, not {target.name}")
+        return target.runner(self, input_type)
 
     def counts(self) -> tuple[int, int]:
         assert self.fp32_model is not None

@@ -7,7 +7,7 @@ the most accuracy, one at a time, until the accuracy is within the allowed drop.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,10 +56,12 @@ class OrtInt8Model(DeployedModel):
         options.intra_op_num_threads = 1
         self._session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
+        self._batch = 1 if self._session.get_inputs()[0].shape[0] == 1 else 256  # a free batch runs in chunks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = [self._session.run(None, {self._input: x[i : i + 1].detach().numpy()})[0] for i in range(len(x))]
-        return torch.from_numpy(np.concatenate(rows))
+        chunks = [self._session.run(None, {self._input: x[i : i + self._batch].detach().numpy()})[0]
+                  for i in range(0, len(x), self._batch)]
+        return torch.from_numpy(np.concatenate(chunks))
 
     def deployed_size_mb(self) -> float:
         return megabytes(len(self.onnx_model))
@@ -69,6 +71,11 @@ class OrtInt8Model(DeployedModel):
             raise SpecError(f"an ONNX Runtime int8 model is measured on cpu-ort, not {target.name}")
         latency = target.measure_onnx(self.onnx_model, input_type)
         return latency.median_ms, latency.spread
+
+    def runner_on(self, target: Target, input_type: TensorType) -> Callable[[], object]:
+        if not isinstance(target, OnnxRuntimeCpuTarget):
+            raise SpecError(f"an ONNX Runtime int8 model runs on cpu-ort, not {target.name}")
+        return target.onnx_runner(self.onnx_model, input_type)
 
     def counts(self) -> tuple[int, int]:
         return self.params, self.macs
@@ -83,7 +90,7 @@ class OrtInt8Model(DeployedModel):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"_batch": 1, **state})
         import onnxruntime as ort
 
         self._session = ort.InferenceSession(self.onnx_model, providers=["CPUExecutionProvider"])
@@ -212,7 +219,7 @@ def quantize_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Mod
 
         quantized = quantize_pt2e(model, context.dataset.train, example, config.calibration_samples)
         return quantized, StepReport("quantize", {"flow": "pt2e"}, "int8 by PT2E (X86InductorQuantizer)")
-    onnx_fp32 = export_onnx_bytes(model, example)
+    onnx_fp32 = export_onnx_bytes(model, example, dynamic_batch=True)  # the int8 file keeps a free batch
     policy = mixed_precision_policy(onnx_fp32, context.dataset.train, context.dataset.val,
                                     context.budget.max_accuracy_drop / 100, config)
     agreement = _top1_agreement(model, policy.onnx_model, context.dataset.val.x[:256])

@@ -41,6 +41,15 @@ def render_table(result: CompressionResult, context: CompressionContext) -> str:
     console.print(report_table(result, context.target.name))
     final = result.metrics
     console.print(f"budget {context.budget.latency_ms:g} ms: final {final.latency_ms:.4f} ms, "
-                  f"{result.source.latency_ms / final.latency_ms:.2f}x faster, {final.size_mb:.3f} MB, "
+                  f"{speedup_text(result)} faster, {final.size_mb:.3f} MB, "
                   f"accuracy {final.accuracy:.4f} ({100 * (result.source.accuracy - final.accuracy):+.2f} pp drop)")
     return sink.getvalue().rstrip()
+
+
+def speedup_text(result: CompressionResult) -> str:
+    """``2.71x (2.65-2.80, side by side)``, or the ratio of the step measurements when there was no side-by-side."""
+    timing = result.side_by_side
+    if timing is None:
+        return f"{result.speedup:.2f}x"
+    spread = f"{timing.ratio_low:.2f}-{timing.ratio_high:.2f}"
+    return f"{timing.ratio:.2f}x ({spread} over {timing.rounds} rounds side by side)"

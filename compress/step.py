@@ -11,10 +11,12 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from archetype.compress.fine_tune import FineTuneConfig, FineTuneReport, fine_tune
 from archetype.errors import SpecError
 from archetype.searchspace.network import model_size_mb
 from archetype.searchspace.types import TensorType
 from archetype.worker.data import Dataset
+from archetype.worker.measure import SideBySide
 from archetype.worker.targets import Target
 from archetype.worker.training import TrainConfig, evaluate_accuracy
 
@@ -82,10 +84,24 @@ class CompressionContext:
     fine_tune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-3))
     settings: dict[str, Any] = field(default_factory=dict)  # step name -> that step's config dataclass
     seed: int = 0
+    teacher: nn.Module | None = None  # the source model, distilled from in every fine-tune (set by the pipeline)
+    progress: Callable[[str], None] | None = None  # one line of what is happening now, for the user
+    _runners: dict[int, tuple[nn.Module, Callable[[], object]]] = field(default_factory=dict, repr=False)
 
     def config(self, step: str, default: ConfigType) -> ConfigType:
         """The config of ``step`` given in ``settings``, else ``default``."""
         return self.settings.get(step, default)
+
+    def say(self, text: str) -> None:
+        """Tell the user what is happening now (a fine-tune epoch, candidates scored)."""
+        if self.progress is not None:
+            self.progress(text)
+
+    def fine_tune_model(self, model: nn.Module, step: str) -> FineTuneReport:
+        """Fine-tune ``model`` in place after ``step``: distilled from the teacher, on a subset, early-stopped."""
+        config = self.config("fine_tune", FineTuneConfig())
+        return fine_tune(model, self.dataset, self.fine_tune, config, self.teacher,
+                         lambda e, n, a: self.say(f"{step}: fine-tune epoch {e}/{n}, validation accuracy {a:.4f}"))
 
     @property
     def input_type(self) -> TensorType:
@@ -99,9 +115,20 @@ class CompressionContext:
         """The model's median latency on the target, in ms."""
         return measure_on_target(self.target, model, self.input_type)[0]
 
-    def measure(self, model: nn.Module) -> ModelMetrics:
-        """Latency on the target, size, parameters, MACs and test accuracy of ``model``."""
-        median, spread = measure_on_target(self.target, model, self.input_type)
+    def side_by_side(self, first: nn.Module, second: nn.Module, rounds: int = 15) -> SideBySide:
+        """Two models timed on the target in alternating blocks: the honest ratio of their latencies."""
+        return self.target.compare(self._runner(first), self._runner(second), rounds)
+
+    def _runner(self, model: nn.Module) -> Callable[[], object]:
+        """The model's runner on the target, made once per model (an export each time otherwise)."""
+        cached = self._runners.get(id(model))
+        if cached is None or cached[0] is not model:
+            cached = self._runners[id(model)] = (model, runner_on_target(self.target, model, self.input_type))
+        return cached[1]
+
+    def measure(self, model: nn.Module, latency: tuple[float, float] | None = None) -> ModelMetrics:
+        """Latency on the target (unless given as ``(median_ms, spread)``), size, parameters, MACs, test accuracy."""
+        median, spread = latency if latency is not None else measure_on_target(self.target, model, self.input_type)
         params, macs = count_params_and_macs(model, self.example())
         accuracy = evaluate_accuracy(model, self.dataset.test)
         return ModelMetrics(median, spread, deployed_size_mb(model), params, macs, accuracy)
@@ -124,6 +151,10 @@ class DeployedModel(nn.Module):
         """Parameters and MACs (of the fp32 network it computes)."""
         raise NotImplementedError
 
+    def runner_on(self, target: Target, input_type: TensorType) -> Callable[[], object]:
+        """One forward pass on ``target``, ready to be timed; SpecError if it cannot run there."""
+        raise NotImplementedError
+
     def save_deployment(self, folder: Path, example: torch.Tensor) -> list[str]:
         """Write the deployable files into ``folder``; returns their names."""
         raise NotImplementedError
@@ -135,6 +166,13 @@ def measure_on_target(target: Target, model: nn.Module, input_type: TensorType) 
         return model.measure_on(target, input_type)
     latency = target.measure(model.eval(), input_type)
     return latency.median_ms, latency.spread
+
+
+def runner_on_target(target: Target, model: nn.Module, input_type: TensorType) -> Callable[[], object]:
+    """One forward pass of ``model`` (deployed or not) on ``target``, ready to be timed."""
+    if isinstance(model, DeployedModel):
+        return model.runner_on(target, input_type)
+    return target.runner(model.eval(), input_type)
 
 
 def deployed_size_mb(model: nn.Module) -> float:

@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archetype.compress.fine_tune import FineTuneConfig, distillation_loss
 from archetype.compress.step import CompressionContext, StepReport, register_step
-from archetype.worker.data import Dataset
-from archetype.worker.training import TrainConfig, TrainingError, torch_threads
+from archetype.worker.data import Dataset, sample_split
+from archetype.worker.training import LossFn, TrainConfig, TrainingError, torch_threads
 
 
 def truncated_rank(singular_values: torch.Tensor, tau: float, min_rank: int = 1) -> int:
@@ -164,7 +165,8 @@ def low_rank_layers(model: nn.Module) -> dict[str, _TuckerFactors]:
 
 
 def rank_adaptive_fine_tune(
-    model: nn.Module, dataset: Dataset, config: TrainConfig, adapt_every: int = 10, tau: float | None = None
+    model: nn.Module, dataset: Dataset, config: TrainConfig, adapt_every: int = 10, tau: float | None = None,
+    loss: LossFn | None = None,
 ) -> list[dict[str, tuple[int, int]]]:
     """Fine-tune in place; every ``adapt_every`` steps the low-rank layers augment, train, truncate.
 
@@ -197,11 +199,12 @@ def rank_adaptive_fine_tune(
                     for layer in layers:
                         layer.augment()
                     optimizer = optimizer_without_bases()
-                loss = F.cross_entropy(model(x[index]), y[index])
-                if not math.isfinite(loss.item()):
-                    raise TrainingError(f"loss became {loss.item()} in epoch {epoch} of {config.epochs}")
+                logits = model(x[index])
+                batch_loss = F.cross_entropy(logits, y[index]) if loss is None else loss(logits, x[index], y[index])
+                if not math.isfinite(batch_loss.item()):
+                    raise TrainingError(f"loss became {batch_loss.item()} in epoch {epoch} of {config.epochs}")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                batch_loss.backward()
                 optimizer.step()
                 step += 1
                 if step % adapt_every == 0 and layers:
@@ -237,7 +240,15 @@ def tucker_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Modul
     if not initial:
         return model, StepReport("tucker", {"initial_tau": config.initial_tau},
                                  f"no layer gets cheaper in low-rank form at tau {config.initial_tau}")
-    history = rank_adaptive_fine_tune(candidate, context.dataset, context.fine_tune, config.adapt_every, config.tau)
+    tune = context.config("fine_tune", FineTuneConfig())
+    teacher = context.teacher if tune.distill_weight > 0 else None
+    loss = distillation_loss(teacher, tune.temperature, tune.distill_weight) if teacher is not None else None
+    context.say("tucker: rank-adaptive fine-tuning")
+    generator = torch.Generator().manual_seed(context.fine_tune.seed)
+    data = context.dataset
+    subset = Dataset(data.name, sample_split(data.train, tune.train_samples, generator), data.val, data.test,
+                     data.input_type, data.num_classes)
+    history = rank_adaptive_fine_tune(candidate, subset, context.fine_tune, config.adapt_every, config.tau, loss)
     final = history[-1] if history else initial
     details = {"initial_tau": config.initial_tau, "tau": config.tau,
                "initial_ranks": {k: list(v) for k, v in initial.items()},

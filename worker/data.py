@@ -90,6 +90,14 @@ class Split:
         return self.normalisation.apply(self.samples[index])
 
 
+def sample_split(split: Split, samples: int | None, generator: torch.Generator) -> Split:
+    """A random subset of ``samples`` of ``split`` (all of it when None or larger)."""
+    if samples is None or samples >= len(split):
+        return split
+    index = torch.randperm(len(split), generator=generator)[:samples]
+    return split.subset(index)
+
+
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """A classification data set: three disjoint splits and the type of one sample."""

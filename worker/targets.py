@@ -19,7 +19,7 @@ from torch import nn
 from archetype.compress.onnx_export import export_onnx
 from archetype.errors import SpecError
 from archetype.searchspace.types import TensorType
-from archetype.worker.measure import Latency, MeasureProtocol
+from archetype.worker.measure import Latency, MeasureProtocol, SideBySide
 from archetype.worker.training import torch_threads
 
 _TARGETS: dict[str, type[Target]] = {}
@@ -41,6 +41,15 @@ class Target(ABC):
     @abstractmethod
     def measure(self, model: nn.Module, input_type: TensorType) -> Latency:
         """The latency of one forward pass of ``model`` on a batch of one ``input_type``."""
+
+    def runner(self, model: nn.Module, input_type: TensorType) -> Callable[[], object]:
+        """One forward pass of ``model`` as this target runs it, ready to be timed (the model left in eval mode)."""
+        raise SpecError(f"target {self.name!r} cannot time two models side by side")
+
+    def compare(self, first: Callable[[], object], second: Callable[[], object], rounds: int = 15) -> SideBySide:
+        """Two runners (from ``runner``) timed in alternating blocks by the protocol, on this target's threads."""
+        with torch_threads(self.threads), torch.inference_mode():
+            return self.protocol.side_by_side(first, second, rounds)
 
     def fingerprint(self) -> dict[str, str]:
         """The device and software versions a latency depends on, as strings."""
@@ -116,13 +125,20 @@ class OnnxRuntimeCpuTarget(Target):
             )
 
     def measure(self, model: nn.Module, input_type: TensorType) -> Latency:
+        return self.protocol.measure(self.runner(model, input_type))
+
+    def runner(self, model: nn.Module, input_type: TensorType) -> Callable[[], object]:
         with tempfile.TemporaryDirectory(prefix="archetype-ort-") as folder:
             path = export_onnx(model, example_input(input_type), Path(folder) / "model.onnx")
             path = self.prepare(path, input_type)
-            return self.measure_onnx(path.read_bytes(), input_type)
+            return self.onnx_runner(path.read_bytes(), input_type)
 
     def measure_onnx(self, onnx_model: bytes, input_type: TensorType) -> Latency:
         """The latency of an ONNX model (serialised bytes, run as it is) on a batch of one ``input_type``."""
+        return self.protocol.measure(self.onnx_runner(onnx_model, input_type))
+
+    def onnx_runner(self, onnx_model: bytes, input_type: TensorType) -> Callable[[], object]:
+        """One session run of an ONNX model (serialised bytes) on a batch of one ``input_type``."""
         ort = _onnxruntime()
         example = example_input(input_type)
         options = ort.SessionOptions()
@@ -133,7 +149,7 @@ class OnnxRuntimeCpuTarget(Target):
         options.log_severity_level = 3  # errors only
         session = ort.InferenceSession(onnx_model, options, providers=[self.provider])
         feed = {session.get_inputs()[0].name: example.numpy()}
-        return self.protocol.measure(lambda: session.run(None, feed))
+        return lambda: session.run(None, feed)
 
     def prepare(self, path: Path, input_type: TensorType) -> Path:
         """The ONNX file the session runs, made from the exported ``path`` (as it is here)."""
@@ -201,6 +217,11 @@ class TorchCpuTarget(Target):
                 return self.protocol.measure(lambda: model(example))
         finally:
             model.train(was_training)
+
+    def runner(self, model: nn.Module, input_type: TensorType) -> Callable[[], object]:
+        example = example_input(input_type)
+        model.eval()
+        return lambda: model(example)
 
 
 @register_target("cuda-torch")

@@ -57,15 +57,22 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss(logits, x, y)``: a training loss that may look at the inputs (distillation does)."""
+
+
 def train(
     model: nn.Module,
     dataset: Dataset,
     config: TrainConfig,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float], bool | None] | None = None,
+    loss: LossFn | None = None,
 ) -> TrainReport:
     """Train ``model`` on ``dataset.train`` in place; ``on_epoch(epoch, mean_loss)`` after each epoch (from 1).
 
-    TrainingError names the epoch in which the loss stopped being finite.
+    ``on_epoch`` returning True stops training there (early stopping); ``loss``
+    replaces the cross-entropy. TrainingError names the epoch in which the loss
+    stopped being finite.
     """
     start = time.perf_counter()
     x, y = dataset.train.x, dataset.train.y
@@ -73,7 +80,10 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     shuffle = torch.Generator().manual_seed(config.seed)
-    loss_fn = nn.CrossEntropyLoss()
+    cross_entropy = nn.CrossEntropyLoss()
+
+    def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(logits, y) if loss is None else loss(logits, x, y)
     losses: list[float] = []
     model.train()
     with torch_threads(config.threads), torch.random.fork_rng(devices=[]):
@@ -83,20 +93,20 @@ def train(
             total, seen = 0.0, 0
             for batch in batch_slices(len(y), config.batch_size):
                 index = order[batch]
-                loss = loss_fn(model(x[index]), y[index])  # logits (B, classes)
-                value = loss.item()
+                batch_loss = loss_fn(model(x[index]), x[index], y[index])  # logits (B, classes)
+                value = batch_loss.item()
                 if not math.isfinite(value):
                     raise TrainingError(f"loss became {value} in epoch {epoch} of {config.epochs}")
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                batch_loss.backward()
                 optimizer.step()
                 schedule.step()
                 total += value * len(index)
                 seen += len(index)
             losses.append(total / seen)
-            if on_epoch is not None:
-                on_epoch(epoch, losses[-1])
-    return TrainReport(epochs=config.epochs, losses=losses, seconds=time.perf_counter() - start)
+            if on_epoch is not None and on_epoch(epoch, losses[-1]):
+                break
+    return TrainReport(epochs=len(losses), losses=losses, seconds=time.perf_counter() - start)
 
 
 def batch_slices(n: int, batch_size: int) -> list[slice]:

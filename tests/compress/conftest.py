@@ -58,6 +58,97 @@ def save_pt2() -> Callable[[nn.Module, Path, tuple[int, ...]], Path]:
     return _save_pt2
 
 
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block as a user writes it: expand 1x1, depthwise 3x3, linear 1x1; a skip when shapes match."""
+
+    def __init__(self, inp: int, oup: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = inp * expand
+        self.use_res = stride == 1 and inp == oup
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers += [nn.Conv2d(inp, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)]
+        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
+                   nn.ReLU6(inplace=True), nn.Conv2d(hidden, oup, 1, bias=False), nn.BatchNorm2d(oup)]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_res:
+            return x + self.conv(x)
+        return self.conv(x)
+
+
+class UserMobileNetV2(nn.Module):
+    """A small MobileNetV2 for 1-channel images, written as plain PyTorch."""
+
+    def __init__(self, classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Sequential(nn.Conv2d(1, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU6(inplace=True)),
+            InvertedResidual(width, width, 1, 1), InvertedResidual(width, 2 * width, 2, 2),
+            InvertedResidual(2 * width, 2 * width, 1, 2),
+        )
+        self.classifier = nn.Sequential(nn.Dropout(0.1), nn.Linear(2 * width, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = nn.functional.adaptive_avg_pool2d(x, 1).flatten(1)  # (B, C)
+        return self.classifier(x)
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block as a user writes it: functional ReLU, a projection shortcut when the shape changes."""
+
+    def __init__(self, inp: int, oup: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inp, oup, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(oup)
+        self.conv2 = nn.Conv2d(oup, oup, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(oup)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or inp != oup:
+            self.shortcut = nn.Sequential(nn.Conv2d(inp, oup, 1, stride, bias=False), nn.BatchNorm2d(oup))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class UserResNet(nn.Module):
+    """A small ResNet-18-style network (stem, two stages of basic blocks, the second strided)."""
+
+    def __init__(self, classes: int = 10, width: int = 8) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.layer1 = nn.Sequential(BasicBlock(width, width), BasicBlock(width, width))
+        self.layer2 = nn.Sequential(BasicBlock(width, 2 * width, 2), BasicBlock(2 * width, 2 * width))
+        self.fc = nn.Linear(2 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.relu(self.bn1(self.conv1(x)))
+        x = self.layer2(self.layer1(x))
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc(x)
+
+
+def user_vgg(classes: int = 10, width: int = 8) -> nn.Module:
+    """A VGG-style nn.Sequential: conv-bn-relu pairs, max pooling between, a linear head."""
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+        nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
+        nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, classes),
+    )
+
+
+USER_MODELS: dict[str, Callable[[], nn.Module]] = {
+    "mobilenetv2": UserMobileNetV2, "resnet": UserResNet, "vgg": user_vgg,
+}
+
+
 @pytest.fixture(scope="session")
 def digits() -> Dataset:
     return load_dataset("digits")
@@ -99,3 +190,9 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def user_models() -> dict[str, Callable[[], nn.Module]]:
+    """Factories of small MobileNetV2-, ResNet- and VGG-style models written as plain PyTorch (1-channel input)."""
+    return USER_MODELS

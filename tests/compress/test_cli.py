@@ -75,12 +75,16 @@ def test_compress_a_tiny_digits_model_end_to_end(tmp_path: Path, capsys, trained
     argv = _compress(tmp_path, str(path), "--pipeline", "quantize", "--epochs", "1",
                      "--max-accuracy-drop", "5", "--name", "tiny", "--json", "--trust-pickle")
     code = main(argv)
-    report = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
     assert code == 1  # 0.001 ms is out of reach: the best reached is kept, written and stored as unmet
     assert report["status"] == "unmet" and report["run"] == "tiny"
     assert [s["name"] for s in report["steps"]] == ["source", "quantize"]
+    assert "quantize: started" in captured.err and "left)" in captured.err  # progress on stderr with --json too
+    assert (report["side_by_side"] is None) == (not report["steps"][1]["accepted"])  # timed only when changed
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.pt", "report.json", "report.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.pt", "model.pt2", "report.json",
+                                                     "report.txt"]
     assert isinstance(torch.load(out / "model.pt", weights_only=False), nn.Module)
     with Store.open(f"sqlite:///{tmp_path / 'store.db'}") as store:
         run = store.compression_run("tiny")

@@ -48,3 +48,20 @@ def test_a_merged_block_written_as_onnx_computes_what_torch_does(act, groups: in
     got = session.run(None, {"x": x.numpy()})[0]
     torch.testing.assert_close(torch.from_numpy(got), block(x).detach(), atol=1e-5, rtol=1e-4)
     assert conv_block_onnx(nn.Sequential(nn.Conv2d(8, 8, 3), nn.GELU()), (1, 8, 9, 9)) is None  # left to the exporter
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "resnet", "vgg"])
+def test_depth_step_accepts_models_written_as_plain_pytorch(name: str, user_models, digits, context_for,
+                                                            macs_target) -> None:
+    torch.manual_seed(0)
+    model = user_models[name]().eval()
+    config = DepthConfig(importance_samples=64, knapsack_steps=300)
+    target = macs_target(ms_per_layer=0.5)
+    before = context_for(target=target).latency_ms(model)
+    context = context_for(latency_ms=0.7 * before, target=target, epochs=0, depth=config)
+    merged, report = depth_step(model, context)
+    assert merged is not model, report.message
+    assert report.details["plan"]["removed_activations"]
+    assert _convs(merged) < _convs(model)
+    assert context.latency_ms(merged) < before
+    assert merged(digits.test.x[:3]).shape == (3, 10)

@@ -48,9 +48,11 @@ def test_a_faster_step_is_kept_and_the_pipeline_stops_at_the_budget(trained_conv
     )
     assert [s.name for s in result.steps] == ["source", "test-drop-conv"]  # budget met: test-copy never runs
     assert result.status == "complete" and result.steps[1].accepted
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.pt", "report.json", "report.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.pt", "model.pt2", "report.json",
+                                                     "report.txt"]
     report = json.loads((out / "report.json").read_text())
     assert report["status"] == "complete" and report["speedup"] > 1.1
+    assert report["side_by_side"] is None  # the MACs target times nothing: the step figures stand
     stored = store.compression_run("r1")
     assert stored.status.value == "complete"
     steps = [(s.position, s.name, s.accepted) for s in stored.steps]
@@ -94,3 +96,52 @@ def test_each_builtin_step_returns_a_working_model_and_its_report(name, digits, 
     model, report = get_step(name)(trained_conv_net, context)
     assert report.name == name and isinstance(report.details, dict)
     assert model(digits.test.x[:2]).shape == (2, 10)
+
+
+def test_outputs_take_any_batch_and_the_speedup_is_timed_side_by_side(trained_conv_net, context_for, macs_target,
+                                                                      digits, tmp_path) -> None:
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from archetype.worker.measure import MeasureProtocol
+    from archetype.worker.targets import TorchCpuTarget
+
+    class TimedMacsTarget(macs_target):
+        """Steps judged by MACs (deterministic), the final comparison timed for real in eager PyTorch."""
+
+        runner = TorchCpuTarget.runner
+
+    target = TimedMacsTarget()
+    target.protocol = MeasureProtocol(warmup=2, min_block_ms=1.0)
+    context = context_for(latency_ms=0.01, drop=100.0, target=target)
+    before = context.latency_ms(trained_conv_net)
+    context.budget = type(context.budget)(before * 0.9, max_accuracy_drop=100.0)
+    out = tmp_path / "out"
+    result = CompressionPipeline(["test-drop-conv"], context).run(trained_conv_net, out=out)
+    timing = result.side_by_side
+    assert timing is not None and timing.rounds == 15
+    assert timing.first.median_ms > 0 and timing.second.median_ms > 0
+    assert timing.ratio_low <= timing.ratio <= timing.ratio_high
+    report = json.loads((out / "report.json").read_text())
+    assert report["speedup"] == pytest.approx(timing.ratio) and report["side_by_side"]["rounds"] == 15
+    assert "side by side" in (out / "report.txt").read_text()
+    x = digits.test.x[:5]
+    session = ort.InferenceSession(str(out / "model.onnx"))
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        expected = result.model(x).numpy()
+        assert np.allclose(got, expected, atol=1e-4)
+        assert torch.allclose(torch.export.load(out / "model.pt2").module()(x[:3]), result.model(x[:3]), atol=1e-5)
+
+
+def test_a_step_that_costs_accuracy_is_repaired_before_it_is_judged(trained_conv_net, context_for) -> None:
+    context = context_for(latency_ms=0.01, drop=0.0, epochs=2)
+    result = CompressionPipeline(["test-drop-conv"], context).run(trained_conv_net)
+    step = result.steps[1]
+    repair = step.details["repair"]
+    assert repair["epochs"] >= 1 and repair["distilled"]
+    assert repair["drop_before_pp"] > 0  # removing a conv unit costs accuracy...
+    final_drop = 100 * (result.source.accuracy - step.metrics.accuracy)
+    assert final_drop < repair["drop_before_pp"]  # ...and the repair wins part of it back
+    assert "repair" in step.message

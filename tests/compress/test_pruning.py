@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from archetype.compress.pruning import PruningConfig, prunable_blocks, prune_channels, prune_step
+from archetype.compress.pruning import PruningConfig, output_layers, prunable_blocks, prune_channels, prune_step
 from archetype.searchspace import Architecture
 
 MOBILE = {
@@ -66,3 +66,15 @@ def test_prune_step_prunes_nothing_when_no_block_pays(trained_conv_net, context_
     model, report = prune_step(trained_conv_net, context)
     assert model is trained_conv_net
     assert "nothing pruned" in (report.message or "")
+
+
+@pytest.mark.parametrize(("name", "count"), [("mobilenetv2", 4), ("resnet", 3), ("vgg", 4)])
+def test_blocks_of_models_written_as_plain_pytorch(name: str, count: int, user_models, digits) -> None:
+    torch.manual_seed(0)
+    model = user_models[name]().eval()
+    blocks = prunable_blocks(model)
+    assert len(blocks) == count  # mobilenet: features' stem and blocks; resnet: stem, layer1, layer2; vgg: its convs
+    before = _params(model)
+    prune_channels(model, digits.train.x[:1], dict.fromkeys(blocks[1:], 0.5), ignored=output_layers(model, 10))
+    assert _params(model) < before
+    assert model(digits.train.x[:4]).shape == (4, 10)

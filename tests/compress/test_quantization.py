@@ -73,3 +73,15 @@ def test_pt2e_int8_model_agrees_with_fp32_on_digits(digits, trained_conv_net) ->
         got = quantized(x).argmax(1)
     assert float((got == expected).float().mean()) >= 0.95
     assert quantized.deployed_size_mb() < 0.5 * sum(p.numel() * 4 for p in trained_conv_net.parameters()) / 1e6
+
+
+def test_an_int8_model_with_a_free_batch_runs_batches_as_it_runs_rows(trained_conv_net, digits) -> None:
+    from archetype.compress.onnx_export import export_onnx_bytes
+    from archetype.compress.quantization import OrtInt8Model, quantize_onnx_static
+
+    int8 = quantize_onnx_static(export_onnx_bytes(trained_conv_net, digits.train.x[:1], dynamic_batch=True),
+                                digits.train, samples=64)
+    model = OrtInt8Model(int8)
+    x = digits.test.x[:300]  # more than one chunk of 256
+    rows = torch.cat([model(x[i:i + 1]) for i in range(len(x))])
+    assert torch.allclose(model(x), rows, atol=1e-5)

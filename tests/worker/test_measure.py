@@ -70,3 +70,39 @@ def test_protocol_carries_the_settings():
 def test_impossible_settings_are_refused(setting):
     with pytest.raises(ValueError, match="invalid protocol"):
         measure_latency(lambda: None, **setting)
+
+
+class FakeClock:
+    """``perf_counter_ns`` that advances only when a run is called: each run costs a fixed number of ns."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.calls: list[str] = []
+
+    def run(self, name: str, cost_ns: int):
+        def call() -> None:
+            self.calls.append(name)
+            self.now += cost_ns
+        return call
+
+
+def test_side_by_side_alternates_blocks_and_reports_the_ratio(monkeypatch):
+    from archetype.worker import measure
+
+    clock = FakeClock()
+    monkeypatch.setattr(measure.time, "perf_counter_ns", lambda: clock.now)
+    slow, fast = clock.run("slow", 3_000_000), clock.run("fast", 1_000_000)
+    result = measure.measure_side_by_side(slow, fast, warmup=2, rounds=4, min_block_ms=5.0)
+    assert result.ratio == pytest.approx(3.0) and result.ratio_low == pytest.approx(3.0)
+    assert result.first.median_ms == pytest.approx(3.0) and result.second.median_ms == pytest.approx(1.0)
+    assert result.rounds == 4 and result.first.blocks == 4
+    timed = clock.calls[-(4 * result.first.runs_per_block + 4 * result.second.runs_per_block):]
+    runs = [name for i, name in enumerate(timed) if i == 0 or timed[i - 1] != name]
+    assert runs == ["slow", "fast", "slow", "fast", "slow"]  # blocks in ABBA order: slow fast | fast slow | ...
+
+
+def test_side_by_side_refuses_a_bad_protocol():
+    from archetype.worker.measure import measure_side_by_side
+
+    with pytest.raises(ValueError, match="rounds=0"):
+        measure_side_by_side(lambda: None, lambda: None, rounds=0)

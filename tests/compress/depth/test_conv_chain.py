@@ -170,8 +170,9 @@ def test_mobilenet_like_chain_structure(mobile_arch: Architecture) -> None:
         (nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3)), "before any convolution"),
         (nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect")), "padding mode"),
         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.ReLU()), "second activation"),
-        (nn.Linear(3, 4), "Linear"),
-        (nn.Sequential(_ResidualModule(nn.Sequential(nn.Conv2d(3, 4, 1)), nn.Conv2d(3, 4, 1), 0.0)), "projection"),
+        (nn.Linear(3, 4), "'linear' .* before any convolution"),
+        (nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(36, 4), nn.Unflatten(1, (4, 1, 1)),
+                       nn.Conv2d(4, 4, 1)), "'4' is a convolution after the head begins at '1'"),
     ],
 )
 def test_unsupported_networks_are_refused_naming_the_module(model: nn.Module, message: str) -> None:

@@ -1,0 +1,109 @@
+"""Fine-tuning after a compression step: distilled from the source model, on a subset, stopped when it stops paying.
+
+Every step fine-tunes through ``fine_tune``: the loss is the cross-entropy
+blended with the KL divergence to the teacher's (the source model's) softened
+logits at ``temperature``; each epoch runs on a fixed random subset of the
+training split; after each epoch the validation accuracy (on a subset) is
+taken, the best weights are kept, and training stops after ``patience`` epochs
+without a gain of ``min_delta``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archetype.errors import SpecError
+from archetype.worker.data import Dataset, sample_split
+from archetype.worker.training import LossFn, TrainConfig, evaluate_accuracy, train
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    """How every step fine-tunes its result."""
+
+    distill_weight: float = 0.7  # share of the distillation term in the loss; 0 trains on labels alone
+    temperature: float = 4.0  # softening of both logits in the distillation term
+    train_samples: int | None = 20000  # training samples per fine-tune (a fixed random subset); None: all
+    val_samples: int | None = 2000  # validation samples scored after each epoch
+    patience: int = 1  # epochs without a gain before stopping
+    min_delta: float = 0.0005  # a validation accuracy gain smaller than this is no gain
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.distill_weight <= 1 or not self.temperature > 0 or self.patience < 1:
+            raise SpecError(f"fine-tuning: distill_weight in [0, 1], temperature > 0 and patience >= 1, got "
+                            f"{self.distill_weight}, {self.temperature}, {self.patience}")
+
+
+def distillation_loss(teacher: nn.Module, temperature: float, weight: float) -> LossFn:
+    """``(1 - weight) * CE(logits, y) + weight * T^2 * KL(teacher_T || student_T)``; the teacher runs frozen."""
+    teacher.eval()
+
+    def loss(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            soft = F.log_softmax(teacher(x) / temperature, dim=1)  # (B, classes)
+        student = F.log_softmax(logits / temperature, dim=1)
+        kd = F.kl_div(student, soft, log_target=True, reduction="batchmean") * temperature**2
+        return (1 - weight) * F.cross_entropy(logits, y) + weight * kd
+
+    return loss
+
+
+@dataclass
+class FineTuneReport:
+    """What a fine-tune did: epochs run, validation accuracy after each, the epoch whose weights were kept."""
+
+    epochs: int
+    val_accuracy: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    distilled: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "val_accuracy": self.val_accuracy, "best_epoch": self.best_epoch,
+                "distilled": self.distilled}
+
+
+def fine_tune(
+    model: nn.Module,
+    dataset: Dataset,
+    recipe: TrainConfig,
+    config: FineTuneConfig,
+    teacher: nn.Module | None = None,
+    on_epoch: Any = None,
+) -> FineTuneReport:
+    """Fine-tune ``model`` in place for at most ``recipe.epochs``, distilled from ``teacher``, early-stopped.
+
+    ``on_epoch(epoch, epochs, val_accuracy)`` after each epoch (progress).
+    """
+    if recipe.epochs == 0:
+        return FineTuneReport(0)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    subset = Dataset(dataset.name, sample_split(dataset.train, config.train_samples, generator),
+                     sample_split(dataset.val, config.val_samples, generator), dataset.test, dataset.input_type,
+                     dataset.num_classes)
+    distilled = teacher is not None and config.distill_weight > 0
+    loss = distillation_loss(teacher, config.temperature, config.distill_weight) if distilled else None
+    report = FineTuneReport(0, distilled=distilled)
+    best: dict[str, torch.Tensor] | None = None
+    best_accuracy = -1.0
+
+    def after_epoch(epoch: int, _loss: float) -> bool:
+        nonlocal best, best_accuracy
+        accuracy = evaluate_accuracy(model, subset.val)
+        report.epochs, report.val_accuracy = epoch, [*report.val_accuracy, accuracy]
+        if on_epoch is not None:
+            on_epoch(epoch, recipe.epochs, accuracy)
+        if accuracy > best_accuracy + config.min_delta or best is None:
+            best, best_accuracy, report.best_epoch = copy.deepcopy(model.state_dict()), accuracy, epoch
+        model.train()
+        return epoch - report.best_epoch >= config.patience
+
+    train(model, subset, recipe, on_epoch=after_epoch, loss=loss)
+    if best is not None:
+        model.load_state_dict(best)
+    return report

@@ -1,0 +1,140 @@
+"""Conv chains read from the fx graph of models written as plain PyTorch: structure, equality, and refusals."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from archetype.compress.conv_chain import UnsupportedNetworkError, chain_network, extract_chain, merge_network
+from archetype.compress.depth_compression import latency_spans
+
+SHAPE = (1, 12, 12)
+
+
+def _randomise(model: nn.Module, seed: int = 0) -> nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=generator) * 0.3)
+            m.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(c, generator=generator) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=generator) * 0.3)
+    return model.eval()
+
+
+def _longest_plan(chain) -> list[tuple[int, int]]:
+    """Greedy: from each boundary, the longest mergeable span (every activation inside it removed)."""
+    spans, i = [], 0
+    while i < chain.layers:
+        j = max(j for (a, j) in latency_spans(chain) if a == i)
+        spans.append((i, j))
+        i = j
+    return spans
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "resnet", "vgg"])
+def test_user_models_read_as_chains_that_merge_exactly(name: str, user_models) -> None:
+    torch.manual_seed(0)
+    model = _randomise(user_models[name]())
+    chain = extract_chain(model, SHAPE)
+    assert chain.layers == sum(isinstance(m, nn.Conv2d) for m in model.modules()) - len(chain.shortcuts)
+    assert chain.activation_boundaries()
+    plan = _longest_plan(chain)
+    assert len(plan) < chain.layers  # something merges
+    kept = [j for _, j in plan]
+    removed = chain_network(chain, plan, kept).eval()
+    merged = merge_network(removed)
+    x = torch.randn(3, *SHAPE)
+    with torch.no_grad():
+        assert torch.allclose(merged(x), removed(x), atol=1e-4)
+        singles = chain_network(chain, [(k - 1, k) for k in range(1, chain.layers + 1)]).eval()
+        assert torch.allclose(singles(x), model(x), atol=1e-4)
+    assert sum(isinstance(m, nn.Conv2d) for m in merged.modules()) < sum(
+        isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def test_mobilenetv2_residuals_and_resnet_projections_are_found(user_models) -> None:
+    mobile = extract_chain(user_models["mobilenetv2"](), SHAPE)
+    # stem; block 1 (expand 1: dw, project, skip); block 2 (expand, dw s2, project); block 3 (expand, dw, project, skip)
+    assert mobile.layers == 1 + 2 + 3 + 3
+    assert mobile.residuals == [(1, 3), (6, 9)]
+    assert not mobile.shortcuts
+    resnet = extract_chain(user_models["resnet"](), SHAPE)
+    assert resnet.layers == 9
+    assert resnet.residuals == [(1, 3), (3, 5), (5, 7), (7, 9)]
+    assert list(resnet.shortcuts) == [(5, 7)]  # the strided block's 1x1 projection
+    assert resnet.mergeable((5, 7)) and resnet.mergeable((6, 7)) and not resnet.mergeable((4, 7))
+
+
+def test_shortcut_written_before_the_body_is_a_shortcut() -> None:
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(1, 4, 3, padding=1)
+            self.down = nn.Conv2d(4, 6, 1, stride=2)
+            self.body = nn.Sequential(nn.Conv2d(4, 6, 3, 2, 1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(self.stem(x))
+            skip = self.down(x)
+            return (self.body(x) + skip).relu().mean((2, 3))
+
+    chain = extract_chain(Block(), SHAPE)
+    assert chain.layers == 3 and list(chain.shortcuts) == [(1, 3)]
+
+
+class _Concat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.a(x))
+        return torch.cat([y, self.b(y)], 1)
+
+
+class _Branching(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(1, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x) * torch.sigmoid(self.b(x))
+
+
+class _DataDependent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        return y if y.sum() > 0 else -y
+
+
+class _Shared(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.a = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(torch.relu(self.a(torch.relu(self.stem(x)))))
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (_Concat(), "'b'.*reads 'b'|head reads|'cat'"),
+        (_Branching(), "'sigmoid'"),
+        (_DataDependent(), "cannot be traced.*--pipeline without depth"),
+        (_Shared(), "second call of module 'a'"),
+        (nn.Sequential(nn.Flatten(), nn.Linear(144, 4)), "'0' \\(Flatten\\) comes before any convolution"),
+    ],
+)
+def test_graphs_that_cannot_merge_are_refused_naming_the_node(model: nn.Module, message: str) -> None:
+    with pytest.raises(UnsupportedNetworkError, match=message) as caught:
+        extract_chain(model, SHAPE)
+    assert "\n" not in str(caught.value)
