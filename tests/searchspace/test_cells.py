@@ -105,3 +105,28 @@ def test_nb201_network_trains_and_strategies_see_plain_slots() -> None:
 def test_edge_order_is_the_nb201_order() -> None:
     space = nb201_space(Image(3, 32, 32), 10)
     assert [s.name for s in space.slots] == [f"cell.edge{i}_{j}" for i, j in NB201_EDGES]
+
+
+def test_fbnet_architectures_round_trip_through_arch_str_lists() -> None:
+    from archetype.worker.published_table import shared_benchmarks_dir
+
+    space = get_space("fbnet", Image(3, 32, 32), 100)
+    rng = np.random.default_rng(0)
+    lists = [list(Architecture.from_fbnet(space.sample(rng).to_fbnet()).to_fbnet()) for _ in range(20)]
+    root = shared_benchmarks_dir()
+    if root is not None:
+        import gzip
+        import json
+
+        with gzip.open(root / "fbnet_latency.json.gz", "rt") as f:
+            lists += [e["arch_str"] for e in json.load(f)["metainfo"]["arch"][::25]]  # 200 of the 5,000
+    for layers in lists:
+        arch = Architecture.from_fbnet(layers)
+        assert arch.to_fbnet() == list(layers)
+        assert space.validate(Architecture.from_json(arch.to_json(), space)).key == arch.key
+    skips = Architecture.from_fbnet(["skip"] * 22)
+    model = skips.build()
+    assert sum(p.numel() for p in model.parameters()) == skips.params()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+    with pytest.raises(SpecError, match="FBNet layer 3: unknown choice 'k7_e1'"):
+        Architecture.from_fbnet(["k3_e1"] * 3 + ["k7_e1"] + ["k3_e1"] * 18)
