@@ -50,10 +50,10 @@ def test_cell_architecture_json_key_and_graph_encoding() -> None:
     assert enc[:6] == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # edge 0->1 is zero: no adjacency
     assert [enc[6 + 5 * k: 11 + 5 * k].index(1.0) for k in range(6)] == [0, 1, 1, 1, 1, 1]
     g = arch.graph()
-    cell_edges = [d for _, _, d in g.edges(data=True) if d.get("kind") == "cell"]
-    assert len(cell_edges) == 15 * 6
-    assert sum(d["n_params"] for d in g.nodes.values() if "n_params" in d) + sum(
-        d["n_params"] for d in cell_edges) == arch.params()
+    edge_ops = [d for d in g.nodes.values() if d.get("kind") == "cell"]
+    assert len(edge_ops) == 15 * 6
+    assert sum(d["n_params"] for d in g.nodes.values() if "n_params" in d) == arch.params()
+    assert g.in_degree("stage2.cell1/n3") == 3 and g.out_degree("stage2.cell1/n1") == 2
 
 
 def test_type_checker_checks_every_edge() -> None:
@@ -130,3 +130,29 @@ def test_fbnet_architectures_round_trip_through_arch_str_lists() -> None:
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
     with pytest.raises(SpecError, match="FBNet layer 3: unknown choice 'k7_e1'"):
         Architecture.from_fbnet(["k3_e1"] * 3 + ["k7_e1"] + ["k3_e1"] * 18)
+
+
+def test_darts_space_searches_inputs_and_trains() -> None:
+    space = get_space("darts", Image(3, 32, 32), 10)
+    assert len(space.slots) == 2 * 4 * 2  # two cells, four nodes, two inputs each
+    node3 = next(s for s in space.slots if s.name == "normal.node3.in1")
+    assert {dict(c.domain)["source"] for c in node3.candidates} == {(0, 1, 2)}
+    arch = space.sample(np.random.default_rng(3))
+    again = Architecture.from_json(arch.to_json())
+    assert again.key == arch.key and again.params() == arch.params()
+    bad = [Choice.of(c.slot, c.op, {**dict(c.params), "source": 3}) if c.slot == "normal.node2.in0" else c
+           for c in arch.choices]
+    with pytest.raises(SpecError, match=r"normal\.node2\.in0.*source=3 is outside \[0, 1\]"):
+        space.validate(space.architecture(tuple(bad)))
+    model = arch.build().train()
+    assert sum(p.numel() for p in model.parameters()) == arch.params()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(4)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss) and any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+    g = arch.graph()
+    assert sum(1 for d in g.nodes.values() if d.get("kind") == "cell") == 8 * 8  # 8 placed cells of 8 edges
