@@ -156,3 +156,48 @@ def test_darts_space_searches_inputs_and_trains() -> None:
     assert torch.isfinite(loss) and any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
     g = arch.graph()
     assert sum(1 for d in g.nodes.values() if d.get("kind") == "cell") == 8 * 8  # 8 placed cells of 8 edges
+
+
+NB201_YAML = """
+name: nb201-yaml
+cells:
+  - name: cell
+    nodes: 4
+    edges: all
+    categories: [shape-preserving]
+    candidates: [{op: zero}, {op: identity}, {op: relu_conv_bn_1x1}, {op: relu_conv_bn_3x3}, {op: avg_pool_3x3}]
+skeleton:
+  - {name: stem, op: conv_bn_act, width: 16, kernel: 3, act: none}
+  - {name: stage1, cell: cell, repeat: 5}
+  - {name: stage2.reduce, op: residual_reduction, width: 32}
+  - {name: stage2, cell: cell, repeat: 5}
+  - {name: stage3.reduce, op: residual_reduction, width: 64}
+  - {name: stage3, cell: cell, repeat: 5}
+  - {name: head.norm, op: bn_act}
+  - {name: head, op: classifier_head, classes: $classes}
+"""
+
+
+def test_a_cell_space_written_in_yaml_types_and_costs_as_the_python_one(tmp_path) -> None:
+    path = tmp_path / "nb201.yaml"
+    path.write_text(NB201_YAML)
+    space = get_space(str(path), Image(3, 32, 32), 10)
+    assert isinstance(space, CellSpace) and space.size() == 5**6
+    choices = tuple(Choice.of(s.name, "relu_conv_bn_3x3", {}) for s in space.slots)
+    arch = space.validate(space.architecture(choices))
+    assert arch.params() == Architecture.from_nb201(ALL_CONV3).params() == 1_531_546
+    assert arch.key != Architecture.from_nb201(ALL_CONV3).key  # another space's skeleton, another network name
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (("cell: cell, repeat: 5}", "cell: cel, repeat: 5}"), r"nb201\.yaml:\d+: slot 'stage1': unknown cell 'cel'"),
+    (("edges: all", "edges: [[0, 1], [2, 1]]"), r"nb201\.yaml:\d+: slot 'cell': cell 'cell': edge 2->1"),
+    (("width: 32}", "width: [32, 64]}"), r"nb201\.yaml:\d+: slot 'stage2\.reduce': .*must be one value"),
+    (("nodes: 4", "nodes: 40"), r"nb201\.yaml:\d+: slot 'cell': 'nodes' must be an integer 2\.\.16, got 40"),
+])
+def test_bad_cell_yaml_is_one_line_naming_file_and_line(tmp_path, change, said) -> None:
+    path = tmp_path / "nb201.yaml"
+    path.write_text(NB201_YAML.replace(*change))
+    with pytest.raises(SpecError, match=said) as info:
+        get_space(str(path), Image(3, 32, 32), 10)
+    assert "\n" not in str(info.value)
