@@ -19,6 +19,7 @@ from archetype.worker.data import load_dataset
 from archetype.worker.evaluator import Budget, Evaluator, TrainingEvaluator
 from archetype.worker.executor import (
     Executor,
+    InlineExecutor,
     RayExecutor,
     TrialLimits,
     default_trial_memory_mb,
@@ -70,8 +71,9 @@ class Search:
             raise SpecError(
                 f"study {spec.study!r} is a one-shot search, which cannot be resumed; start a new study"
             )
-        screen = open_latency_screen(store, self.space, spec.target, spec.latency_budget(), margin=spec.latency_margin,
-                                     required=spec.predict_latency, seed=spec.seed)
+        screen = None if spec.benchmark is not None else open_latency_screen(
+            store, self.space, spec.target, spec.latency_budget(), margin=spec.latency_margin,
+            required=spec.predict_latency, seed=spec.seed)
         if resume:
             name, requeued, asked = self._reopen(store)
         else:
@@ -90,8 +92,9 @@ class Search:
             elif spec.scheduler == "asha" and executor is None:
                 self._run_tune(store, name, requeued, spec.trials - asked, on_trial, screen)
             else:
-                executor = executor or RayExecutor(spec.workers, spec.cpus_per_trial, spec.ray_address,
-                                                   limits=self.trial_limits)
+                if executor is None:
+                    executor = InlineExecutor() if self.evaluator.runs_inline else RayExecutor(
+                        spec.workers, spec.cpus_per_trial, spec.ray_address, limits=self.trial_limits)
                 self._run_executor(store, name, executor, requeued, asked, on_trial, screen)
             status = "complete"
         except KeyboardInterrupt:
@@ -225,6 +228,8 @@ def stored_trials(space: SearchSpace, trials: Sequence[TrialRecord]) -> list[Sto
 
 def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:
     """Resolve the data, space, strategy and evaluator of ``spec``; bad input fails here, before anything is stored."""
+    if spec.benchmark is not None:
+        return _prepare_benchmark_search(spec, evaluator)
     dataset = load_dataset(spec.data, spec.seed)
     space = get_space(spec.space, dataset.input_type, dataset.num_classes)
     if spec.precision:
@@ -247,6 +252,20 @@ def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:
         spec.trial_memory_mb or default_trial_memory_mb(spec.workers),
     )
     return Search(spec, space, strategy, evaluator, trial_limits=trial_limits)
+
+
+def _prepare_benchmark_search(spec: RunSpec, evaluator: Evaluator | None) -> Search:
+    """A search answered by a published table: the space is fitted to the table's data set, nothing is trained."""
+    from archetype.worker.tabular import PublishedTableEvaluator, published_input
+
+    input_type, classes = published_input(spec.metric or "")
+    space = get_space(spec.space, input_type, classes)
+    evaluator = evaluator or PublishedTableEvaluator.open(spec.benchmark or "", space, spec.metric or "",
+                                                          spec.latency_column)
+    strategy = make_strategy(
+        spec.strategy, space, spec.objectives, spec.constraints, spec.seed, **spec.strategy_options
+    )
+    return Search(spec, space, strategy, evaluator)
 
 
 def resume_search(
