@@ -6,8 +6,9 @@ as each child is told. A parent is picked by a constrained tournament among
 infeasible ones compare by total violation, and two feasible ones by their
 non-dominated rank within the tournament on the run spec's objectives (ties
 broken at random). The child is a random unseen neighbour of the parent from
-``SearchSpace.neighbours``: one slot's operator replaced by a type-compatible
-candidate, or one hyperparameter changed.
+``SearchSpace.neighbours`` (one slot's operator replaced by a type-compatible
+candidate, or one hyperparameter changed) among those the strategy's
+``ConstraintModel``, fitted on every told candidate, predicts to meet the bounds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from archetype.pareto import nondominated_ranks
 from archetype.result import Result, TrialState
 from archetype.searchspace.architecture import Architecture
 from archetype.strategies.base import STATE_VERSION, Strategy, check_option, propose_unseen, register_strategy
+from archetype.strategies.constraint_model import constrained_value
 
 
 @register_strategy("evolution")
@@ -44,9 +46,11 @@ class RegularizedEvolution(Strategy):
             return propose_unseen(lambda: self.space.sample(self._rng), self._seen)
         parent = self.space.architecture_from_json(self._tournament()["arch"])
         children = [a for a in self.space.neighbours(parent) if a.key not in self._seen]
-        if not children:
-            return propose_unseen(lambda: self.space.sample(self._rng), self._seen)
-        child = children[int(self._rng.integers(len(children)))]
+
+        def unseen() -> Architecture:
+            return propose_unseen(lambda: self.space.sample(self._rng), set(self._seen))
+
+        child = self.constraint_model.choose(children, self._rng, fallback=unseen) if children else unseen()
         self._seen.add(child.key)
         return child
 
@@ -65,9 +69,11 @@ class RegularizedEvolution(Strategy):
 
     def tell(self, arch: Architecture, result: Result) -> None:
         self._seen.add(arch.key)
+        self.constraint_model.observe(arch, result)
         names = [o.name for o in self.objectives]
         usable = result.state is not TrialState.FAILED and all(n in result.values for n in names)
-        violations = [c.violation(result.values) for c in self.constraints]
+        known = {c.name: v for c in self.constraints if (v := constrained_value(result.values, c.name)) is not None}
+        violations = [c.violation(known) for c in self.constraints]
         self._members.append({
             "arch": arch.to_json(),
             "values": {n: float(result.values[n]) for n in names} if usable else {},
@@ -86,6 +92,7 @@ class RegularizedEvolution(Strategy):
             "rng": self._rng.bit_generator.state,
             "members": self._members,
             "seen": sorted(self._seen),
+            "constraint_observations": self.constraint_model.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -93,3 +100,4 @@ class RegularizedEvolution(Strategy):
         self._rng.bit_generator.state = state["rng"]
         self._members = [dict(m) for m in state["members"]]
         self._seen = set(state["seen"])
+        self.constraint_model.load_state_dict(state.get("constraint_observations", []))

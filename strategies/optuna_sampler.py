@@ -5,7 +5,11 @@ named ``slot`` and each searched hyperparameter a categorical named
 ``slot.op.param``, asked only when ``op`` is chosen (conditional, define-by-run).
 Constraints reach the samplers as Optuna 5 trial constraints (the values that
 ``Trial.set_constraint`` stores): ``value - bound`` for ``<=``, ``bound - value``
-for ``>=``, so zero or less is feasible.
+for ``>=``, so zero or less is feasible. A candidate pruned for breaking one,
+never trained, is told as an infeasible complete trial (stand-ins for the
+objectives it lacks), so the samplers learn from it. A draw the strategy's
+``ConstraintModel`` predicts to break a bound is told to the ask's study as such,
+and the sampler draws again (up to ``MAX_RETRIES`` draws; then the least violating).
 
 For exact resumption the strategy keeps only plain data, the told history:
 each ask builds a fresh in-memory study, replays the history with
@@ -26,7 +30,8 @@ from archetype.objectives import Constraint, Direction
 from archetype.result import Result, TrialState
 from archetype.searchspace.architecture import Architecture, Choice
 from archetype.searchspace.space import SearchSpace
-from archetype.strategies.base import STATE_VERSION, Strategy, check_option, register_strategy
+from archetype.strategies.base import STATE_VERSION, Strategy, check_option, propose_unseen, register_strategy
+from archetype.strategies.constraint_model import constrained_value
 
 CONSTRAINT_PREFIX = "constraints:"  # where Optuna 5 keeps a trial's constraint values
 MAX_RETRIES = 5  # duplicate or ill-typed draws before a random unseen architecture
@@ -97,6 +102,7 @@ class OptunaStrategy(Strategy):
         for item in self._history:
             study.add_trial(self._frozen(item))
         told = {self._key_of(item["params"]): item for item in self._history}
+        doubtful: list[tuple[float, Architecture, dict[str, Any]]] = []  # unseen draws predicted infeasible
         for _ in range(MAX_RETRIES):
             trial = study.ask()
             arch = suggest_architecture(self.space, trial)
@@ -106,8 +112,16 @@ class OptunaStrategy(Strategy):
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             if arch.key not in self._seen:
-                self._remember(arch, dict(study.trials[-1].system_attrs))
-                return arch
+                margins = self.constraint_model.margins([arch])[0] if self.constraint_model.active else None
+                if margins is None or not np.any(margins > 0):
+                    self._remember(arch, dict(study.trials[-1].system_attrs))
+                    return arch
+                # predicted to break a bound: the study learns so before the next draw
+                doubtful.append((float(np.maximum(margins, 0).sum()), arch, dict(study.trials[-1].system_attrs)))
+                for i, value in enumerate(margins):
+                    trial.set_constraint(str(i), float(value))
+                study.tell(trial, self._stand_ins({}))
+                continue
             if arch.key in told and told[arch.key]["state"] == "complete":
                 for i, value in enumerate(told[arch.key]["constraints"]):
                     trial.set_constraint(str(i), value)
@@ -115,6 +129,15 @@ class OptunaStrategy(Strategy):
             else:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
         rng = np.random.default_rng(seed)
+        if doubtful:  # every unseen draw looked infeasible: a random one predicted feasible, else the least violating
+            _, arch, attrs = min(doubtful, key=lambda d: d[0])
+
+            def unseen() -> Architecture:
+                return propose_unseen(lambda: self.space.sample(rng), set(self._seen))
+
+            chosen = self.constraint_model.choose([arch], rng, fallback=unseen)
+            self._remember(chosen, attrs if chosen is arch else {})
+            return chosen
         arch = self.space.sample(rng)
         for _ in range(MAX_RETRIES):
             if arch.key not in self._seen:
@@ -126,6 +149,7 @@ class OptunaStrategy(Strategy):
     def tell(self, arch: Architecture, result: Result) -> None:
         pending = self._pending.pop(arch.key, None)
         self._seen.add(arch.key)
+        self.constraint_model.observe(arch, result)
         values = self._objective_values(result)
         margins = [_margin(c, result.values) for c in self.constraints]
         self._history.append({
@@ -137,22 +161,26 @@ class OptunaStrategy(Strategy):
         })
 
     def _objective_values(self, result: Result) -> list[float] | None:
-        """Objective values for Optuna; a trial pruned for breaking a constraint gets the worst
-        told value of each objective it lacks, so samplers still learn where the bound lies."""
+        """Objective values for Optuna; a trial pruned for breaking a constraint gets stand-ins for the
+        objectives it lacks, so that samplers still see it, infeasible, and learn where the bound lies."""
         if result.state is TrialState.FAILED or not self.objectives:
             return None
-        values = []
+        values = {o.name: v for o in self.objectives
+                  if (v := result.values.get(o.name)) is not None and math.isfinite(v)}
+        if len(values) < len(self.objectives) and result.state is not TrialState.PRUNED:
+            return None
+        return self._stand_ins(values)
+
+    def _stand_ins(self, values: Mapping[str, float]) -> list[float]:
+        """Each objective's value from ``values``, else the worst told one (0 before any is told)."""
+        out = []
         for i, obj in enumerate(self.objectives):
-            value = result.values.get(obj.name)
-            if value is None or not math.isfinite(value):
-                if result.state is not TrialState.PRUNED:
-                    return None
-                told = [h["values"][i] for h in self._history if h["state"] == "complete"]
-                if not told:
-                    return None
-                value = min(told) if obj.direction is Direction.MAXIMIZE else max(told)
-            values.append(float(value))
-        return values
+            if obj.name in values:
+                out.append(float(values[obj.name]))
+                continue
+            told = [h["values"][i] for h in self._history if h["state"] == "complete"]
+            out.append(float((min(told) if obj.direction is Direction.MAXIMIZE else max(told)) if told else 0.0))
+        return out
 
     def _remember(self, arch: Architecture, system_attrs: dict[str, Any]) -> None:
         self._seen.add(arch.key)
@@ -190,6 +218,7 @@ class OptunaStrategy(Strategy):
             "history": self._history,
             "pending": self._pending,
             "seen": sorted(self._seen),
+            "constraint_observations": self.constraint_model.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -199,12 +228,13 @@ class OptunaStrategy(Strategy):
         self._history = [dict(h) for h in state["history"]]
         self._pending = {k: dict(v) for k, v in state["pending"].items()}
         self._seen = set(state["seen"])
+        self.constraint_model.load_state_dict(state.get("constraint_observations", []))
 
 
 def _margin(constraint: Constraint, values: Mapping[str, float]) -> float:
     """Signed distance to the bound, zero or less where met; 1.0 where the value is missing."""
-    value = values.get(constraint.name)
-    if value is None or not math.isfinite(value):
+    value = constrained_value(values, constraint.name)
+    if value is None:
         return 1.0
     return float(value - constraint.bound if constraint.op == "<=" else constraint.bound - value)
 
