@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="asha: run the trials through Ray Tune and stop weak candidates early on epochs")
     search.add_argument("--retries", type=int,
                         help="runs again of an evaluation whose worker process was lost (default 2)")
+    search.add_argument("--benchmark", metavar="FILE",
+                        help="answer every evaluation from a published table (an NB201 CSV with an 'arch' column, "
+                        "e.g. ../shared/benchmarks/nb201.csv.gz) instead of training: rehearse a strategy or budget")
+    search.add_argument("--metric", metavar="COLUMN", help="with --benchmark: the accuracy column (e.g. cifar10_test)")
+    search.add_argument("--latency-column", metavar="DEVICE",
+                        help="with --benchmark: the latency column or device that answers latency_ms (e.g. raspi4)")
     search.add_argument("--spec", metavar="FILE", help="a run spec .yaml; flags given here override its fields")
     search.add_argument("--resume", metavar="STUDY",
                         help="continue a stored study whose search stopped (crash, Ctrl-C): finished trials are "
@@ -204,7 +210,8 @@ _SEARCH_FIELDS = {
     "target": "target", "seed": "seed", "study": "study", "workers": "workers",
     "cpus_per_trial": "cpus_per_trial", "ray_address": "ray_address", "retries": "retries",
     "scheduler": "scheduler", "supernets": "supernets", "predict_latency": "predict_latency",
-    "latency_margin": "latency_margin", "precision": "precision",
+    "latency_margin": "latency_margin", "precision": "precision", "benchmark": "benchmark", "metric": "metric",
+    "latency_column": "latency_column",
 }
 
 

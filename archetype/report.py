@@ -21,7 +21,14 @@ _METRICS = (("accuracy", "accuracy", "{:.4f}"), ("latency_ms", "latency ms", "{:
 
 
 def _arch_line(arch: dict[str, Any]) -> str:
-    """``conv_bn_act > inverted_residual > ...``: the operators, skipping identities."""
+    """``conv_bn_act > inverted_residual > ...``: the operators, skipping identities; a benchmark cell space's
+    architecture in its published encoding."""
+    space = dict(arch.get("macro") or {}).get("space")
+    if space in ("nb201", "fbnet"):
+        from archetype.searchspace.architecture import Architecture
+
+        cell = Architecture.from_json(arch)
+        return cell.to_nb201() if space == "nb201" else "-".join(cell.to_fbnet())
     return " > ".join(s["op"] for s in arch.get("slots", []) if s["op"] != "identity")
 
 

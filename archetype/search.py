@@ -17,7 +17,7 @@ from archetype.store import Store, StudyExistsError, StudyRecord, TrialRecord
 from archetype.strategies import Strategy, make_strategy
 from archetype.worker.data import load_dataset
 from archetype.worker.evaluator import Budget, Evaluator, TrainingEvaluator
-from archetype.worker.executor import Executor, RayExecutor
+from archetype.worker.executor import Executor, InlineExecutor, RayExecutor
 from archetype.worker.latency_screen import LatencyScreen, open_latency_screen
 from archetype.worker.targets import get_target
 from archetype.worker.training import TrainConfig
@@ -63,8 +63,9 @@ class Search:
             raise SpecError(
                 f"study {spec.study!r} is a one-shot search, which cannot be resumed; start a new study"
             )
-        screen = open_latency_screen(store, self.space, spec.target, spec.latency_budget(), margin=spec.latency_margin,
-                                     required=spec.predict_latency, seed=spec.seed)
+        screen = None if spec.benchmark is not None else open_latency_screen(
+            store, self.space, spec.target, spec.latency_budget(), margin=spec.latency_margin,
+            required=spec.predict_latency, seed=spec.seed)
         if screen is not None:  # the strategy learns the latency bound from the table's predictions too
             self.strategy.use_predictor("latency_ms", screen.predict)
         if resume:
@@ -85,7 +86,9 @@ class Search:
             elif spec.scheduler == "asha" and executor is None:
                 self._run_tune(store, name, requeued, spec.trials - asked, on_trial, screen)
             else:
-                executor = executor or RayExecutor(spec.workers, spec.cpus_per_trial, spec.ray_address)
+                if executor is None:
+                    executor = InlineExecutor() if self.evaluator.runs_inline else RayExecutor(
+                        spec.workers, spec.cpus_per_trial, spec.ray_address)
                 self._run_executor(store, name, executor, requeued, asked, on_trial, screen)
             status = "complete"
         except KeyboardInterrupt:
@@ -215,6 +218,8 @@ class Search:
 
 def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:
     """Resolve the data, space, strategy and evaluator of ``spec``; bad input fails here, before anything is stored."""
+    if spec.benchmark is not None:
+        return _prepare_benchmark_search(spec, evaluator)
     dataset = load_dataset(spec.data, spec.seed)
     space = get_space(spec.space, dataset.input_type, dataset.num_classes)
     if spec.precision:
@@ -229,6 +234,20 @@ def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:
         constraints=spec.constraints,
         seed=spec.seed,
         train=TrainConfig(epochs=spec.epochs, seed=spec.seed, threads=max(1, int(spec.cpus_per_trial))),
+    )
+    return Search(spec, space, strategy, evaluator)
+
+
+def _prepare_benchmark_search(spec: RunSpec, evaluator: Evaluator | None) -> Search:
+    """A search answered by a published table: the space is fitted to the table's data set, nothing is trained."""
+    from archetype.worker.tabular import PublishedTableEvaluator, published_input
+
+    input_type, classes = published_input(spec.metric or "")
+    space = get_space(spec.space, input_type, classes)
+    evaluator = evaluator or PublishedTableEvaluator.open(spec.benchmark or "", space, spec.metric or "",
+                                                          spec.latency_column)
+    strategy = make_strategy(
+        spec.strategy, space, spec.objectives, spec.constraints, spec.seed, **spec.strategy_options
     )
     return Search(spec, space, strategy, evaluator)
 

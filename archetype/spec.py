@@ -45,6 +45,9 @@ class RunSpec:
     predict_latency: bool | None = None  # prune on predicted latency; None: when a latency table covers the space
     latency_margin: float = 0.2  # prune only when the predicted latency exceeds the budget by more than this share
     precision: tuple[str, ...] = ()  # e.g. ("fp32", "int8"): a per-slot precision searched with the architecture
+    benchmark: str | None = None  # a published table (NB201 CSV) that answers every evaluation instead of training
+    metric: str | None = None  # with a benchmark: its accuracy column (e.g. cifar10_test)
+    latency_column: str | None = None  # with a benchmark: its latency column or device (e.g. raspi4)
 
     def __post_init__(self) -> None:
         for name in ("space", "data", "target", "strategy"):
@@ -93,12 +96,31 @@ class RunSpec:
             raise SpecError(f"a per-slot precision is measured on target 'cpu-ort', not {self.target!r}")
         if self.precision and self.strategy == "oneshot":
             raise SpecError("strategy 'oneshot' scores candidates on an fp32 supernet: it cannot search a precision")
+        self._check_benchmark()
         names = [o.name for o in self.objectives]
         if not names or len(set(names)) != len(names):
             raise SpecError(f"objectives must be distinct and at least one, got {names}")
         for c in self.constraints:
             if c.bound <= 0 and c.name in ("latency_ms", "size_mb", "params", "macs"):
                 raise SpecError(f"constraint {c}: the bound on {c.name} must be positive")
+
+    def _check_benchmark(self) -> None:
+        for name in ("benchmark", "metric", "latency_column"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise SpecError(f"{name} must be a non-empty string, got {value!r}")
+        if self.benchmark is None:
+            if self.metric is not None or self.latency_column is not None:
+                raise SpecError("metric and latency_column name columns of a benchmark table: give benchmark too")
+            return
+        if self.metric is None:
+            raise SpecError(f"benchmark {self.benchmark!r} needs metric: the table column that gives accuracy")
+        if self.strategy == "oneshot" or self.scheduler is not None or self.precision:
+            raise SpecError("a benchmark table answers evaluations by lookup: no oneshot strategy, scheduler or "
+                            "precision")
+        if self.latency_column is None and any(c.name == "latency_ms" for c in self.constraints):
+            raise SpecError(f"benchmark {self.benchmark!r} with a latency budget needs latency_column: the device "
+                            "whose latency column answers latency_ms")
 
     def latency_budget(self) -> float | None:
         """The tightest ``latency_ms <= X`` bound, if any."""

@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from archetype.errors import SpecError
 from archetype.searchspace.operator import PRECISION, Operator, make_operator
-from archetype.searchspace.types import TensorType, parse_type
+from archetype.searchspace.types import Image, TensorType, parse_type
+
+NB201_INPUT = Image(3, 32, 32)
+"""The CIFAR input the NB201 and FBNet spaces are measured on."""
 
 INPUT = "input"
 """The name a skip edge uses for the network's input."""
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
     import networkx as nx
     from torch import nn
 
+    from archetype.searchspace.cell import CellSpace
     from archetype.searchspace.space import SearchSpace
     from archetype.searchspace.typecheck import SlotTyping
 
@@ -55,11 +59,14 @@ class Architecture:
     choices: tuple[Choice, ...]
     space: SearchSpace | None = field(default=None, compare=False, repr=False)
     skip_edges: tuple[tuple[str, str], ...] = ()  # (slot, earlier slot or "input" whose output it adds)
+    macro: tuple[tuple[str, Any], ...] = ()  # a cell space's name and arguments; empty for a chain
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"input": str(self.input), "slots": [c.to_json() for c in self.choices]}
         if self.skip_edges:  # absent on a chain, so a chain's key does not change
             data["skips"] = dict(self.skip_edges)
+        if self.macro:  # likewise absent on a chain
+            data["macro"] = dict(self.macro)
         return data
 
     @classmethod
@@ -69,9 +76,39 @@ class Architecture:
             input_type = parse_type(data["input"])
             choices = tuple(Choice.of(s["slot"], s["op"], s.get("params", {})) for s in data["slots"])
             skips = tuple(sorted((str(k), str(v)) for k, v in dict(data.get("skips", {})).items()))
+            macro = tuple(sorted((str(k), v) for k, v in dict(data.get("macro", {})).items()))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SpecError(f"not an architecture JSON object: {exc!r}") from None
-        return cls(input_type, choices, space, skips)
+        return cls(input_type, choices, space, skips, macro)
+
+    @classmethod
+    def from_nb201(cls, text: str, cells_per_stage: int = 5, channels: int = 16, classes: int = 10,
+                   input: TensorType | None = None) -> Architecture:
+        """The ``nb201`` space's architecture of an NB201 arch string (``|nor_conv_3x3~0|+|...``)."""
+        from archetype.searchspace.spaces.nb201 import nb201_architecture, nb201_space
+
+        space = nb201_space(input or NB201_INPUT, classes, cells_per_stage, channels)
+        return nb201_architecture(space, text)
+
+    def to_nb201(self) -> str:
+        """The NB201 arch string of an architecture of the ``nb201`` space."""
+        from archetype.searchspace.spaces.nb201 import nb201_string
+
+        return nb201_string(self)
+
+    @classmethod
+    def from_fbnet(cls, layers: str | list[str] | tuple[str, ...], classes: int = 100,
+                   input: TensorType | None = None) -> Architecture:
+        """The ``fbnet`` space's architecture of an FBNet ``arch_str`` (22 layer choices)."""
+        from archetype.searchspace.spaces.fbnet import fbnet_architecture, fbnet_space
+
+        return fbnet_architecture(fbnet_space(input or NB201_INPUT, classes), layers)
+
+    def to_fbnet(self) -> list[str]:
+        """The 22 FBNet layer choices of an architecture of the ``fbnet`` space."""
+        from archetype.searchspace.spaces.fbnet import fbnet_layers
+
+        return fbnet_layers(self)
 
     def canonical_json(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
@@ -91,6 +128,8 @@ class Architecture:
         """The type every slot receives and produces; TypeCheckError if ill-typed."""
         from archetype.searchspace.typecheck import infer_types
 
+        if self.macro:
+            return [t for piece in self.cell_space().piece_typing(self) for t in piece.ops]
         skips = self.skips()
         if self.space is None:
             return infer_types(self.input, self.choices, skips=skips)
@@ -111,6 +150,8 @@ class Architecture:
         edges carry ``kind="skip"``, the chain's edges ``kind="chain"``."""
         import networkx as nx
 
+        if self.macro:
+            return self.cell_space().graph(self)
         g = nx.DiGraph()
         g.add_node(INPUT, type=str(self.input))
         prev = INPUT
@@ -136,7 +177,21 @@ class Architecture:
         """A freshly initialised ``torch.nn.Module`` for this architecture."""
         from archetype.searchspace.network import ArchitectureNetwork
 
+        if self.macro:
+            return self.cell_space().build(self)
         return ArchitectureNetwork(self)
+
+    def cell_space(self) -> CellSpace:
+        """The cell space this architecture belongs to, rebuilt from ``macro`` if it was loaded without one."""
+        from archetype.searchspace.cell import CellSpace
+        from archetype.searchspace.spaces import space_of_macro
+
+        if isinstance(self.space, CellSpace) and self.space.macro == self.macro:
+            return self.space
+        space = space_of_macro(self.input, dict(self.macro))
+        if not isinstance(space, CellSpace):
+            raise SpecError(f"architecture macro {dict(self.macro)} does not name a cell space")
+        return space
 
     def params(self) -> int:
         return sum(t.params for t in self.typing())

@@ -10,6 +10,15 @@ NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3
 NB201_EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
 """The six cell edges (from node, to node) in arch-string order; node 0 is the input, node 3 the output."""
 
+NB201_OPERATORS = {
+    "none": "zero",
+    "skip_connect": "identity",
+    "nor_conv_1x1": "relu_conv_bn_1x1",
+    "nor_conv_3x3": "relu_conv_bn_3x3",
+    "avg_pool_3x3": "avg_pool_3x3",
+}
+"""Each NB201 edge operation's registered operator."""
+
 FBNET_LAYERS = 22
 FBNET_CHOICES = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
 """The nine per-layer choices of the FBNet space (kernel, expansion, pointwise groups, or skip)."""

@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -43,6 +44,9 @@ EpochReport = Callable[[int, Result], None]
 
 class Evaluator(ABC):
     """Measures one architecture under a budget; failures come back as FAILED results, not exceptions."""
+
+    runs_inline: ClassVar[bool] = False
+    """True for a lookup that is faster in the driver's process than anywhere it could be sent."""
 
     @abstractmethod
     def evaluate(self, arch: Architecture, budget: Budget, on_epoch: EpochReport | None = None) -> Result:

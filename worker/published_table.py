@@ -44,6 +44,9 @@ class PublishedTable:
     def __len__(self) -> int:
         return len(self.archs)
 
+    def __contains__(self, arch: object) -> bool:
+        return arch in self._rows
+
     def column(self, name: str) -> np.ndarray:
         """A column by name (``latency_ms_`` may be left off a device's); SpecError lists the known ones."""
         for candidate in (name, LATENCY_PREFIX + name):

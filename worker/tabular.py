@@ -1,9 +1,10 @@
-"""A tabular benchmark: every architecture of a small space measured once, looked up in microseconds.
+"""Tabular benchmarks: every architecture of a space measured once, looked up in microseconds.
 
-Like NAS-Bench-201, it lets search strategies be compared in seconds: the
-table (``bench/data/digits-tabular.json.gz``, rebuilt by
-``bench/build_tabular.py``) holds accuracy, latency and size of each
-architecture of ``tabular_space()`` trained on digits under one protocol.
+Two kinds: a published table (NAS-Bench-201's CSV, read by ``published_table``) answers a
+search of the ``nb201`` space from its accuracy and device-latency columns; and the
+project's own digits table (``bench/data/digits-tabular.json.gz``, rebuilt by
+``bench/build_tabular.py``) holds accuracy, latency and size of each architecture of
+``tabular_space()`` trained on digits under one protocol.
 """
 
 from __future__ import annotations
@@ -11,17 +12,22 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+import numpy as np
 
 from archetype.errors import SpecError, TypeCheckError
 from archetype.result import Result, TrialState
 from archetype.searchspace.architecture import Architecture, Choice
+from archetype.searchspace.nb201 import NB201_EDGES, NB201_OPS, format_fbnet, format_nb201
 from archetype.searchspace.space import Candidate, SearchSpace, Slot
 from archetype.searchspace.types import Image, Vector
 from archetype.worker.evaluator import Budget, EpochReport, Evaluator
+from archetype.worker.published_table import PublishedTable, load_published_table
 
 TABLE_VERSION = 1
 DEFAULT_TABLE = Path(__file__).resolve().parent.parent / "bench" / "data" / "digits-tabular.json.gz"
@@ -140,3 +146,60 @@ def write_table(path: str | Path, rows: list[dict[str, Any]], protocol: Mapping[
     with gzip.open(tmp, "wt") as f:
         json.dump(payload, f, separators=(",", ":"))
     tmp.replace(path)
+
+
+PUBLISHED_DATA = {"cifar10": (Image(3, 32, 32), 10), "cifar100": (Image(3, 32, 32), 100),
+                  "imagenet16": (Image(3, 16, 16), 120)}
+"""Input and classes of the data sets NAS-Bench-201 reports, by the prefix of their column names."""
+
+
+def published_input(metric: str) -> tuple[Image, int]:
+    """The input type and classes of the data set a metric column measures (CIFAR-10's when it names none)."""
+    prefix = metric.split("_")[0]
+    return PUBLISHED_DATA.get(prefix, PUBLISHED_DATA["cifar10"])
+
+
+class PublishedTableEvaluator(Evaluator):
+    """Answers every evaluation from a published table: ``accuracy`` from the ``metric`` column (a percentage
+    column is scaled to a fraction, as training reports it) and ``latency_ms`` from the device column."""
+
+    runs_inline: ClassVar[bool] = True
+
+    def __init__(self, table: PublishedTable, space: SearchSpace, metric: str, latency_column: str | None) -> None:
+        if table.space != space.name:
+            raise SpecError(f"{table.path}: a table of {table.space} architectures cannot answer space '{space.name}'")
+        accuracy = table.column(metric)
+        scale = 100.0 if float(np.nanmax(accuracy)) > 1.0 else 1.0
+        self.table = table
+        self.metric = metric
+        self.accuracy = accuracy / scale
+        self.latency = table.column(latency_column) if latency_column is not None else None
+        self.target = f"{table.path.name}:{latency_column}" if latency_column is not None else table.path.name
+        if table.space == "nb201":  # the whole space is 15,625 cells: refuse a table that lacks one before searching
+            cells = (format_nb201(ops) for ops in itertools.product(NB201_OPS, repeat=len(NB201_EDGES)))
+            missing = next((c for c in cells if c not in table), None)
+            if missing is not None:
+                raise SpecError(f"{table.path}: architecture {missing} of space 'nb201' is not in the table "
+                                f"({len(table)} rows)")
+
+    @classmethod
+    def open(cls, path: str | Path, space: SearchSpace, metric: str, latency_column: str | None
+             ) -> PublishedTableEvaluator:
+        return cls(load_published_table(path), space, metric, latency_column)
+
+    def evaluate(self, arch: Architecture, budget: Budget, on_epoch: EpochReport | None = None) -> Result:
+        try:
+            row = self.table.row(_table_key(self.table, arch))
+        except SpecError as exc:
+            return Result.failed(str(exc))
+        values = {"accuracy": float(self.accuracy[row]), "params": float(arch.params()), "macs": float(arch.macs())}
+        if self.latency is not None:
+            values["latency_ms"] = float(self.latency[row])
+        gaps = [k for k, v in values.items() if not math.isfinite(v)]
+        if gaps:
+            return Result.failed(f"{self.table.path}: row {row} has no value for {', '.join(gaps)}")
+        return Result(TrialState.COMPLETE, values, target=self.target)
+
+
+def _table_key(table: PublishedTable, arch: Architecture) -> str:
+    return arch.to_nb201() if table.space == "nb201" else format_fbnet(arch.to_fbnet())

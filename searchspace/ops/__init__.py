@@ -2,6 +2,7 @@
 
 from archetype.searchspace.ops import (
     attention,
+    cell_edges,
     clustering,
     conv,
     dynamic,
@@ -22,7 +23,7 @@ from archetype.searchspace.ops import (
 )
 
 __all__ = [
-    "attention", "clustering", "conv", "dynamic", "frequency", "head", "hypercomplex", "kan", "layout", "mlp",
-    "mobile", "modern_conv", "multibranch", "pooling", "recurrent", "residual", "structural",
+    "attention", "cell_edges", "clustering", "conv", "dynamic", "frequency", "head", "hypercomplex", "kan", "layout",
+    "mlp", "mobile", "modern_conv", "multibranch", "pooling", "recurrent", "residual", "structural",
     "volumetric",
 ]

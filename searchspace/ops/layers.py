@@ -13,6 +13,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
     "hardswish": nn.Hardswish,
     "gelu": nn.GELU,
+    "none": nn.Identity,
 }
 
 

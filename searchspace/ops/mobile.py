@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from archetype.searchspace.cost import bn_params, conv_macs, conv_params, linear_params, mlp_params, strided
-from archetype.searchspace.operator import Operator, operator
+from archetype.searchspace.nb201 import FBNET_CHOICES
+from archetype.searchspace.operator import Operator, OperatorTypeError, operator
 from archetype.searchspace.ops.checks import check_choice, check_odd, check_positive
 from archetype.searchspace.ops.layers import ACTIVATIONS, ChannelMlp, conv_bn
 from archetype.searchspace.types import Image, TensorType, Tokens
@@ -279,3 +280,87 @@ class CondConv(Operator):
         y = self.output_type(x)
         mixing = self.experts * conv_params(x.C, self.width, self.kernel)  # routing weights times expert kernels
         return x.C * self.experts + mixing + conv_macs(x.C, self.width, self.kernel, y.H, y.W)
+
+
+class _ChannelShuffle(nn.Module):
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        return x.view(b, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+def _fbnet_parts(choice: str) -> tuple[int, int, int]:
+    """(kernel, expansion, pointwise groups) of an FBNet layer choice such as ``k5_e1_g2``."""
+    parts = choice.split("_")
+    return int(parts[0][1:]), int(parts[1][1:]), int(parts[2][1:]) if len(parts) > 2 else 1
+
+
+@operator(
+    "fbnet_block",
+    family="mobile",
+    paper="FBNet: Hardware-Aware Efficient ConvNet Design via Differentiable Neural Architecture Search, "
+    "arXiv:1812.03443",
+)
+@dataclass(frozen=True)
+class FBNetBlock(Operator):
+    """One FBNet layer: grouped 1x1 expansion (channel shuffle for 2 groups), depthwise k x k, grouped 1x1
+    projection, a residual when the shape is kept; ``skip`` is an identity, or a strided 1x1 projection."""
+
+    width: int
+    stride: int = 1
+    choice: str = "k3_e1"
+    domain: ClassVar = {"width": (16, 32), "stride": (1, 2), "choice": FBNET_CHOICES}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "width", "stride")
+        check_choice(self, "choice", FBNET_CHOICES)
+
+    def output_type(self, x: TensorType) -> Image:
+        self.check_input(x)
+        h, w = strided(x, self.stride, self.name)
+        y = Image(self.width, h, w)
+        groups = _fbnet_parts(self.choice)[2] if self.choice != "skip" else 1
+        if groups > 1 and (x.C % groups or self.width % groups):
+            raise OperatorTypeError(f"operator '{self.name}' ({self.choice}) needs channels divisible by {groups}, "
+                                    f"got {x} -> {y}")
+        return y
+
+    def _skip_is_identity(self, x: Image) -> bool:
+        return self.output_type(x) == x
+
+    def build(self, x: Image) -> nn.Module:
+        if self.choice == "skip":
+            return nn.Identity() if self._skip_is_identity(x) else conv_bn(x.C, self.width, 1, self.stride, act=None)
+        kernel, expand, groups = _fbnet_parts(self.choice)
+        hidden = x.C * expand
+        layers: list[nn.Module] = [conv_bn(x.C, hidden, 1, groups=groups)]  # (B, C*e, H, W)
+        if groups > 1:
+            layers.append(_ChannelShuffle(groups))
+        layers += [
+            conv_bn(hidden, hidden, kernel, self.stride, groups=hidden),  # (B, C*e, H/s, W/s)
+            conv_bn(hidden, self.width, 1, groups=groups, act=None),  # (B, width, H/s, W/s)
+        ]
+        return _InvertedResidualModule(nn.Sequential(*layers), self.output_type(x) == x)
+
+    def params(self, x: Image) -> int:
+        if self.choice == "skip":
+            return 0 if self._skip_is_identity(x) else conv_params(x.C, self.width, 1) + bn_params(self.width)
+        kernel, expand, groups = _fbnet_parts(self.choice)
+        hidden = x.C * expand
+        return (conv_params(x.C, hidden, 1, groups=groups) + bn_params(hidden)
+                + conv_params(hidden, hidden, kernel, groups=hidden) + bn_params(hidden)
+                + conv_params(hidden, self.width, 1, groups=groups) + bn_params(self.width))
+
+    def macs(self, x: Image) -> int:
+        y = self.output_type(x)
+        if self.choice == "skip":
+            return 0 if self._skip_is_identity(x) else conv_macs(x.C, self.width, 1, y.H, y.W)
+        kernel, expand, groups = _fbnet_parts(self.choice)
+        hidden = x.C * expand
+        return (conv_macs(x.C, hidden, 1, x.H, x.W, groups=groups)
+                + conv_macs(hidden, hidden, kernel, y.H, y.W, groups=hidden)
+                + conv_macs(hidden, self.width, 1, y.H, y.W, groups=groups))

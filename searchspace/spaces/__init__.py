@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from archetype.errors import SpecError
 from archetype.searchspace.space import SearchSpace
@@ -45,13 +46,29 @@ def get_space(name_or_path: str, input_type: Image, num_classes: int) -> SearchS
     return factory(input_type, num_classes)
 
 
+def space_of_macro(input_type: Image, macro: dict[str, Any]) -> SearchSpace:
+    """Rebuild a cell space from the ``macro`` its architectures carry (its name, classes and arguments)."""
+    _load_builtin()
+    args = dict(macro)
+    name, classes = args.pop("space", None), args.pop("classes", None)
+    factory = _SPACES.get(str(name))
+    if factory is None or not isinstance(classes, int):
+        raise SpecError(f"architecture macro {macro!r} does not name a predefined space and its classes")
+    try:
+        return factory(input_type, classes, **args)  # type: ignore[call-arg]
+    except TypeError as exc:
+        raise SpecError(f"architecture macro {macro!r}: {exc}") from None
+
+
 def _load_builtin() -> None:
     from archetype.searchspace.spaces import (  # noqa: F401
         conv_small,
         convnext,
+        fbnet,
         hybrid,
         mlp,
         mobile,
+        nb201,
         pool_positions,
         resnet,
         vit,

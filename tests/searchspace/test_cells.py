@@ -1,0 +1,132 @@
+"""Cell spaces: NB201 cells type-checked per edge, round-tripped through arch strings, built and trained."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from archetype.errors import SpecError, TypeCheckError
+from archetype.searchspace import Architecture, Candidate, Choice, Image, get_space
+from archetype.searchspace.cell import Cell, CellSpace, Piece
+from archetype.searchspace.nb201 import NB201_EDGES, NB201_OPS, format_nb201
+from archetype.searchspace.spaces.nb201 import nb201_architecture, nb201_space
+
+BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+ALL_CONV3 = format_nb201(["nor_conv_3x3"] * 6)
+ALL_NONE = format_nb201(["none"] * 6)
+
+
+def test_every_nb201_cell_round_trips_through_its_arch_string() -> None:
+    space = nb201_space(Image(3, 32, 32), 10)
+    keys = set()
+    for ops in itertools.product(NB201_OPS, repeat=6):
+        text = format_nb201(ops)
+        arch = nb201_architecture(space, text)
+        assert arch.to_nb201() == text
+        keys.add(arch.key)
+    assert len(keys) == 5**6 == space.size()
+
+
+def test_parameter_counts_match_the_published_nb201_sizes() -> None:
+    # NAS-Bench-201 lists CIFAR-10 networks from 0.073306 M (no weighted edge) to 1.531546 M (all 3x3 convs)
+    # parameters, and 1.537396 M for the all-3x3 network with CIFAR-100's 100 classes.
+    assert Architecture.from_nb201(ALL_NONE).params() == 73_306
+    assert Architecture.from_nb201(ALL_CONV3).params() == 1_531_546
+    assert Architecture.from_nb201(ALL_CONV3, classes=100).params() == 1_537_396
+    best = Architecture.from_nb201(BEST)
+    assert sum(p.numel() for p in best.build().parameters()) == best.params() == 1_288_506
+
+
+def test_cell_architecture_json_key_and_graph_encoding() -> None:
+    arch = Architecture.from_nb201(BEST)
+    again = Architecture.from_json(arch.to_json())  # no space given: rebuilt from the macro it carries
+    assert again.key == arch.key and again.to_nb201() == BEST and again.params() == arch.params()
+    assert Architecture.from_nb201(BEST, cells_per_stage=1).key != arch.key
+    enc = Architecture.from_nb201(format_nb201(["none", *["skip_connect"] * 5])).encode()
+    assert len(enc) == 6 + 6 * 5
+    assert enc[:6] == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # edge 0->1 is zero: no adjacency
+    assert [enc[6 + 5 * k: 11 + 5 * k].index(1.0) for k in range(6)] == [0, 1, 1, 1, 1, 1]
+    g = arch.graph()
+    cell_edges = [d for _, _, d in g.edges(data=True) if d.get("kind") == "cell"]
+    assert len(cell_edges) == 15 * 6
+    assert sum(d["n_params"] for d in g.nodes.values() if "n_params" in d) + sum(
+        d["n_params"] for d in cell_edges) == arch.params()
+
+
+def test_type_checker_checks_every_edge() -> None:
+    cell = Cell("c", 3, ((0, 1), (0, 2), (1, 2)), (Candidate.of("identity"), Candidate.of("pool")),
+                categories=("shape-preserving", "downsampling"))
+    space = CellSpace.of("t", Image(4, 8, 8), None, (cell,), (Piece.of_cell("only", "c"),), {"space": "t"})
+    good = space.architecture(tuple(Choice.of(s.name, "identity", {}) for s in space.slots))
+    assert space.validate(good).cell_space().piece_typing(good)[-1].output == Image(4, 8, 8)
+    bad = space.architecture((Choice.of("c.edge0_1", "identity", {}), Choice.of("c.edge0_2", "identity", {}),
+                              Choice.of("c.edge1_2", "pool", {"kind": "max"})))
+    with pytest.raises(TypeCheckError, match=r"c\.edge1_2.*Image\[4,4,4\].*node 2 already holds Image\[4,8,8\]"):
+        space.validate(bad)
+    nb = nb201_space(Image(3, 32, 32), 10)
+    wrong = tuple(Choice.of(s.name, "pool", {"kind": "avg"}) if k == 0 else Choice.of(s.name, "identity", {})
+                  for k, s in enumerate(nb.slots))
+    with pytest.raises(SpecError, match=r"slot 'cell\.edge0_1': operator 'pool' is not a candidate"):
+        nb.validate(nb.architecture(wrong))
+
+
+def test_cell_definitions_are_checked() -> None:
+    with pytest.raises(SpecError, match="node 2 has no incoming edge"):
+        Cell("c", 3, ((0, 1),), (Candidate.of("identity"),))
+    with pytest.raises(SpecError, match="edge 2->1"):
+        Cell("c", 3, ((0, 1), (2, 1)), (Candidate.of("identity"),))
+    with pytest.raises(SpecError, match="cells_per_stage"):
+        nb201_space(Image(3, 32, 32), 10, cells_per_stage=0)
+
+
+def test_nb201_network_trains_and_strategies_see_plain_slots() -> None:
+    space = get_space("nb201", Image(3, 32, 32), 10)
+    arch = space.sample(np.random.default_rng(0))
+    assert all(len(s.candidates) == 5 for s in space.slots) and len(space.slots) == 6
+    assert all(n.to_nb201() != arch.to_nb201() for n in space.neighbours(arch))
+    assert len(list(space.neighbours(arch))) == 6 * 4
+    small = Architecture.from_nb201(BEST, cells_per_stage=1)
+    model = small.build().train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(8) % 10
+    losses = []
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_edge_order_is_the_nb201_order() -> None:
+    space = nb201_space(Image(3, 32, 32), 10)
+    assert [s.name for s in space.slots] == [f"cell.edge{i}_{j}" for i, j in NB201_EDGES]
+
+
+def test_fbnet_architectures_round_trip_through_arch_str_lists() -> None:
+    from archetype.worker.published_table import shared_benchmarks_dir
+
+    space = get_space("fbnet", Image(3, 32, 32), 100)
+    rng = np.random.default_rng(0)
+    lists = [list(Architecture.from_fbnet(space.sample(rng).to_fbnet()).to_fbnet()) for _ in range(20)]
+    root = shared_benchmarks_dir()
+    if root is not None:
+        import gzip
+        import json
+
+        with gzip.open(root / "fbnet_latency.json.gz", "rt") as f:
+            lists += [e["arch_str"] for e in json.load(f)["metainfo"]["arch"][::25]]  # 200 of the 5,000
+    for layers in lists:
+        arch = Architecture.from_fbnet(layers)
+        assert arch.to_fbnet() == list(layers)
+        assert space.validate(Architecture.from_json(arch.to_json(), space)).key == arch.key
+    skips = Architecture.from_fbnet(["skip"] * 22)
+    model = skips.build()
+    assert sum(p.numel() for p in model.parameters()) == skips.params()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+    with pytest.raises(SpecError, match="FBNet layer 3: unknown choice 'k7_e1'"):
+        Architecture.from_fbnet(["k3_e1"] * 3 + ["k7_e1"] + ["k3_e1"] * 18)
