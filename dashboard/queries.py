@@ -375,12 +375,22 @@ def _architecture(arch: dict[str, Any]) -> tuple[list[SlotView], str | None, str
         graph = Architecture.from_json(arch).graph()
     except (ArchetypeError, KeyError, ValueError, TypeError) as exc:
         return plain, None, f"the architecture cannot be typed by this version's operators: {exc}"
+    infos = [_slot_info(graph, s.slot) for s in plain]
     slots = [
-        SlotView(
-            s.slot, s.op, s.params, graph.nodes[s.slot].get("category"), graph.nodes[s.slot].get("n_params"),
-            graph.nodes[s.slot].get("macs"), s.skip_from,
-        )
-        for s in plain
+        SlotView(s.slot, s.op, s.params, info.get("category"), info.get("n_params"), info.get("macs"), s.skip_from)
+        for s, info in zip(plain, infos, strict=True)
     ]
     return slots, architecture_svg(graph), None
 
+
+
+def _slot_info(graph: Any, slot: str) -> dict[str, Any]:
+    """A slot's category and costs: its node in a chain's graph; in a cell space's, summed over every placed copy
+    of the cell edge the slot chooses."""
+    if slot in graph.nodes:
+        return dict(graph.nodes[slot])
+    placed = [d for d in graph.nodes.values() if d.get("slot") == slot]
+    if not placed:
+        return {}
+    return {"category": placed[0].get("category"), "n_params": sum(d.get("n_params", 0) for d in placed),
+            "macs": sum(d.get("macs", 0) for d in placed)}

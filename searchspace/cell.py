@@ -3,6 +3,9 @@
 A cell's node 0 receives the cell's input and its last node is its output; every other node sums its
 incoming edges. Each edge is a slot that chooses an operator from a type category, so the type checker
 checks every edge, and a strategy sees a cell space as plain slots (one per edge of each distinct cell).
+Either the edges are fixed (NB201: every edge i -> j, one of which may be ``zero``), or each intermediate
+node chooses ``inputs`` edges, each with its operator and its ``source`` node (DARTS); the output node then
+sums every intermediate node.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch import nn
 
 from archetype.errors import SpecError, TypeCheckError
 from archetype.searchspace.architecture import INPUT, Architecture, Choice
+from archetype.searchspace.operator import SOURCE
 from archetype.searchspace.space import Candidate, SearchSpace, Slot
 from archetype.searchspace.types import TensorType
 
@@ -31,17 +35,25 @@ MAX_CELL_NODES = 16
 
 @dataclass(frozen=True)
 class Cell:
-    """A DAG of ``nodes`` nodes whose ``edges`` (i, j), i < j, each choose an operator among ``candidates``."""
+    """A DAG of ``nodes`` nodes whose ``edges`` (i, j), i < j, each choose an operator among ``candidates``;
+    with ``inputs`` > 0 the edges are searched instead: each intermediate node takes that many, from any
+    earlier node."""
 
     name: str
     nodes: int
     edges: tuple[tuple[int, int], ...]
     candidates: tuple[Candidate, ...]
     categories: tuple[str, ...] = ("shape-preserving",)
+    inputs: int = 0
 
     def __post_init__(self) -> None:
         if not 2 <= self.nodes <= MAX_CELL_NODES:
             raise SpecError(f"cell '{self.name}': nodes must be 2..{MAX_CELL_NODES}, got {self.nodes}")
+        if self.inputs:
+            if self.edges or self.nodes < 3 or not 1 <= self.inputs <= MAX_CELL_NODES:
+                raise SpecError(f"cell '{self.name}': a cell that searches its inputs has no fixed edges, at least "
+                                f"one intermediate node, and 1..{MAX_CELL_NODES} inputs per node")
+            return
         for i, j in self.edges:
             if not 0 <= i < j < self.nodes:
                 raise SpecError(f"cell '{self.name}': edge {i}->{j} must join node i to a later node j < {self.nodes}")
@@ -55,8 +67,33 @@ class Cell:
     def edge_slot(self, edge: tuple[int, int]) -> str:
         return f"{self.name}.edge{edge[0]}_{edge[1]}"
 
+    def input_slot(self, node: int, k: int) -> str:
+        return f"{self.name}.node{node}.in{k}"
+
     def slots(self) -> tuple[Slot, ...]:
-        return tuple(Slot(self.edge_slot(e), self.candidates, self.categories) for e in self.edges)
+        if not self.inputs:
+            return tuple(Slot(self.edge_slot(e), self.candidates, self.categories) for e in self.edges)
+        return tuple(
+            Slot(self.input_slot(j, k), tuple(
+                Candidate(c.op, tuple(sorted((*c.domain, (SOURCE, tuple(range(j))))))) for c in self.candidates
+            ), self.categories)
+            for j in range(1, self.nodes - 1) for k in range(self.inputs)
+        )
+
+    def edge_list(self, chosen: Mapping[str, Choice]) -> list[tuple[str, tuple[int, int]]]:
+        """(slot, (from node, to node)) of every edge, in slot order; a searched input's node is its ``source``."""
+        if not self.inputs:
+            return [(self.edge_slot(e), e) for e in self.edges]
+        edges = []
+        for j in range(1, self.nodes - 1):
+            for k in range(self.inputs):
+                slot = self.input_slot(j, k)
+                source = dict(chosen[slot].params).get(SOURCE) if slot in chosen else None
+                if not isinstance(source, int) or isinstance(source, bool) or not 0 <= source < j:
+                    raise SpecError(f"cell '{self.name}': slot '{slot}' needs a source node among {list(range(j))}, "
+                                    f"got {source!r}")
+                edges.append((slot, (source, j)))
+        return edges
 
 
 @dataclass(frozen=True)
@@ -83,7 +120,8 @@ class PieceTyping:
     piece: Piece
     input: TensorType
     output: TensorType
-    ops: tuple[SlotTyping, ...]  # one per fixed operator, or one per cell edge in the cell's edge order
+    ops: tuple[SlotTyping, ...]  # one per fixed operator, or one per cell edge in the cell's slot order
+    edges: tuple[tuple[int, int], ...] = ()  # a cell's edges (from node, to node), parallel to ``ops``
 
 
 @dataclass(frozen=True)
@@ -132,7 +170,7 @@ class CellSpace(SearchSpace):
         chosen = {c.slot: c for c in arch.choices}
         x = self.input
         typed: list[PieceTyping] = []
-        placed: dict[tuple[str | None, TensorType], tuple[tuple[SlotTyping, ...], TensorType]] = {}
+        placed: dict[tuple[str | None, TensorType], tuple[tuple[SlotTyping, ...], TensorType, tuple]] = {}
         for piece in self.skeleton:
             if piece.choice is not None:
                 t = _typed(x, piece.choice, ())
@@ -140,28 +178,34 @@ class CellSpace(SearchSpace):
                 x = t.output
                 continue
             if (piece.cell, x) in placed:  # the same cell at the same type types the same way
-                ops, out = placed[(piece.cell, x)]
-                typed.append(PieceTyping(piece, x, out, ops))
+                ops, out, edges = placed[(piece.cell, x)]
+                typed.append(PieceTyping(piece, x, out, ops, edges))
                 x = out
                 continue
             cell = self.cell(piece.cell or "")
+            missing = [s.name for s in cell.slots() if s.name not in chosen]
+            if missing:
+                raise SpecError(f"space '{self.name}': the architecture has no choice for edge '{missing[0]}'")
+            listed = cell.edge_list(chosen)
             nodes: dict[int, TensorType] = {0: x}
-            ops = []
-            for i, j in sorted(cell.edges, key=lambda e: (e[1], e[0])):
-                slot = cell.edge_slot((i, j))
-                if slot not in chosen:
-                    raise SpecError(f"space '{self.name}': the architecture has no choice for edge '{slot}'")
+            typed_edges: dict[str, SlotTyping] = {}
+            for slot, (i, j) in sorted(listed, key=lambda e: (e[1][1], e[1][0])):
                 t = _typed(nodes[i], chosen[slot], cell.categories)
                 if nodes.setdefault(j, t.output) != t.output:
                     raise TypeCheckError(
                         f"cell '{piece.name}': edge '{slot}' produces {t.output}, but node {j} already holds {nodes[j]}"
                     )
-                ops.append(t)
-            order = {e: k for k, e in enumerate(cell.edges)}
-            ops.sort(key=lambda t: order[_edge_of(t.slot)])
+                typed_edges[slot] = t
+            if cell.inputs:  # the output node sums every intermediate node
+                kinds = {nodes[j] for j in range(1, cell.nodes - 1)}
+                if len(kinds) != 1:
+                    raise TypeCheckError(f"cell '{piece.name}': its intermediate nodes hold {sorted(map(str, kinds))}, "
+                                         "which cannot be summed")
+                nodes[cell.nodes - 1] = kinds.pop()
+            ops, edges = tuple(typed_edges[s] for s, _ in listed), tuple(e for _, e in listed)
             out = nodes[cell.nodes - 1]
-            placed[(piece.cell, x)] = (tuple(ops), out)
-            typed.append(PieceTyping(piece, x, out, tuple(ops)))
+            placed[(piece.cell, x)] = (ops, out, edges)
+            typed.append(PieceTyping(piece, x, out, ops, edges))
             x = out
         if self.output is not None and x != self.output:
             last = self.skeleton[-1].name
@@ -174,7 +218,7 @@ class CellSpace(SearchSpace):
         chosen = {c.slot: c for c in arch.choices}
         vec: list[float] = []
         for cell in self.cells:
-            present = {e for e in cell.edges if chosen[cell.edge_slot(e)].op != "zero"}
+            present = {e for s, e in cell.edge_list(chosen) if chosen[s].op != "zero"}
             vec += [1.0 if (i, j) in present else 0.0 for i, j in itertools.combinations(range(cell.nodes), 2)]
         for slot in self.slots:
             picked = chosen[slot.name]
@@ -182,8 +226,8 @@ class CellSpace(SearchSpace):
         return vec
 
     def graph(self, arch: Architecture) -> nx.DiGraph:
-        """The whole network: fixed pieces as nodes, each placed cell's nodes as ``piece/n<j>``, and every cell
-        edge as a graph edge carrying its operator (``kind="cell"``)."""
+        """The whole network: fixed pieces as nodes, each placed cell's nodes as ``piece/n<j>`` (``op="sum"``), and
+        every cell edge as an operator node ``piece/<slot>`` between the two nodes it joins (``kind="cell"``)."""
         import networkx as nx
 
         g = nx.DiGraph()
@@ -201,10 +245,15 @@ class CellSpace(SearchSpace):
             names = {0: prev, **{j: f"{pt.piece.name}/n{j}" for j in range(1, cell.nodes)}}
             for j in range(1, cell.nodes):
                 g.add_node(names[j], op="sum", type=str(pt.output))
-            for t in pt.ops:
-                i, j = _edge_of(t.slot)
-                g.add_edge(names[i], names[j], op=t.choice.op, params=dict(t.choice.params), slot=t.slot,
-                           category=t.category, n_params=t.params, macs=t.macs, kind="cell")
+            for t, (i, j) in zip(pt.ops, pt.edges, strict=True):
+                op_node = f"{pt.piece.name}/{t.slot}"
+                g.add_node(op_node, op=t.choice.op, params=dict(t.choice.params), slot=t.slot, category=t.category,
+                           n_params=t.params, macs=t.macs, kind="cell")
+                g.add_edge(names[i], op_node, type=str(t.input), kind="cell")
+                g.add_edge(op_node, names[j], type=str(t.output), kind="cell")
+            if cell.inputs:
+                for j in range(1, cell.nodes - 1):
+                    g.add_edge(names[j], names[cell.nodes - 1], type=str(pt.output), kind="cell")
             prev = names[cell.nodes - 1]
         g.add_node("output", type=str(self.output))
         g.add_edge(prev, "output")
@@ -233,25 +282,23 @@ def slot_alternatives(slot: Slot) -> list[tuple[str, tuple[tuple[str, Any], ...]
     return alts
 
 
-def _edge_of(slot: str) -> tuple[int, int]:
-    i, j = slot.rsplit(".edge", 1)[1].split("_")
-    return int(i), int(j)
-
-
 class CellModule(nn.Module):
     """One placed cell: node j is the sum of its incoming edges' operators applied to earlier nodes."""
 
-    def __init__(self, cell: Cell, ops: tuple[SlotTyping, ...]) -> None:
+    def __init__(self, cell: Cell, typed: PieceTyping) -> None:
         super().__init__()
-        self.edges = [_edge_of(t.slot) for t in ops]
+        self.edges = list(typed.edges)
         self.last = cell.nodes - 1
-        self.ops = nn.ModuleList(t.choice.operator().build(t.input) for t in ops)
+        self.sum_intermediate = bool(cell.inputs)
+        self.ops = nn.ModuleList(t.choice.operator().build(t.input) for t in typed.ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes: dict[int, torch.Tensor] = {0: x}
         for (i, j), op in sorted(zip(self.edges, self.ops, strict=True), key=lambda e: e[0][1]):
             y = op(nodes[i])
             nodes[j] = y if j not in nodes else nodes[j] + y
+        if self.sum_intermediate:
+            return torch.stack([nodes[j] for j in range(1, self.last)]).sum(dim=0)
         return nodes[self.last]
 
 
@@ -268,7 +315,7 @@ class CellNetwork(nn.Module):
             if pt.piece.choice is not None:
                 self.pieces[name] = pt.piece.choice.operator().build(pt.input)
             else:
-                self.pieces[name] = CellModule(cells[pt.piece.cell or ""], pt.ops)
+                self.pieces[name] = CellModule(cells[pt.piece.cell or ""], pt)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for piece in self.pieces.values():

@@ -32,6 +32,9 @@ CATEGORIES = (
 PRECISION = "precision"
 """A slot's numeric precision in deployment: a searched value beside the operator's hyperparameters."""
 PRECISIONS = ("fp32", "int8")
+SOURCE = "source"
+"""The earlier node a cell edge reads, where the cell searches its edges' inputs (DARTS): a value beside the
+operator's hyperparameters."""
 
 
 class OperatorTypeError(TypeError):
@@ -173,7 +176,7 @@ def make_operator(name: str, hparams: Mapping[str, Any]) -> Operator:
 
     A ``precision`` among ``hparams`` is the slot's, not the operator's: it is left out here."""
     cls = get_operator(name)
-    hparams = {k: v for k, v in hparams.items() if k != PRECISION}
+    hparams = {k: v for k, v in hparams.items() if k not in (PRECISION, SOURCE)}
     known = cls.hyperparameters()
     unknown = sorted(set(hparams) - set(known))
     if unknown:

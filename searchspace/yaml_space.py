@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Any, NoReturn
@@ -13,12 +14,16 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from archetype.errors import SpecError
 from archetype.searchspace.architecture import INPUT
+from archetype.searchspace.cell import MAX_CELL_NODES, Cell, CellSpace, Piece
 from archetype.searchspace.operator import CATEGORIES, PRECISIONS, get_operator, make_operator
 from archetype.searchspace.relations import operators_in_category
 from archetype.searchspace.space import Candidate, SearchSpace, Slot, repeated
 from archetype.searchspace.types import TENSOR_TYPES, TensorType, Vector, parse_type
 
-TOP_KEYS = ("name", "description", "input", "output", "adapters", "precision", "slots")
+TOP_KEYS = ("name", "description", "input", "output", "adapters", "precision", "slots", "cells", "skeleton")
+CELL_KEYS = ("name", "nodes", "edges", "inputs", "categories", "candidates")
+PIECE_KEYS = ("name", "cell", "repeat")
+MAX_REPEAT = 256
 SLOT_KEYS = ("name", "categories", "candidates", "skip", "repeat")
 CATEGORY_KEYS = ("category", "layout")
 CLASSES = "$classes"
@@ -58,8 +63,10 @@ class _SpaceFile:
         if not isinstance(root, MappingNode):
             self.fail(root, "the top level must be a mapping with a 'slots' list")
         top = self.mapping(root, "the top level", TOP_KEYS)
+        if "cells" in top or "skeleton" in top:
+            return self.cell_space(root, top, input_type)
         if "slots" not in top:
-            self.fail(root, "missing 'slots'")
+            self.fail(root, "missing 'slots' (or 'cells' and 'skeleton' for a cell space)")
         name = self.text(top["name"], "name") if "name" in top else self.path.stem
         description = self.text(top["description"], "description", one_line=False) if "description" in top else ""
         if "input" in top:
@@ -80,6 +87,119 @@ class _SpaceFile:
             last = str(exc).partition("; last: ")[2] or str(exc)
             raise SpecError(f"{self.path}: no well-typed architecture: {last}") from None
         return space
+
+    def cell_space(self, root: Node, top: dict[str, Node], input_type: TensorType) -> SearchSpace:
+        """A space of ``cells`` (typed DAGs whose edges are searched) placed in a fixed ``skeleton``."""
+        for key in ("slots", "adapters", "precision"):
+            if key in top:
+                self.fail(top[key], f"a cell space has 'cells' and 'skeleton', not {key!r}")
+        if "cells" not in top or "skeleton" not in top:
+            self.fail(root, "a cell space needs both 'cells' and 'skeleton'")
+        name = self.text(top["name"], "name") if "name" in top else self.path.stem
+        if "input" in top and self.tensor_type(top["input"], "input") != input_type:
+            self.fail(top["input"], f"input does not match the data's input type {input_type}")
+        output = self.tensor_type(top["output"], "output") if "output" in top else Vector(self.num_classes)
+        cells = self.cells(top["cells"])
+        pieces = self.skeleton(top["skeleton"], {c.name for c in cells})
+        text = self.path.read_text(encoding="utf-8")
+        macro = {"space": name, "classes": self.num_classes, "file": hashlib.sha256(text.encode()).hexdigest()[:16]}
+        description = self.text(top["description"], "description", one_line=False) if "description" in top else ""
+        space = CellSpace.of(name, input_type, output, cells, pieces, macro, description)
+        try:
+            space.sample(np.random.default_rng(0))
+        except SpecError as exc:
+            last = str(exc).partition("; last: ")[2] or str(exc)
+            raise SpecError(f"{self.path}: no well-typed architecture: {last}") from None
+        return space
+
+    def cells(self, node: Node) -> tuple[Cell, ...]:
+        if not isinstance(node, SequenceNode) or not node.value:
+            self.fail(node, "'cells' must be a non-empty list of cells")
+        cells: list[Cell] = []
+        for cell_node in node.value:
+            self.slot = None
+            fields = self.mapping(cell_node, "a cell", CELL_KEYS)
+            for key in ("name", "nodes", "candidates"):
+                if key not in fields:
+                    self.fail(cell_node, f"a cell has no {key!r}")
+            name = self.text(fields["name"], "cell name")
+            if not SLOT_NAME.fullmatch(name) or "." in name or any(c.name == name for c in cells):
+                self.fail(fields["name"], f"cell name {name!r} must be new and hold only letters, digits, '_', '-'")
+            self.slot = name
+            nodes = self.value(fields["nodes"])
+            if type(nodes) is not int or not 2 <= nodes <= MAX_CELL_NODES:
+                self.fail(fields["nodes"], f"'nodes' must be an integer 2..{MAX_CELL_NODES}, got {nodes!r}")
+            inputs = self.value(fields["inputs"]) if "inputs" in fields else 0
+            if type(inputs) is not int or inputs < 0:
+                self.fail(fields["inputs"], f"'inputs' must be a positive integer, got {inputs!r}")
+            edges = self.edges(fields["edges"], nodes) if "edges" in fields else ()
+            if not inputs and "edges" not in fields:
+                self.fail(cell_node, "a cell needs 'edges' (a list of [i, j], or 'all') or 'inputs' per node")
+            categories = self.categories(fields["categories"]) if "categories" in fields else ("shape-preserving",)
+            cand_node = fields["candidates"]
+            if not isinstance(cand_node, SequenceNode) or not cand_node.value:
+                self.fail(cand_node, "'candidates' must be a non-empty list of operators")
+            candidates = [c for item in cand_node.value for c in self.candidates(item)[0]]
+            try:
+                cells.append(Cell(name, nodes, edges, tuple(candidates), categories, inputs))
+            except SpecError as exc:
+                self.fail(cell_node, str(exc))
+        self.slot = None
+        return tuple(cells)
+
+    def edges(self, node: Node, nodes: int) -> tuple[tuple[int, int], ...]:
+        value = self.value(node)
+        if value == "all":
+            return tuple((i, j) for j in range(1, nodes) for i in range(j))
+        if not isinstance(value, list) or not all(
+            isinstance(e, list) and len(e) == 2 and all(type(v) is int for v in e) for e in value
+        ):
+            self.fail(node, f"'edges' must be 'all' or a list of [from, to] node pairs, got {value!r}")
+        return tuple((e[0], e[1]) for e in value)
+
+    def skeleton(self, node: Node, cells: set[str]) -> tuple[Piece, ...]:
+        """Fixed operators (``{name, op, <hyperparameter>: value}``) and cell placements (``{name, cell, repeat}``)."""
+        if not isinstance(node, SequenceNode) or not node.value:
+            self.fail(node, "'skeleton' must be a non-empty list of operators and cells")
+        pieces: list[Piece] = []
+        for item in node.value:
+            self.slot = None
+            fields = self.mapping(item, "a skeleton piece", None)
+            if "name" not in fields:
+                self.fail(item, "a skeleton piece has no 'name'")
+            name = self.text(fields.pop("name"), "piece name")
+            if not SLOT_NAME.fullmatch(name) or any(p.name == name for p in pieces):
+                self.fail(item, f"piece name {name!r} must be new and hold only letters, digits, '_', '.', '-'")
+            self.slot = name
+            if "cell" in fields:
+                extra = sorted(set(fields) - set(PIECE_KEYS))
+                if extra:
+                    self.fail(fields[extra[0]], f"a cell placement takes {list(PIECE_KEYS)}, not {extra[0]!r}")
+                cell = self.text(fields["cell"], "cell")
+                if cell not in cells:
+                    self.fail(fields["cell"], f"unknown cell {cell!r}; cells: {sorted(cells)}")
+                count = self.value(fields["repeat"]) if "repeat" in fields else 1
+                if type(count) is not int or not 1 <= count <= MAX_REPEAT:
+                    self.fail(fields.get("repeat", item), f"'repeat' must be an integer 1..{MAX_REPEAT}, got {count!r}")
+                placed = [Piece.of_cell(name if count == 1 else f"{name}.{k}", cell) for k in range(1, count + 1)]
+                if {p.name for p in placed} & {p.name for p in pieces}:
+                    self.fail(item, f"piece name {name!r} repeats the name of an earlier piece")
+                pieces += placed
+                continue
+            if "op" not in fields:
+                self.fail(item, "a skeleton piece needs 'op' (a fixed operator) or 'cell'")
+            op = self.text(fields.pop("op"), "op")
+            params = {k: self.value(v) for k, v in fields.items()}  # unnamed hyperparameters keep their defaults
+            many = [k for k, v in params.items() if isinstance(v, list | dict)]
+            if many:
+                self.fail(fields[many[0]], f"a skeleton operator is fixed: {many[0]!r} must be one value")
+            try:
+                make_operator(op, params)
+            except SpecError as exc:
+                self.fail(item, str(exc))
+            pieces.append(Piece.fixed(name, op, params))
+        self.slot = None
+        return tuple(pieces)
 
     def slots(self, node: Node) -> tuple[Slot, ...]:
         if not isinstance(node, SequenceNode) or not node.value:

@@ -64,6 +64,7 @@ def _load_builtin() -> None:
     from archetype.searchspace.spaces import (  # noqa: F401
         conv_small,
         convnext,
+        darts,
         fbnet,
         hybrid,
         mlp,

@@ -29,3 +29,18 @@ def test_nodes_in_order_with_skip_edges_and_escaped_labels() -> None:
     assert len([p for p in root.iter(f"{SVG}path") if "skip" in (p.get("class") or "")]) == 1
     assert len([line for line in root.iter(f"{SVG}line") if "chain" in (line.get("class") or "")]) == 3
     assert "a: conv_bn_act" in svg and "kernel=3" in svg and "b&lt;&amp;&gt;: identity" in svg
+
+
+def test_a_cell_architecture_is_drawn_and_its_slots_sum_every_placed_copy() -> None:
+    from archetype.dashboard.queries import _architecture
+    from archetype.searchspace import Architecture
+
+    arch = Architecture.from_nb201("|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|",
+                                   cells_per_stage=2)
+    slots, svg, error = _architecture(arch.to_json())
+    assert error is None and svg is not None
+    ET.fromstring(svg)
+    first = slots[0]
+    assert (first.slot, first.op, first.category) == ("cell.edge0_1", "relu_conv_bn_3x3", "shape-preserving")
+    assert first.n_params == 2 * sum(9 * c * c + 2 * c for c in (16, 32, 64))  # 2 cells per stage, 3 stages
+    assert sum(s.n_params for s in slots) < arch.params()  # the stem, reductions and head are not slots

@@ -50,10 +50,10 @@ def test_cell_architecture_json_key_and_graph_encoding() -> None:
     assert enc[:6] == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # edge 0->1 is zero: no adjacency
     assert [enc[6 + 5 * k: 11 + 5 * k].index(1.0) for k in range(6)] == [0, 1, 1, 1, 1, 1]
     g = arch.graph()
-    cell_edges = [d for _, _, d in g.edges(data=True) if d.get("kind") == "cell"]
-    assert len(cell_edges) == 15 * 6
-    assert sum(d["n_params"] for d in g.nodes.values() if "n_params" in d) + sum(
-        d["n_params"] for d in cell_edges) == arch.params()
+    edge_ops = [d for d in g.nodes.values() if d.get("kind") == "cell"]
+    assert len(edge_ops) == 15 * 6
+    assert sum(d["n_params"] for d in g.nodes.values() if "n_params" in d) == arch.params()
+    assert g.in_degree("stage2.cell1/n3") == 3 and g.out_degree("stage2.cell1/n1") == 2
 
 
 def test_type_checker_checks_every_edge() -> None:
@@ -130,3 +130,74 @@ def test_fbnet_architectures_round_trip_through_arch_str_lists() -> None:
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 100)
     with pytest.raises(SpecError, match="FBNet layer 3: unknown choice 'k7_e1'"):
         Architecture.from_fbnet(["k3_e1"] * 3 + ["k7_e1"] + ["k3_e1"] * 18)
+
+
+def test_darts_space_searches_inputs_and_trains() -> None:
+    space = get_space("darts", Image(3, 32, 32), 10)
+    assert len(space.slots) == 2 * 4 * 2  # two cells, four nodes, two inputs each
+    node3 = next(s for s in space.slots if s.name == "normal.node3.in1")
+    assert {dict(c.domain)["source"] for c in node3.candidates} == {(0, 1, 2)}
+    arch = space.sample(np.random.default_rng(3))
+    again = Architecture.from_json(arch.to_json())
+    assert again.key == arch.key and again.params() == arch.params()
+    bad = [Choice.of(c.slot, c.op, {**dict(c.params), "source": 3}) if c.slot == "normal.node2.in0" else c
+           for c in arch.choices]
+    with pytest.raises(SpecError, match=r"normal\.node2\.in0.*source=3 is outside \[0, 1\]"):
+        space.validate(space.architecture(tuple(bad)))
+    model = arch.build().train()
+    assert sum(p.numel() for p in model.parameters()) == arch.params()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(4)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss) and any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+    g = arch.graph()
+    assert sum(1 for d in g.nodes.values() if d.get("kind") == "cell") == 8 * 8  # 8 placed cells of 8 edges
+
+
+NB201_YAML = """
+name: nb201-yaml
+cells:
+  - name: cell
+    nodes: 4
+    edges: all
+    categories: [shape-preserving]
+    candidates: [{op: zero}, {op: identity}, {op: relu_conv_bn_1x1}, {op: relu_conv_bn_3x3}, {op: avg_pool_3x3}]
+skeleton:
+  - {name: stem, op: conv_bn_act, width: 16, kernel: 3, act: none}
+  - {name: stage1, cell: cell, repeat: 5}
+  - {name: stage2.reduce, op: residual_reduction, width: 32}
+  - {name: stage2, cell: cell, repeat: 5}
+  - {name: stage3.reduce, op: residual_reduction, width: 64}
+  - {name: stage3, cell: cell, repeat: 5}
+  - {name: head.norm, op: bn_act}
+  - {name: head, op: classifier_head, classes: $classes}
+"""
+
+
+def test_a_cell_space_written_in_yaml_types_and_costs_as_the_python_one(tmp_path) -> None:
+    path = tmp_path / "nb201.yaml"
+    path.write_text(NB201_YAML)
+    space = get_space(str(path), Image(3, 32, 32), 10)
+    assert isinstance(space, CellSpace) and space.size() == 5**6
+    choices = tuple(Choice.of(s.name, "relu_conv_bn_3x3", {}) for s in space.slots)
+    arch = space.validate(space.architecture(choices))
+    assert arch.params() == Architecture.from_nb201(ALL_CONV3).params() == 1_531_546
+    assert arch.key != Architecture.from_nb201(ALL_CONV3).key  # another space's skeleton, another network name
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (("cell: cell, repeat: 5}", "cell: cel, repeat: 5}"), r"nb201\.yaml:\d+: slot 'stage1': unknown cell 'cel'"),
+    (("edges: all", "edges: [[0, 1], [2, 1]]"), r"nb201\.yaml:\d+: slot 'cell': cell 'cell': edge 2->1"),
+    (("width: 32}", "width: [32, 64]}"), r"nb201\.yaml:\d+: slot 'stage2\.reduce': .*must be one value"),
+    (("nodes: 4", "nodes: 40"), r"nb201\.yaml:\d+: slot 'cell': 'nodes' must be an integer 2\.\.16, got 40"),
+])
+def test_bad_cell_yaml_is_one_line_naming_file_and_line(tmp_path, change, said) -> None:
+    path = tmp_path / "nb201.yaml"
+    path.write_text(NB201_YAML.replace(*change))
+    with pytest.raises(SpecError, match=said) as info:
+        get_space(str(path), Image(3, 32, 32), 10)
+    assert "\n" not in str(info.value)
