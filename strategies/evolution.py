@@ -9,6 +9,9 @@ broken at random). The child is a random unseen neighbour of the parent from
 ``SearchSpace.neighbours`` (one slot's operator replaced by a type-compatible
 candidate, or one hyperparameter changed) among those the strategy's
 ``ConstraintModel``, fitted on every told candidate, predicts to meet the bounds.
+The defaults (a population of 10, all of it in the tournament) are greedy: on
+NAS-Bench-201 they find the CIFAR-10 optimum within 100 evaluations in most seeds,
+where 20 and 5 needed 200 (``bench/search_quality.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from archetype.strategies.constraint_model import constrained_value
 class RegularizedEvolution(Strategy):
     """Aging evolution: random until ``population`` are told, then mutate tournament winners."""
 
-    def __init__(self, *args: Any, population: int = 20, sample: int = 5, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, population: int = 10, sample: int = 10, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.population = check_option(self.name, "population", population, int, minimum=2)
         self.sample = check_option(self.name, "sample", sample, int, minimum=1)
