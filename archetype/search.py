@@ -74,6 +74,8 @@ class Search:
         screen = None if spec.benchmark is not None else open_latency_screen(
             store, self.space, spec.target, spec.latency_budget(), margin=spec.latency_margin,
             required=spec.predict_latency, seed=spec.seed)
+        if screen is not None:  # the strategy learns the latency bound from the table's predictions too
+            self.strategy.use_predictor("latency_ms", screen.predict)
         if resume:
             name, requeued, asked = self._reopen(store)
         else:

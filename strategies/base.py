@@ -13,6 +13,7 @@ from archetype.objectives import Constraint, Objective
 from archetype.result import Result
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
+from archetype.strategies.constraint_model import ConstraintModel, ValuePredictor
 
 STATE_VERSION = 2
 """Version 2: the state holds the strategy's own small state; what was told is rebuilt from the stored trials."""
@@ -46,6 +47,11 @@ class Strategy(ABC):
         self.constraints = tuple(constraints)
         self.seed = seed
         self._seen: set[str] = set()  # keys of every architecture asked or told
+        self.constraint_model = ConstraintModel(space, self.constraints)  # strategies that learn the bounds tell it
+
+    def use_predictor(self, name: str, predict: ValuePredictor) -> None:
+        """A predictor of value ``name`` (the latency table's) that the strategy may trust before measuring."""
+        self.constraint_model.use_predictor(name, predict)
 
     @abstractmethod
     def ask(self) -> Architecture:

@@ -6,8 +6,12 @@ as each child is told. A parent is picked by a constrained tournament among
 infeasible ones compare by total violation, and two feasible ones by their
 non-dominated rank within the tournament on the run spec's objectives (ties
 broken at random). The child is a random unseen neighbour of the parent from
-``SearchSpace.neighbours``: one slot's operator replaced by a type-compatible
-candidate, or one hyperparameter changed.
+``SearchSpace.neighbours`` (one slot's operator replaced by a type-compatible
+candidate, or one hyperparameter changed) among those the strategy's
+``ConstraintModel``, fitted on every told candidate, predicts to meet the bounds.
+The defaults (a population of 10, all of it in the tournament) are greedy: on
+NAS-Bench-201 they find the CIFAR-10 optimum within 100 evaluations in most seeds,
+where 20 and 5 needed 200 (``bench/search_quality.py``).
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from archetype.pareto import nondominated_ranks
 from archetype.result import Result, TrialState
 from archetype.searchspace.architecture import Architecture
 from archetype.strategies.base import STATE_VERSION, Strategy, check_option, propose_unseen, register_strategy
+from archetype.strategies.constraint_model import constrained_value
 
 
 @register_strategy("evolution")
 class RegularizedEvolution(Strategy):
     """Aging evolution: random until ``population`` are told, then mutate tournament winners."""
 
-    def __init__(self, *args: Any, population: int = 20, sample: int = 5, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, population: int = 10, sample: int = 10, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.population = check_option(self.name, "population", population, int, minimum=2)
         self.sample = check_option(self.name, "sample", sample, int, minimum=1)
@@ -43,9 +48,11 @@ class RegularizedEvolution(Strategy):
             return propose_unseen(lambda: self.space.sample(self._rng), self._seen)
         parent = self.space.architecture_from_json(self._tournament()["arch"])
         children = [a for a in self.space.neighbours(parent) if a.key not in self._seen]
-        if not children:
-            return propose_unseen(lambda: self.space.sample(self._rng), self._seen)
-        child = children[int(self._rng.integers(len(children)))]
+
+        def unseen() -> Architecture:
+            return propose_unseen(lambda: self.space.sample(self._rng), set(self._seen))
+
+        child = self.constraint_model.choose(children, self._rng, fallback=unseen) if children else unseen()
         self._seen.add(child.key)
         return child
 
@@ -64,9 +71,11 @@ class RegularizedEvolution(Strategy):
 
     def tell(self, arch: Architecture, result: Result) -> None:
         self._seen.add(arch.key)
+        self.constraint_model.observe(arch, result)
         names = [o.name for o in self.objectives]
         usable = result.state is not TrialState.FAILED and all(n in result.values for n in names)
-        violations = [c.violation(result.values) for c in self.constraints]
+        known = {c.name: v for c in self.constraints if (v := constrained_value(result.values, c.name)) is not None}
+        violations = [c.violation(known) for c in self.constraints]
         self._members.append({
             "arch": arch.to_json(),
             "values": {n: float(result.values[n]) for n in names} if usable else {},

@@ -5,14 +5,22 @@ named ``slot`` and each searched hyperparameter a categorical named
 ``slot.op.param``, asked only when ``op`` is chosen (conditional, define-by-run).
 Constraints reach the samplers as Optuna 5 trial constraints (the values that
 ``Trial.set_constraint`` stores): ``value - bound`` for ``<=``, ``bound - value``
-for ``>=``, so zero or less is feasible.
+for ``>=``, so zero or less is feasible. A candidate pruned for breaking one,
+never trained, is told as an infeasible complete trial (stand-ins for the
+objectives it lacks), so the samplers learn from it. A draw the strategy's
+``ConstraintModel`` predicts to break a bound is told to the ask's study as such,
+and the sampler draws again (up to ``MAX_RETRIES`` draws; then the least violating).
 
 One in-memory study lives as long as the strategy; each ask draws from a fresh
 sampler seeded by ``(seed, asks so far)``. The saved state is that counter and
 the system attributes each trial was asked with (a GA's generation, stored
 run-length, so one entry per generation); on resume the study is rebuilt from
 the stored trials with ``study.add_trial``. An ill-typed or repeated draw is
-told as failed.
+told as failed. A candidate pruned for breaking a bound, never trained, is told
+as an infeasible complete trial (stand-ins for the objectives it lacks), so the
+samplers learn from it; a draw the strategy's ``ConstraintModel`` predicts to
+break a bound is told as such, and the sampler draws again (up to
+``MAX_RETRIES`` draws; then the least violating).
 """
 
 from __future__ import annotations
@@ -29,7 +37,15 @@ from archetype.objectives import Constraint
 from archetype.result import Result, TrialState
 from archetype.searchspace.architecture import Architecture, Choice
 from archetype.searchspace.space import SearchSpace
-from archetype.strategies.base import STATE_VERSION, StoredTrial, Strategy, check_option, register_strategy
+from archetype.strategies.base import (
+    STATE_VERSION,
+    StoredTrial,
+    Strategy,
+    check_option,
+    propose_unseen,
+    register_strategy,
+)
+from archetype.strategies.constraint_model import constrained_value
 
 CONSTRAINT_PREFIX = "constraints:"  # where Optuna 5 keeps a trial's constraint values
 GENERATION_SUFFIX = ":generation"  # the system attribute of Optuna's genetic samplers kept across a resume
@@ -105,6 +121,7 @@ class OptunaStrategy(Strategy):
         self._asked += 1
         study = self._study()
         study.sampler = self.make_sampler(seed)
+        doubtful: list[tuple[float, Architecture, dict[str, Any]]] = []  # unseen draws predicted infeasible
         for _ in range(MAX_RETRIES):
             trial = study.ask()
             arch = suggest_architecture(self.space, trial)
@@ -114,10 +131,28 @@ class OptunaStrategy(Strategy):
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             if arch.key not in self._seen:
-                self._remember(arch, trial, _read_back(study.get_trials(deepcopy=False)[trial.number].system_attrs))
-                return arch
+                attrs = _read_back(study.get_trials(deepcopy=False)[trial.number].system_attrs)
+                margins = self.constraint_model.margins([arch])[0] if self.constraint_model.active else None
+                if margins is None or not np.any(margins > 0):
+                    self._remember(arch, trial, attrs)
+                    return arch
+                # predicted to break a bound: the study learns so before the next draw
+                doubtful.append((float(np.maximum(margins, 0).sum()), arch, attrs))
+                for i, value in enumerate(margins):
+                    trial.set_constraint(str(i), float(value))
+                study.tell(trial, self._stand_ins({}))
+                continue
             study.tell(trial, state=optuna.trial.TrialState.FAIL)  # a repeat: the sampler learns nothing from it
         rng = np.random.default_rng(seed)
+        if doubtful:  # every unseen draw looked infeasible: a random one predicted feasible, else the least violating
+            _, arch, attrs = min(doubtful, key=lambda d: d[0])
+
+            def unseen() -> Architecture:
+                return propose_unseen(lambda: self.space.sample(rng), set(self._seen))
+
+            chosen = self.constraint_model.choose([arch], rng, fallback=unseen)
+            self._remember(chosen, None, attrs if chosen is arch else {})
+            return chosen
         arch = self.space.sample(rng)
         for _ in range(MAX_RETRIES):
             if arch.key not in self._seen:
@@ -130,6 +165,7 @@ class OptunaStrategy(Strategy):
         optuna = _optuna()
         trial = self._running.pop(arch.key, None)
         self._seen.add(arch.key)
+        self.constraint_model.observe(arch, result)
         values = self._objective_values(result)
         margins = [_margin(c, result.values) for c in self.constraints]
         if trial is None:  # a random fallback, or asked before a resume
@@ -158,26 +194,33 @@ class OptunaStrategy(Strategy):
             if trial.result is None:  # told when it finishes, as a trial added then
                 self._asked_with[trial.arch.key] = asked_with
                 continue
+            self.constraint_model.observe(trial.arch, trial.result)
             values = self._objective_values(trial.result)
             margins = [_margin(c, trial.result.values) for c in self.constraints]
             study.add_trial(self._frozen(architecture_params(trial.arch), values, margins, asked_with))
             self._note_worst(values)
 
     def _objective_values(self, result: Result) -> list[float] | None:
-        """Objective values for Optuna; a trial pruned for breaking a constraint gets the worst
-        told value of each objective it lacks, so samplers still learn where the bound lies."""
+        """Objective values for Optuna; a trial pruned for breaking a constraint gets stand-ins for the
+        objectives it lacks, so that samplers still see it, infeasible, and learn where the bound lies."""
         if result.state is TrialState.FAILED or not self.objectives:
             return None
-        values = []
+        values = {o.name: v for o in self.objectives
+                  if (v := result.values.get(o.name)) is not None and math.isfinite(v)}
+        if len(values) < len(self.objectives) and result.state is not TrialState.PRUNED:
+            return None
+        return self._stand_ins(values)
+
+    def _stand_ins(self, values: Mapping[str, float]) -> list[float]:
+        """Each objective's value from ``values``, else the worst told one (0 before any is told)."""
+        out = []
         for i, obj in enumerate(self.objectives):
-            value = result.values.get(obj.name)
-            if value is None or not math.isfinite(value):
+            if obj.name in values:
+                out.append(float(values[obj.name]))
+            else:
                 worst = self._worst[i]
-                if result.state is not TrialState.PRUNED or worst is None:
-                    return None
-                value = worst
-            values.append(float(value))
-        return values
+                out.append(float(worst) if worst is not None else 0.0)
+        return out
 
     def _note_worst(self, values: list[float] | None) -> None:
         if values is None:
@@ -226,8 +269,8 @@ class OptunaStrategy(Strategy):
 
 def _margin(constraint: Constraint, values: Mapping[str, float]) -> float:
     """Signed distance to the bound, zero or less where met; 1.0 where the value is missing."""
-    value = values.get(constraint.name)
-    if value is None or not math.isfinite(value):
+    value = constrained_value(values, constraint.name)
+    if value is None:
         return 1.0
     return float(value - constraint.bound if constraint.op == "<=" else constraint.bound - value)
 

@@ -2,12 +2,17 @@
 
 Evaluate ``initial`` random architectures; then, each round, fit one light
 regressor per objective and per constrained value (``ridge``, RBF ``svr`` or
-extra ``tree``s, from scikit-learn) on ``Architecture.encode()``, run NSGA-II on
-the predictions for about ``predicted`` predicted evaluations, and propose the
-best ``batch`` unseen architectures of the final population for real
-evaluation. NSGA-II here is a small implementation: constrained domination
-(feasible first, then by predicted violation), crowding distance, uniform
-crossover per slot and a one-slot mutation, both kept only when well-typed.
+extra ``tree``s, from scikit-learn) on ``Architecture.encode()``, each from every
+told result that carries the value (a candidate pruned for its latency, never
+trained, still teaches the latency model), run NSGA-II on the predictions for
+about ``predicted`` predicted evaluations, and propose the best ``batch`` unseen
+architectures of the final population for real evaluation. The constraints are
+judged by the strategy's ``ConstraintModel`` (fitted on every measured candidate,
+or the search's latency predictor where one covers the space); past the random
+start, a random proposal too is one the model predicts to meet them. NSGA-II
+here is a small implementation: constrained domination (feasible first, then by
+predicted violation), crowding distance, uniform crossover per slot and a
+one-slot mutation, both kept only when well-typed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from archetype.result import Result, TrialState
 from archetype.searchspace.architecture import Architecture, Choice
 from archetype.searchspace.space import Slot
 from archetype.strategies.base import STATE_VERSION, Strategy, check_option, propose_unseen, register_strategy
+from archetype.strategies.constraint_model import constrained_value
 
 PREDICTORS = ("ridge", "svr", "tree")
 
@@ -80,23 +86,28 @@ class PredictorGuidedSearch(Strategy):
             if arch.key not in self._seen:
                 self._seen.add(arch.key)
                 return arch
-        if self._asked > self.initial and len(self._usable()) >= 2:
+        if self._asked <= self.initial:
+            return propose_unseen(lambda: self.space.sample(self._rng), self._seen)
+        if len(self._usable()) >= 2:
             self._queue = [a.to_json() for a in self._round()]
             self._rounds += 1
             if self._queue:
                 arch = self.space.architecture_from_json(self._queue.pop(0))
                 self._seen.add(arch.key)
                 return arch
-        return propose_unseen(lambda: self.space.sample(self._rng), self._seen)
+
+        def unseen() -> Architecture:
+            return propose_unseen(lambda: self.space.sample(self._rng), set(self._seen))
+
+        arch = self.constraint_model.choose([unseen()], self._rng, fallback=unseen)
+        self._seen.add(arch.key)
+        return arch
 
     def tell(self, arch: Architecture, result: Result) -> None:
         self._seen.add(arch.key)
-        names = self._modelled()
-        self._told.append({
-            "arch": arch.to_json(),
-            "values": {n: float(result.values[n]) for n in names if n in result.values},
-            "failed": result.state is TrialState.FAILED,
-        })
+        self.constraint_model.observe(arch, result)
+        values = {n: v for n in self._modelled() if (v := constrained_value(result.values, n)) is not None}
+        self._told.append({"arch": arch.to_json(), "values": values, "failed": result.state is TrialState.FAILED})
 
     # -- one round -----------------------------------------------------------------------------
 
@@ -106,17 +117,19 @@ class PredictorGuidedSearch(Strategy):
         return names + [c.name for c in self.constraints if c.name not in names]
 
     def _usable(self) -> list[dict[str, Any]]:
-        names = self._modelled()
+        """Told trials with every objective (what ranks the seeds of NSGA-II)."""
+        names = [o.name for o in self.objectives]
         return [t for t in self._told if not t["failed"] and all(n in t["values"] for n in names)]
 
     def _round(self) -> list[Architecture]:
         """Fit the predictors, run NSGA-II on them, return up to ``batch`` unseen proposals."""
         usable = self._usable()
         archs = [self.space.architecture_from_json(t["arch"]) for t in usable]
-        x = np.array([self._encode(a) for a in archs])
         models = []
-        for name in self._modelled():
-            y = np.array([t["values"][name] for t in usable])
+        for obj in self.objectives:
+            told = [t for t in self._told if obj.name in t["values"]]
+            x = np.array([self._encode(self.space.architecture_from_json(t["arch"])) for t in told])
+            y = np.array([t["values"][obj.name] for t in told])
             mean, scale = y.mean(), y.std() or 1.0
             model = make_predictor(self.predictor, int(self._rng.integers(2**31)))
             model.fit(x, (y - mean) / scale)
@@ -125,7 +138,7 @@ class PredictorGuidedSearch(Strategy):
         def predict(population: Sequence[Architecture]) -> tuple[np.ndarray, np.ndarray]:
             feats = np.array([self._encode(a) for a in population])
             preds = np.column_stack([m.predict(feats) * s + mu for m, mu, s in models])
-            return self._costs(preds), self._violations(preds)
+            return self._costs(preds), self.constraint_model.violations(population)
 
         seeds = [a for a, _ in sorted(zip(archs, self._rank_told(usable), strict=True), key=lambda p: p[1])]
         population = _unique(seeds[: self.nsga_population // 2])
@@ -145,21 +158,14 @@ class PredictorGuidedSearch(Strategy):
         return [a for a in ranked if a.key not in self._seen][: self.batch]
 
     def _rank_told(self, usable: list[dict[str, Any]]) -> list[int]:
-        names = self._modelled()
+        names = [o.name for o in self.objectives]
         values = np.array([[t["values"][n] for n in names] for t in usable])
-        return list(_constrained_order(self._costs(values), self._violations(values)).argsort())
+        violations = np.array([sum(c.violation(t["values"]) or 0.0 for c in self.constraints) for t in usable])
+        return list(_constrained_order(self._costs(values), violations).argsort())
 
     def _costs(self, values: np.ndarray) -> np.ndarray:
         signs = np.array([-1.0 if o.direction is Direction.MAXIMIZE else 1.0 for o in self.objectives])
         return values[:, : len(self.objectives)] * signs
-
-    def _violations(self, values: np.ndarray) -> np.ndarray:
-        names = self._modelled()
-        total = np.zeros(len(values))
-        for c in self.constraints:
-            column = values[:, names.index(c.name)]
-            total += np.maximum(0.0, column - c.bound if c.op == "<=" else c.bound - column)
-        return total
 
     def _child(self, population: list[Architecture], order: np.ndarray) -> Architecture:
         position = np.empty(len(order), dtype=int)
