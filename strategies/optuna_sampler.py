@@ -19,7 +19,7 @@ the stored trials with ``study.add_trial``. An ill-typed or repeated draw is
 told as failed. A candidate pruned for breaking a bound, never trained, is told
 as an infeasible complete trial (stand-ins for the objectives it lacks), so the
 samplers learn from it; a draw the strategy's ``ConstraintModel`` predicts to
-break a bound is told as such, and the sampler draws again (up to
+break a bound is set aside and the sampler draws again (up to
 ``MAX_RETRIES`` draws; then the least violating).
 """
 
@@ -49,7 +49,7 @@ from archetype.strategies.constraint_model import constrained_value
 
 CONSTRAINT_PREFIX = "constraints:"  # where Optuna 5 keeps a trial's constraint values
 GENERATION_SUFFIX = ":generation"  # the system attribute of Optuna's genetic samplers kept across a resume
-MAX_RETRIES = 5  # duplicate or ill-typed draws before a random unseen architecture
+MAX_RETRIES = 20  # duplicate, ill-typed or predicted-infeasible draws before the fallback
 
 
 def _optuna() -> Any:
@@ -136,11 +136,10 @@ class OptunaStrategy(Strategy):
                 if margins is None or not np.any(margins > 0):
                     self._remember(arch, trial, attrs)
                     return arch
-                # predicted to break a bound: the study learns so before the next draw
+                # predicted to break a bound: drawn again (told as failed, which samplers ignore, so a resume
+                # rebuilt from the stored trials alone proposes the same)
                 doubtful.append((float(np.maximum(margins, 0).sum()), arch, attrs))
-                for i, value in enumerate(margins):
-                    trial.set_constraint(str(i), float(value))
-                study.tell(trial, self._stand_ins({}))
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
             study.tell(trial, state=optuna.trial.TrialState.FAIL)  # a repeat: the sampler learns nothing from it
         rng = np.random.default_rng(seed)
