@@ -1,9 +1,11 @@
 """LatencyPredictor: a latency table's sum, corrected by a model learned from whole measured architectures.
 
 A table misses what happens between operators: fused kernels, memory traffic,
-skip additions. The predictor learns ``log(measured / table)`` with gradient
-boosting over the architecture's encoding, the table's own log prediction and
-the log MACs and parameters, and multiplies the table's prediction back by it.
+skip additions. The predictor learns ``log(measured / table)`` from the
+architecture's features (``SpaceFeaturizer``: encoding, per-node MACs, parameters
+and activations, the table's own log prediction) with gradient boosting or a
+graph network, whichever predicts held-out architectures better, and multiplies
+the table's prediction back by it.
 Its training data are the measured architectures kept in the store
 (``latency_samples``); the fitted model is not stored but refitted from them
 (seeded, in well under a second), so no pickles outlive a library version.
@@ -24,10 +26,20 @@ from archetype.errors import ArchetypeError
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
 from archetype.store import LatencyRecord
+from archetype.worker.latency_features import SpaceFeaturizer
+from archetype.worker.latency_learned import (
+    LEARNED_MODELS,
+    MIN_FIT_SAMPLES,
+    LearnedLatencyPredictor,
+    fit_learned_predictor,
+)
 from archetype.worker.latency_table import LatencyTable, OperatorInstance, arch_instances
 
-MIN_SAMPLES = 10
+MIN_SAMPLES = MIN_FIT_SAMPLES
 """Fewer measured architectures than this and the predictor is the table alone."""
+
+GRAPH_MIN_SAMPLES = 50
+"""From this many measured architectures on, the graph network competes with gradient boosting."""
 
 WITHIN = 0.10
 """A prediction is good when it lies within this share of the measured latency."""
@@ -40,7 +52,8 @@ class LatencyPredictor:
         self.table = table
         self.space = space
         self.seed = seed
-        self._model: Any = None
+        self.featurizer = SpaceFeaturizer(space, table.predict)
+        self._model: LearnedLatencyPredictor | None = None
 
     @property
     def learned(self) -> bool:
@@ -49,21 +62,19 @@ class LatencyPredictor:
 
     def fit(self, archs: Sequence[Architecture], measured_ms: Sequence[float]) -> LatencyPredictor:
         """Learn the correction from measured architectures whose instances are all in the table."""
-        rows, targets = [], []
+        kept, ratios = [], []
         for arch, measured in zip(archs, measured_ms, strict=True):
             table_ms = self.table.predict(arch)
-            if table_ms is None or table_ms <= 0 or measured <= 0:
+            if table_ms is None or table_ms <= 0 or not measured > 0:
                 continue
-            rows.append(self._features(arch, table_ms))
-            targets.append(math.log(measured / table_ms))
-        if len(rows) < MIN_SAMPLES:
+            kept.append(arch)
+            ratios.append(measured / table_ms)
+        if len(kept) < MIN_SAMPLES:
             self._model = None
             return self
-        from sklearn.ensemble import GradientBoostingRegressor
-
-        model = GradientBoostingRegressor(n_estimators=100, max_depth=3, learning_rate=0.08, subsample=0.8,
-                                          random_state=self.seed)
-        self._model = model.fit(np.array(rows), np.array(targets))
+        models = LEARNED_MODELS if len(kept) >= GRAPH_MIN_SAMPLES else ("gbdt",)
+        self._model = fit_learned_predictor(self.featurizer, kept, ratios, models=models, seed=self.seed,
+                                            source=f"latency samples of {self.space.name}")
         return self
 
     def fit_stored(self) -> LatencyPredictor:
@@ -77,11 +88,12 @@ class LatencyPredictor:
         table_ms = self.table.predict(arch)
         if table_ms is None or self._model is None or table_ms <= 0:
             return table_ms
-        correction = float(self._model.predict(np.array([self._features(arch, table_ms)]))[0])
-        return table_ms * math.exp(correction)
+        return table_ms * float(self._model.predict_ms([arch])[0])
 
-    def _features(self, arch: Architecture, table_ms: float) -> list[float]:
-        return [*self.space.encode(arch), math.log(table_ms), math.log1p(arch.macs()), math.log1p(arch.params())]
+    @property
+    def model_name(self) -> str | None:
+        """The learned family that corrects the table ("gbdt" or "gcn"), None when the table predicts alone."""
+        return self._model.name if self._model is not None else None
 
 
 def measure_samples(
