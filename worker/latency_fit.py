@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -49,13 +50,14 @@ class DeviceFit:
     spearman: float
     seconds: float
     pretrained_on: tuple[str, ...]
+    validation: dict[str, float]  # each learned family's share within ±10% on the rows held out to choose it
     archs: tuple[str, ...]  # every architecture of the table ...
     predicted_ms: tuple[float, ...]  # ... and its predicted latency
 
     def to_json(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k not in ("archs", "predicted_ms")}
         data["pretrained_on"] = list(self.pretrained_on)
-        return data
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in data.items()}
 
 
 def _source_columns(table: PublishedTable, devices: Sequence[str]) -> tuple[dict[str, np.ndarray], str]:
@@ -100,7 +102,7 @@ def fit_device(
         predictor = TransferLatencyPredictor(table_source(columns, int), pretrained_on)
         predictor.fit(list(chosen), y[chosen], source=f"{path}: column {LATENCY_PREFIX}{device}")
         everything = predictor.predict_ms(list(range(len(table))))
-        method, seconds = "transfer", predictor.fit_seconds
+        method, seconds, validation = "transfer", predictor.fit_seconds, {}
     else:
         featurizer = featurizer_for(table.space)
         feats = [featurizer.encode(a) for a in table.archs]
@@ -108,14 +110,14 @@ def fit_device(
         fitted = fit_learned_predictor(featurizer, [feats[i] for i in chosen], y[chosen], models=models, seed=seed,
                                        features=lambda f: f, source=f"{path}: column {LATENCY_PREFIX}{device}")
         everything = fitted.predict_features(feats)
-        method, seconds, origin = fitted.name, fitted.fit_seconds, ""
+        method, seconds, origin, validation = fitted.name, fitted.fit_seconds, "", fitted.validation
     held = np.setdiff1d(measured, chosen)
     truth, guess = y[held], everything[held]
     return DeviceFit(
         source=str(path), device=device, method=method, samples=len(chosen), held_out=len(held),
         within_10=share_within(guess, truth), within_5=share_within(guess, truth, 0.05),
         spearman=spearman(guess, truth) if len(held) > 1 else float("nan"), seconds=seconds,
-        pretrained_on=tuple(pretrained_on) if origin else (), archs=table.archs,
+        pretrained_on=tuple(pretrained_on) if origin else (), validation=validation, archs=table.archs,
         predicted_ms=tuple(float(v) for v in everything),
     )
 

@@ -91,6 +91,11 @@ class LatencyPredictor:
         return table_ms * float(self._model.predict_ms([arch])[0])
 
     @property
+    def validation(self) -> dict[str, float]:
+        """Each family's share within ±10% (and median error) on the held-out samples it was chosen by."""
+        return dict(self._model.validation) if self._model is not None else {}
+
+    @property
     def model_name(self) -> str | None:
         """The learned family that corrects the table ("gbdt" or "gcn"), None when the table predicts alone."""
         return self._model.name if self._model is not None else None
