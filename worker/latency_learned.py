@@ -23,6 +23,7 @@ from torch import nn
 
 from archetype.errors import SpecError
 from archetype.worker.latency_features import ArchFeatures, LatencyFeaturizer
+from archetype.worker.training import torch_threads
 
 LEARNED_MODELS = ("gbdt", "gcn")
 """The model families a learned predictor chooses among."""
@@ -126,7 +127,7 @@ class GCNLatencyModel:
         self._scale = (vectors.mean(axis=0), vectors.std(axis=0) + 1e-6, float(np.mean(y)), float(np.std(y)) + 1e-9)
         target = torch.as_tensor((y - self._scale[2]) / self._scale[3], dtype=torch.float32)
         tensors = self._tensors(feats)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), torch_threads(1):  # tiny matrices: one thread is fastest
             torch.manual_seed(self.seed)
             net = _GraphNetwork(tensors[0].shape[2], tensors[3].shape[1])
             steps = self.epochs * max(1, math.ceil(len(feats) / self.batch))
@@ -146,7 +147,7 @@ class GCNLatencyModel:
 
     def predict(self, feats: Sequence[ArchFeatures]) -> np.ndarray:
         assert self._net is not None and self._scale is not None
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(1):
             out = self._net(*self._tensors(feats)).numpy()
         return out * self._scale[3] + self._scale[2]
 
