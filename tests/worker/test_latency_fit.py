@@ -13,8 +13,7 @@ import pytest
 
 from archetype.cli import main
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_latency_learned import CELLS, device_ms  # noqa: E402
+from .test_latency_learned import CELLS, device_ms
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "latency_devices.py"
 
