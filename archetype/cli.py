@@ -118,6 +118,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="measure a seeded sample of N instances when the space has more")
     check.add_argument("-n", type=int, default=200, help="architectures to measure (default 200)")
     check.add_argument("--seed", type=int, default=0, help="seed of the architectures drawn (default 0)")
+    fit = latency_sub.add_parser(
+        "fit", parents=[storage], help="fit a learned latency predictor for a device from measured architectures",
+        description="From a table of measured architectures (--csv: an 'arch' column and latency_ms_<device> "
+        "columns) fit DEVICE's latency by gradient boosting or a graph network over the architecture graph, "
+        "whichever predicts held-out rows better; with --pretrained-on, fit it from --shots rows by transfer "
+        "from those devices. Without --csv, fit the search's predictor from the store's measured samples of "
+        "--space on --target. Prints the share of held-out rows predicted within 10%%.",
+    )
+    fit.add_argument("--csv", metavar="FILE", help="table of measured architectures (NB201 arch strings)")
+    fit.add_argument("--device", help="the device column to fit (latency_ms_<device>)")
+    fit.add_argument("--shots", type=int, metavar="N", help="fit from N measured rows only (default all; 20 with "
+                     "--pretrained-on)")
+    fit.add_argument("--pretrained-on", metavar="A,B,...", help="devices to transfer from (columns of the table, "
+                     "else of the shared published table)")
+    fit.add_argument("--out", metavar="FILE.csv", help="write every architecture's predicted latency")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the rows chosen and the models (default 0)")
+    fit.add_argument("--space", help="with the store: predefined space name or a space .yaml file")
+    fit.add_argument("--target", default="cpu-ort", help="with the store: latency target (default cpu-ort)")
+    fit.add_argument("--data", default="digits", help="with the store: data set whose input the space is fitted to")
+    fit.add_argument("--threads", type=int, default=1, help="with the store: the target's intra-op threads")
 
     show = sub.add_parser("show", parents=[storage], help="print a study: its settings, trials and front")
     show.add_argument("study", help="study name")
@@ -492,6 +512,8 @@ def _latency(args: argparse.Namespace) -> int:
     from archetype.worker.latency_table import LatencyTable
     from archetype.worker.targets import get_target
 
+    if args.latency_command == "fit":
+        return _latency_fit(args)
     count = args.max_instances if args.latency_command == "build" else args.n
     if count is not None and count < 1:
         flag = "--max-instances" if args.latency_command == "build" else "-n"
@@ -523,6 +545,76 @@ def _latency(args: argparse.Namespace) -> int:
 
         print_latency_result(args.latency_command, result)
     return 1 if result.get("failed") else 0
+
+
+def _latency_fit(args: argparse.Namespace) -> int:
+    if args.shots is not None and args.shots < 1:
+        raise ArchetypeError(f"--shots must be a positive integer, got {args.shots}")
+    if args.csv is None:
+        return _latency_fit_stored(args)
+    if not args.device:
+        raise ArchetypeError("--device is required with --csv: the latency_ms_<device> column to fit")
+    from archetype.worker.latency_fit import fit_device, write_predictions
+
+    sources = [d.strip() for d in (args.pretrained_on or "").split(",") if d.strip()]
+    print(f"fitting {args.device} from {args.csv}", file=sys.stderr, flush=True)
+    fitted = fit_device(args.csv, args.device, shots=args.shots, pretrained_on=sources, seed=args.seed)
+    if args.out:
+        write_predictions(args.out, fitted)
+    result = {**fitted.to_json(), "out": args.out}
+    if args.json:
+        _print_json(result)
+    else:
+        how = (f"transfer from {', '.join(fitted.pretrained_on)}" if fitted.method == "transfer"
+               else f"learned ({fitted.method})")
+        print(f"{fitted.device}: {how}, fitted from {fitted.samples} measured rows of {fitted.source} in "
+              f"{fitted.seconds:.1f} s")
+        if fitted.held_out:
+            print(f"on the {fitted.held_out} measured rows it did not see: {fitted.within_10:.1%} within ±10%, "
+                  f"{fitted.within_5:.1%} within ±5%, Spearman {fitted.spearman:.3f}")
+        if fitted.validation:
+            shares = ", ".join(f"{k} {v:.1%}" for k, v in fitted.validation.items() if not k.endswith("_error"))
+            print(f"within ±10% on the rows held out to choose the model: {shares}")
+        if args.out:
+            print(f"predicted latency of {len(fitted.archs)} architectures written to {args.out}")
+    print(f"next: python bench/latency_devices.py {args.csv} --devices {args.device} to score every setting"
+          if args.out else "next: add --out FILE.csv to write the predicted latency of every architecture",
+          file=sys.stderr)
+    return 0
+
+
+def _latency_fit_stored(args: argparse.Namespace) -> int:
+    from archetype.searchspace import get_space
+    from archetype.store import Store
+    from archetype.worker.data import load_dataset
+    from archetype.worker.latency_predictor import LatencyPredictor
+    from archetype.worker.latency_table import LatencyTable
+    from archetype.worker.targets import get_target
+
+    if not args.space:
+        raise ArchetypeError("latency fit needs --csv FILE --device NAME, or --space with the store's samples")
+    data = load_dataset(args.data)
+    space = get_space(args.space, data.input_type, data.num_classes)
+    target = get_target(args.target, threads=args.threads)
+    with Store.open(args.storage) as store:
+        table = LatencyTable(store, target)
+        samples = store.latency_samples(target.name, table.device, space.name)
+        predictor = LatencyPredictor(table, space, args.seed).fit_stored()
+        result = {"space": space.name, "target": target.name, "storage": store.url, "samples": len(samples),
+                  "model": predictor.model_name, "validation": predictor.validation}
+    if args.json:
+        _print_json(result)
+    elif predictor.model_name is None:
+        print(f"{space.name} on {target.name}: {len(samples)} measured architectures stored, too few to learn "
+              "from; the table alone predicts")
+    else:
+        scores = predictor.validation
+        shares = ", ".join(f"{k} {v:.1%}" for k, v in scores.items() if not k.endswith("_error"))
+        print(f"{space.name} on {target.name}: correction learned from {len(samples)} measured architectures; "
+              f"within ±10% on held-out ones: {shares}; {predictor.model_name} serves the search")
+    print(f"next: archetype latency check --space {space.name} --target {target.name} -n 200 to measure more",
+          file=sys.stderr)
+    return 0
 
 
 def _compress(args: argparse.Namespace) -> int:

@@ -101,6 +101,14 @@ def _number(path: Path, row: int, column: str, text: str) -> float:
         raise SpecError(f"{path}: row {row}, column {column!r}: {text!r} is not a number") from None
 
 
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _load_csv(path: Path, raw: bytes) -> PublishedTable:
     try:
         reader = csv.reader(io.StringIO(raw.decode("utf-8")))
@@ -112,7 +120,8 @@ def _load_csv(path: Path, raw: bytes) -> PublishedTable:
     at = header.index("arch")
     names = [h for k, h in enumerate(header) if k != at]
     archs: list[str] = []
-    values: list[list[float]] = []
+    values: list[list[str]] = []
+    lines: list[int] = []
     try:
         for n, line in enumerate(reader, start=2):
             if not line:
@@ -123,13 +132,18 @@ def _load_csv(path: Path, raw: bytes) -> PublishedTable:
                 archs.append(canonical_arch("nb201", line[at]))
             except SpecError as exc:
                 raise SpecError(f"{path}: row {n}: {exc}") from None
-            values.append([_number(path, n, h, v) for k, (h, v) in enumerate(zip(header, line)) if k != at])
+            values.append([v for k, v in enumerate(line) if k != at])
+            lines.append(n)
     except csv.Error as exc:
         raise SpecError(f"{path}: not a CSV text file: {exc}") from None
     if not archs:
         raise SpecError(f"{path}: no rows")
-    matrix = np.asarray(values, dtype=np.float64).reshape(len(archs), len(names))
-    columns = {name: matrix[:, k].copy() for k, name in enumerate(names)}
+    columns: dict[str, np.ndarray] = {}
+    for k, name in enumerate(names):
+        texts = [row[k] for row in values]
+        if not name.startswith(LATENCY_PREFIX) and not any(_numeric(t) for t in texts):
+            continue  # a text column (notes, labels) is left out
+        columns[name] = np.array([_number(path, n, name, t) for n, t in zip(lines, texts, strict=True)])
     return PublishedTable(path, "nb201", tuple(archs), columns)
 
 

@@ -139,7 +139,8 @@ def test_the_learned_correction_beats_the_table_on_a_non_additive_target(space, 
     assert len(store.latency_samples("formula", table.device, "small")) == 60
 
     stored = LatencyPredictor(table, space).fit_stored()
-    assert stored.learned
+    assert stored.learned and stored.model_name in ("gbdt", "gcn")
+    assert {"gbdt", "gcn"} <= set(stored.validation)  # 60 samples: the graph network competes
     arch = draw_architectures(space, 1, seed=99)[0]
     measured = FormulaTarget().measure(arch.build(), arch.input).median_ms
     assert abs(stored(arch) / measured - 1) < abs(table.predict(arch) / measured - 1)

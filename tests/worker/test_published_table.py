@@ -27,9 +27,17 @@ def test_reads_columns_and_rows(tmp_path):
     assert np.isnan(table.column("dev")[1])
 
 
+def test_a_text_column_is_left_out_but_a_device_column_must_be_numbers(tmp_path):
+    table = load_published_table(write(tmp_path, f"arch,note,latency_ms_dev\n{A},fast,3\n{B},slow,4\n"))
+    assert sorted(table.columns) == ["latency_ms_dev"]
+    with pytest.raises(SpecError, match="no column 'note'"):
+        table.column("note")
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("index,acc\n0,1\n", "no 'arch' column"),
-    (f"arch,acc\n{A},x\n", "row 2, column 'acc'"),
+    (f"arch,acc\n{B},1\n{A},x\n", "row 3, column 'acc'"),
+    (f"arch,latency_ms_dev\n{A},x\n", "row 2, column 'latency_ms_dev'"),
     (f"arch,acc\n{A}\n", "row 2 has 1 fields"),
     ("arch,acc\n|bad~0|,1\n", "row 2"),
     ("arch,acc\n", "no rows"),
