@@ -16,11 +16,12 @@ from archetype.spec import RunSpec
 from archetype.store import Store, StudyExistsError, StudyRecord, TrialRecord
 from archetype.strategies import Strategy, make_strategy
 from archetype.worker.data import load_dataset
+from archetype.worker.devices import resolve_device
 from archetype.worker.evaluator import Budget, Evaluator, TrainingEvaluator
 from archetype.worker.executor import Executor, RayExecutor
 from archetype.worker.latency_screen import LatencyScreen, open_latency_screen
 from archetype.worker.targets import get_target
-from archetype.worker.training import TrainConfig
+from archetype.worker.training import recipe
 
 _NAME_TRIES = 20  # searches started at once on one store may pick the same free study name
 
@@ -83,7 +84,8 @@ class Search:
             elif spec.scheduler == "asha" and executor is None:
                 self._run_tune(store, name, requeued, spec.trials - asked, on_trial, screen)
             else:
-                executor = executor or RayExecutor(spec.workers, spec.cpus_per_trial, spec.ray_address)
+                executor = executor or RayExecutor(spec.workers, spec.trial_cpus(), spec.ray_address,
+                                                   gpus_per_trial=spec.trial_gpus())
                 self._run_executor(store, name, executor, requeued, asked, on_trial, screen)
             status = "complete"
         except KeyboardInterrupt:
@@ -165,7 +167,8 @@ class Search:
             again.append((record.id, self.space.architecture_from_json(record.arch)))
         run = TuneRun(name, store, self.strategy, to_ask, again, on_trial, screen)
         run_with_tune(run, self.evaluator, epochs=spec.epochs, workers=spec.workers,
-                      cpus_per_trial=spec.cpus_per_trial, retries=spec.retries, asha=AshaSettings(),
+                      cpus_per_trial=spec.trial_cpus(), gpus_per_trial=spec.trial_gpus(), retries=spec.retries,
+                      asha=AshaSettings(),
                       ray_address=spec.ray_address)
 
     def _create_study(self, store: Store) -> str:
@@ -218,6 +221,7 @@ def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:
     if spec.precision:
         space = space.with_precision(spec.precision)
     get_target(spec.target)  # an unknown target, or one this machine lacks, fails here
+    resolve_device(spec.device, "--device")  # cuda on a machine without CUDA fails here, before anything is stored
     strategy = make_strategy(
         spec.strategy, space, spec.objectives, spec.constraints, spec.seed, **spec.strategy_options
     )
@@ -226,7 +230,8 @@ def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:
         target=spec.target,
         constraints=spec.constraints,
         seed=spec.seed,
-        train=TrainConfig(epochs=spec.epochs, seed=spec.seed, threads=max(1, int(spec.cpus_per_trial))),
+        train=recipe(spec.recipe, epochs=spec.epochs, seed=spec.seed, threads=max(1, int(spec.trial_cpus())),
+                     device=spec.device),
     )
     return Search(spec, space, strategy, evaluator)
 
@@ -248,6 +253,7 @@ def resume_search(
 def stored_spec(store: Store, study: str, trials: int | None = None) -> RunSpec:
     """The run spec a study was launched with (its number of trials replaced by ``trials`` if given)."""
     fields = {**store.get_study(study).spec, "study": study}
+    fields.setdefault("recipe", "plain")  # studies stored before recipes existed trained with the plain schedule
     if trials is not None:
         fields["trials"] = trials
     return RunSpec.from_mapping(fields, where=f"the run spec stored with study {study!r}")

@@ -10,6 +10,7 @@ from archetype.compress.pipeline import CompressionPipeline, CompressionResult, 
 from archetype.compress.step import Budget, CompressionContext
 from archetype.errors import SpecError
 from archetype.worker.data import load_dataset
+from archetype.worker.devices import resolve_device
 from archetype.worker.targets import get_target
 from archetype.worker.training import TrainConfig
 
@@ -31,6 +32,7 @@ class CompressOptions:
     threads: int = 1
     seed: int = 0
     name: str | None = None
+    device: str = "auto"  # where fine-tuning runs
 
 
 def parse_pipeline(text: str) -> tuple[str, ...]:
@@ -51,7 +53,8 @@ def run_compress(
     check_out_dir(options.out)
     target = get_target(options.target, threads=options.threads)
     dataset = load_dataset(options.data, options.seed)
-    fine_tune = TrainConfig(epochs=options.epochs, lr=1e-3, seed=options.seed)
+    resolve_device(options.device)  # cuda on a machine without CUDA fails here, before anything is stored
+    fine_tune = TrainConfig(epochs=options.epochs, lr=1e-3, seed=options.seed, device=options.device)
     context = CompressionContext(target, dataset, budget, fine_tune, seed=options.seed)
     pipeline = CompressionPipeline(options.pipeline, context)
     if options.name is not None and any(r.name == options.name for r in store.compression_runs()):

@@ -13,7 +13,7 @@ from torch import nn
 
 from archetype.errors import SpecError
 from archetype.worker.data import Dataset
-from archetype.worker.training import TrainConfig, train
+from archetype.worker.training import TrainConfig, recipe, train
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _TRIAL = re.compile(r"^(?P<study>[^:]+):(?P<number>\d+)$")
@@ -108,7 +108,8 @@ def _from_trial(
                         f"'{study}' takes {arch.input}")
     model = arch.build()
     spec = store.get_study(study).spec
-    config = config or TrainConfig(epochs=int(spec.get("epochs", 5)), seed=int(spec.get("seed", 0)))
+    config = config or recipe(str(spec.get("recipe", "plain")), epochs=int(spec.get("epochs", 5)),
+                              seed=int(spec.get("seed", 0)), device=str(spec.get("device", "auto")))
     train(model, dataset, config)
     note = (f"trial {number} of study '{study}' has no saved weights: its architecture was trained here on "
             f"{dataset.name} for {config.epochs} epochs")

@@ -85,7 +85,8 @@ class EvaluationActor:
 
 
 class RayExecutor(Executor):
-    """A pool of ``workers`` Ray actors, each given ``cpus_per_trial`` CPUs and reused across evaluations.
+    """A pool of ``workers`` Ray actors, each given ``cpus_per_trial`` CPUs (and ``gpus_per_trial`` of a GPU, a
+    share so that several trials train on one GPU), reused across evaluations.
 
     An evaluation goes only to an actor that has started: one that cannot be placed (its
     node was lost and no other node has the CPUs) holds no work, and the evaluations
@@ -94,7 +95,8 @@ class RayExecutor(Executor):
     """
 
     def __init__(
-        self, workers: int = 1, cpus_per_trial: float = 1.0, address: str | None = None, start_timeout_s: float = 600.0
+        self, workers: int = 1, cpus_per_trial: float = 1.0, address: str | None = None, start_timeout_s: float = 600.0,
+        gpus_per_trial: float = 0.0,
     ) -> None:
         import ray
 
@@ -105,7 +107,8 @@ class RayExecutor(Executor):
         self._cpus = cpus_per_trial
         self._start_timeout_s = start_timeout_s
         self._runtime = RayRuntime(workers, cpus_per_trial, address)
-        self._actor_class = ray.remote(num_cpus=cpus_per_trial, max_restarts=0, max_task_retries=0)(EvaluationActor)
+        self._actor_class = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_restarts=0,
+                                        max_task_retries=0)(EvaluationActor)
         self._idle: list[Any] = []
         self._starting: dict[Any, Any] = {}  # ObjectRef of the actor's first call -> actor
         self._start_failures = 0
