@@ -568,10 +568,18 @@ def _train(args: argparse.Namespace) -> int:
                                 data=args.data, target=args.target, device=args.device, seed=args.seed)
     progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[loss]}"), console=Console(stderr=True))
-    with Store.open(args.storage) as store, progress:
-        task = progress.add_task("train", total=args.epochs, loss="")
-        result = run_final_training(options, store, on_epoch=lambda epoch, loss: progress.update(
-            task, completed=epoch, loss=f"loss {loss:.4f}"))
+    task = progress.add_task("train", total=args.epochs, loss="")
+
+    def on_epoch(epoch: int, loss: float) -> None:  # the bar appears once training runs, after every check passed
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, completed=epoch, loss=f"loss {loss:.4f}")
+
+    with Store.open(args.storage) as store:
+        try:
+            result = run_final_training(options, store, on_epoch=on_epoch)
+        finally:
+            progress.stop()
     if args.json:
         _print_json(result.to_json())
     else:

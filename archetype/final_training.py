@@ -109,11 +109,11 @@ def run_final_training(
         latency_spread=latency.spread, params=sum(p.numel() for p in model.parameters()),
         size_mb=model_size_mb(model), train_s=report.seconds, latency_budget_ms=min(budgets) if budgets else None,
     )
-    example = dataset.test.x[:1]
+    example = dataset.test.x[:2]
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        torch.export.save(torch.export.export(model, (example,)), temp / "model.pt2")
+        torch.export.save(exported_program(model, example), temp / "model.pt2")
         export_onnx(model, example, temp / "model.onnx")
         (temp / "report.json").write_text(json.dumps(
             {**result.to_json(), "arch": record.arch, "recipe_fields": asdict(config),
@@ -125,6 +125,14 @@ def run_final_training(
         shutil.rmtree(temp, ignore_errors=True)
         raise
     return result
+
+
+def exported_program(model: torch.nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """``model`` through ``torch.export`` with a dynamic batch size, or the example's batch where it cannot vary."""
+    try:
+        return torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim.DYNAMIC},))
+    except Exception:  # an operator that fixes the batch size: the program takes the example's
+        return torch.export.export(model, (example,))
 
 
 def all_training_data(dataset: Dataset) -> Dataset:

@@ -16,7 +16,7 @@ from archetype.spec import RunSpec
 from archetype.store import Store, StudyExistsError, StudyRecord, TrialRecord
 from archetype.strategies import Strategy, make_strategy
 from archetype.worker.data import load_dataset
-from archetype.worker.devices import resolve_device
+from archetype.worker.devices import cuda_present, resolve_device
 from archetype.worker.evaluator import Budget, Evaluator, TrainingEvaluator
 from archetype.worker.executor import Executor, RayExecutor
 from archetype.worker.latency_screen import LatencyScreen, open_latency_screen
@@ -222,6 +222,8 @@ def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:
         space = space.with_precision(spec.precision)
     get_target(spec.target)  # an unknown target, or one this machine lacks, fails here
     resolve_device(spec.device, "--device")  # cuda on a machine without CUDA fails here, before anything is stored
+    if spec.trial_gpus() > 0 and spec.ray_address is None and not cuda_present():
+        raise SpecError(f"--gpus-per-trial {spec.trial_gpus():g}: this machine has no CUDA device to share")
     strategy = make_strategy(
         spec.strategy, space, spec.objectives, spec.constraints, spec.seed, **spec.strategy_options
     )

@@ -105,6 +105,7 @@ class RayExecutor(Executor):
         self.slots = workers
         self._ray = ray
         self._cpus = cpus_per_trial
+        self._gpus = gpus_per_trial
         self._start_timeout_s = start_timeout_s
         self._runtime = RayRuntime(workers, cpus_per_trial, address)
         self._actor_class = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_restarts=0,
@@ -193,8 +194,9 @@ class RayExecutor(Executor):
         self._dispatch()
 
     def _cannot_start(self) -> str:
+        gpus = f" and {self._gpus:g} of a free GPU (--gpus-per-trial)" if self._gpus else ""
         return (f"no Ray worker could start within {self._start_timeout_s:g} s: the cluster has no node with "
-                f"{self._cpus:g} free CPUs (--cpus-per-trial) left")
+                f"{self._cpus:g} free CPUs (--cpus-per-trial){gpus} left")
 
     def _dispatch(self) -> None:
         while self._queue and self._idle:
