@@ -75,7 +75,7 @@ def test_train_writes_a_pt2_and_an_onnx_model_that_compute_the_reported_accuracy
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["found:7"], "trial 7"),
+        (["found:7"], "no trial number 7 in study 'found'"),
         (["found"], "TRIAL 'found': expected STUDY:NUMBER"),
         (["found:1", "--epochs", "0"], "--epochs must be a positive integer"),
         (["found:1", "--recipe", "fast"], "--recipe 'fast': unknown recipe"),
