@@ -4,7 +4,8 @@ Parts (``--parts``, comma-separated):
 
 - ``speed``: images per second of training for a typical architecture of each of ``--spaces`` (the
   median-MACs one of 25 seeded samples): the old loop (the ``plain`` recipe, one thread, batch 64),
-  the ``quick`` recipe on 1 and 2 CPU threads (and every core when there are more), and, where a
+  the ``quick`` recipe on 1 and 2 CPU threads (and every core when there are more; and every core with
+  bfloat16 autocast, which pays only where the CPU computes in bfloat16), and, where a
   CUDA device is present, ``quick`` on the GPU with and without mixed precision. Each row also gives
   the data path's share of the training time (fetching and augmenting batches; exact on a CPU).
 - ``trial``: the wall time of one search trial (build, latency on cpu-ort, train ``--trial-epochs``,
@@ -81,6 +82,8 @@ def speed_rows(archs: dict[str, Architecture], data: Dataset, gpu_only: bool, se
         for threads in sorted({1, 2, available_cpus()}):
             settings.append((f"quick, CPU {threads} thread(s)", recipe("quick", epochs=1, threads=threads,
                                                                        device="cpu", seed=seed)))
+        settings.append((f"quick, CPU {available_cpus()} thread(s), bf16", recipe("quick", epochs=1, device="cpu",
+                                                                                  amp=True, seed=seed)))
     if torch.cuda.is_available():
         settings.append(("quick, GPU, mixed precision", recipe("quick", epochs=1, device="cuda", amp=True,
                                                                seed=seed)))

@@ -18,7 +18,6 @@ from archetype.objectives import Constraint
 from archetype.result import Result, TrialState
 from archetype.searchspace.architecture import Architecture
 from archetype.worker.data import load_dataset
-from archetype.worker.devices import available_cpus
 from archetype.worker.measure import MeasureProtocol
 from archetype.worker.targets import get_target
 from archetype.worker.training import TrainConfig, evaluate_accuracy, torch_threads
@@ -146,7 +145,7 @@ class TrainingEvaluator(Evaluator):
         config = dataclasses.replace(self.train, epochs=budget.epochs)
 
         def report_epoch(epoch: int, loss: float) -> None:
-            with torch_threads(config.threads or available_cpus()):
+            with torch_threads(config.threads):
                 accuracy = evaluate_accuracy(model, data.val)
             so_far = dataclasses.replace(result, state=TrialState.PRUNED, values={**values, "accuracy": accuracy},
                                          error=f"stopped early after epoch {epoch} of {config.epochs}")
@@ -158,7 +157,7 @@ class TrainingEvaluator(Evaluator):
         timings["train_data_s"] = report.data_seconds  # the share of training spent fetching and augmenting batches
         if report.losses:
             values["train_loss"] = report.losses[-1]
-        with torch_threads(config.threads or available_cpus()):
+        with torch_threads(config.threads):
             values["accuracy"] = evaluate_accuracy(model, data.val)
             values["test_accuracy"] = evaluate_accuracy(model, data.test)
             if arch.int8_slots():

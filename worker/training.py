@@ -84,6 +84,10 @@ class TrainConfig:
             raise ValueError(f"invalid training config: {', '.join(bad)}")
         check_device_name(self.device)
 
+    def batch_for(self, device: torch.device, samples: int) -> int:
+        """The batch size: as set, else what suits ``device`` and a training split of ``samples``."""
+        return self.batch_size or default_batch_size(device, samples)
+
 
 RECIPES: dict[str, dict[str, Any]] = {
     "quick": {},
@@ -113,10 +117,10 @@ class TrainReport:
 
 
 @contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run the block with ``threads`` torch intra-op threads, then restore the previous count."""
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads (None: every core), then restore the previous count."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or available_cpus())
     try:
         yield
     finally:
@@ -136,7 +140,7 @@ def train(
     """
     start = time.perf_counter()
     device = resolve_device(config.device)
-    batch_size = config.batch_size or default_batch_size(device, len(dataset.train))
+    batch_size = config.batch_for(device, len(dataset.train))
     amp = device.type == "cuda" if config.amp is None else config.amp
     dtype = autocast_dtype(device)
     memory_format = torch.channels_last if (
@@ -147,7 +151,7 @@ def train(
     total_steps = max(1, config.epochs * steps_per_epoch)
     losses: list[float] = []
     data_seconds, images = 0.0, 0
-    with (torch_threads(config.threads or available_cpus()), torch.random.fork_rng(devices=[]),
+    with (torch_threads(config.threads), torch.random.fork_rng(devices=[]),
           stochastic_depth(model, config.drop_path)):
         torch.manual_seed(config.seed)
         model.to(device=device, memory_format=memory_format)
