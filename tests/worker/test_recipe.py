@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -125,7 +126,7 @@ def test_the_weight_average_lags_the_weights_and_replaces_them_at_the_end():
 
 def test_stochastic_depth_drops_residual_branches_while_training_only():
     space = get_space("resnet", Image(1, 8, 8), 10)
-    rng = __import__("numpy").random.default_rng(0)
+    rng = np.random.default_rng(0)
     arch = next(a for a in (space.sample(rng) for _ in range(200))
                 if any(c.op == "basic_block" for c in a.choices))
     model = arch.build()
