@@ -66,7 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--seed", type=int, help="seed for the data split, strategy and weights (default 0)")
     search.add_argument("--study", help="study name (default: <space>-<n>)")
     search.add_argument("--workers", type=int, help="evaluations at once (default 1, the most stable latency)")
-    search.add_argument("--cpus-per-trial", type=float, help="CPUs given to each evaluation (default 1)")
+    search.add_argument("--cpus-per-trial", type=float,
+                        help="CPUs each evaluation trains on (default: every core with one worker, else 1); "
+                        "latency is still measured at the target's own thread count")
+    search.add_argument("--device", help="where candidates train: auto (default: CUDA when present), cpu, cuda, "
+                        "cuda:N; latency is still measured on the target")
+    search.add_argument("--gpus-per-trial", type=float, metavar="G",
+                        help="share of a GPU each evaluation gets, e.g. 0.5 for two trials per GPU "
+                        "(default: 1/workers when training runs on CUDA)")
+    search.add_argument("--recipe", help="training preset of each candidate: quick (default), full, plain")
     search.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
     search.add_argument("--scheduler", choices=["asha"],
                         help="asha: run the trials through Ray Tune and stop weak candidates early on epochs")
@@ -201,6 +209,23 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs after each step (default 2)")
     compress.add_argument("--seed", type=int, default=0, help="seed for the data split and fine-tuning")
     compress.add_argument("--name", help="compression run name (default compress-<n>)")
+    compress.add_argument("--device", default="auto",
+                          help="where fine-tuning runs: auto (default: CUDA when present), cpu, cuda, cuda:N")
+
+    final = sub.add_parser(
+        "train", parents=[storage], help="train a searched architecture from scratch and write it for deployment",
+        description="Train the architecture of a study's trial from scratch on all of the training data (train "
+        "and validation splits), measure its test accuracy and its latency on the target, and write model.pt2 "
+        "(torch.export), model.onnx (checked against PyTorch) and report.json to --out, all at once.",
+    )
+    final.add_argument("trial", metavar="STUDY:TRIAL", help="the trial to train, e.g. conv-small-1:7")
+    final.add_argument("--out", required=True, metavar="DIR", help="folder to write to (must not exist or be empty)")
+    final.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    final.add_argument("--recipe", default="full", help="training preset: full (default), quick, plain")
+    final.add_argument("--data", help="data set (default: the study's)")
+    final.add_argument("--target", help="latency target (default: the study's)")
+    final.add_argument("--device", default="auto", help="auto (default: CUDA when present), cpu, cuda, cuda:N")
+    final.add_argument("--seed", type=int, help="seed of the weights and augmentation (default: the study's)")
 
     output = _Parser(add_help=False)
     output.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -229,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "search": _search, "studies": _studies, "show": _show, "front": _front, "ops": _ops, "spaces": _spaces,
         "sample": _sample, "dashboard": _dashboard, "db": _db, "latency": _latency, "compress": _compress,
+        "train": _train,
     }
     try:
         return commands[args.command](args)
@@ -247,6 +273,7 @@ _SEARCH_FIELDS = {
     "scheduler": "scheduler", "supernets": "supernets", "predict_latency": "predict_latency",
     "latency_margin": "latency_margin", "precision": "precision", "benchmark": "benchmark", "metric": "metric",
     "latency_column": "latency_column",
+    "device": "device", "gpus_per_trial": "gpus_per_trial", "recipe": "recipe",
 }
 
 
@@ -632,6 +659,7 @@ def _compress(args: argparse.Namespace) -> int:
         max_accuracy_drop=args.max_accuracy_drop, weights=args.weights,
         out=Path(args.out) if args.out else None, epochs=args.epochs, seed=args.seed, name=args.name,
         trust_pickle=args.trust_pickle,
+        device=args.device,
     )
     with Store.open(args.storage) as store, _CompressProgress(len(options.pipeline) + 1, quiet=args.json) as progress:
         loaded, result = run_compress(options, store, progress.update, progress.say)
@@ -656,6 +684,44 @@ def _compress(args: argparse.Namespace) -> int:
               f"({speedup_text(result)}), {final.size_mb:.3f} MB, accuracy "
               f"{final.accuracy:.4f}; kept{where}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from archetype.final_training import FinalTrainOptions, run_final_training
+    from archetype.store import Store
+
+    options = FinalTrainOptions(trial=args.trial, out=Path(args.out), epochs=args.epochs, recipe=args.recipe,
+                                data=args.data, target=args.target, device=args.device, seed=args.seed)
+    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.fields[loss]}"), console=Console(stderr=True))
+    task = progress.add_task("train", total=args.epochs, loss="")
+
+    def on_epoch(epoch: int, loss: float) -> None:  # the bar appears once training runs, after every check passed
+        if not progress.live.is_started:
+            progress.start()
+        progress.update(task, completed=epoch, loss=f"loss {loss:.4f}")
+
+    with Store.open(args.storage) as store:
+        try:
+            result = run_final_training(options, store, on_epoch=on_epoch)
+        finally:
+            progress.stop()
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(f"trial {result.trial} of study '{result.study}': test accuracy {result.test_accuracy:.4f}, "
+              f"{result.latency_ms:.4f} ms on {result.target} (trained {result.epochs} epochs, recipe "
+              f"{result.recipe}, on {result.device}, {result.train_s:.0f} s)")
+        print(f"written: {result.out}/model.pt2, model.onnx, report.json")
+    budget = result.latency_budget_ms if result.latency_budget_ms is not None else result.latency_ms / 2
+    print(f"next: archetype compress {result.out}/model.pt2 --latency-ms {budget:g} --data {result.data} "
+          f"--target {result.target}", file=sys.stderr)
     return 0
 
 

@@ -53,7 +53,8 @@ def supernet_config(search: Search) -> SupernetConfig:
     return SupernetConfig(
         epochs=spec.supernet_epochs or 4 * spec.epochs,
         seed=spec.seed,
-        threads=max(1, int(spec.cpus_per_trial)),
+        threads=max(1, int(spec.trial_cpus())),
+        device=spec.device,
         supernets=spec.supernets,
     )
 
@@ -90,11 +91,11 @@ def run_oneshot(
             trainer.train()  # the caller runs evaluations in-process: train here too
         else:
             # one runtime for the training task and then the workers; each holds its CPUs only while it runs
-            runtime = RayRuntime(spec.workers, spec.cpus_per_trial, spec.ray_address)
+            runtime = RayRuntime(spec.workers, spec.trial_cpus(), spec.ray_address)
             trainer.load_state_dict(train_on_ray(space, spec.data, config, ray_address=spec.ray_address,
-                                                 cpus=spec.cpus_per_trial))
-            executor = executor or RayExecutor(spec.workers, spec.cpus_per_trial, spec.ray_address,
-                                               limits=search.trial_limits)
+                                                 cpus=spec.trial_cpus(), gpus=spec.trial_gpus()))
+            executor = executor or RayExecutor(spec.workers, spec.trial_cpus(), spec.ray_address,
+                                               limits=search.trial_limits, gpus_per_trial=spec.trial_gpus())
         latency = latency or MeasuredLatency(spec.target, threads=1)
         scored: list[tuple[float, Architecture]] = []
         for _ in range(spec.trials):

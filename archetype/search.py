@@ -16,6 +16,7 @@ from archetype.spec import RunSpec
 from archetype.store import Store, StudyExistsError, StudyRecord, TrialRecord
 from archetype.strategies import StoredTrial, Strategy, make_strategy
 from archetype.worker.data import load_dataset
+from archetype.worker.devices import cuda_present, resolve_device
 from archetype.worker.evaluator import Budget, Evaluator, TrainingEvaluator
 from archetype.worker.executor import (
     Executor,
@@ -27,7 +28,7 @@ from archetype.worker.executor import (
 )
 from archetype.worker.latency_screen import LatencyScreen, open_latency_screen
 from archetype.worker.targets import get_target
-from archetype.worker.training import TrainConfig
+from archetype.worker.training import recipe
 
 _NAME_TRIES = 20  # searches started at once on one store may pick the same free study name
 
@@ -96,7 +97,8 @@ class Search:
             else:
                 if executor is None:
                     executor = InlineExecutor() if self.evaluator.runs_inline else RayExecutor(
-                        spec.workers, spec.cpus_per_trial, spec.ray_address, limits=self.trial_limits)
+                        spec.workers, spec.trial_cpus(), spec.ray_address, limits=self.trial_limits,
+                        gpus_per_trial=spec.trial_gpus())
                 self._run_executor(store, name, executor, requeued, asked, on_trial, screen)
             status = "complete"
         except KeyboardInterrupt:
@@ -178,7 +180,8 @@ class Search:
             again.append((record.id, self.space.architecture_from_json(record.arch)))
         run = TuneRun(name, store, self.strategy, to_ask, again, on_trial, screen)
         run_with_tune(run, self.evaluator, epochs=spec.epochs, workers=spec.workers,
-                      cpus_per_trial=spec.cpus_per_trial, retries=spec.retries, asha=AshaSettings(),
+                      cpus_per_trial=spec.trial_cpus(), gpus_per_trial=spec.trial_gpus(), retries=spec.retries,
+                      asha=AshaSettings(),
                       ray_address=spec.ray_address)
 
     def _create_study(self, store: Store) -> str:
@@ -238,6 +241,9 @@ def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:
         space = space.with_precision(spec.precision)
     spec.limits().check_space(space)  # an absurd width fails here, before anything is built or stored
     get_target(spec.target)  # an unknown target, or one this machine lacks, fails here
+    resolve_device(spec.device, "--device")  # cuda on a machine without CUDA fails here, before anything is stored
+    if spec.trial_gpus() > 0 and spec.ray_address is None and not cuda_present():
+        raise SpecError(f"--gpus-per-trial {spec.trial_gpus():g}: this machine has no CUDA device to share")
     strategy = make_strategy(
         spec.strategy, space, spec.objectives, spec.constraints, spec.seed, **spec.strategy_options
     )
@@ -246,7 +252,8 @@ def prepare_search(spec: RunSpec, evaluator: Evaluator | None = None) -> Search:
         target=spec.target,
         constraints=spec.constraints,
         seed=spec.seed,
-        train=TrainConfig(epochs=spec.epochs, seed=spec.seed, threads=max(1, int(spec.cpus_per_trial))),
+        train=recipe(spec.recipe, epochs=spec.epochs, seed=spec.seed, threads=max(1, int(spec.trial_cpus())),
+                     device=spec.device),
         limits=spec.limits(),
     )
     trial_limits = TrialLimits(
@@ -287,6 +294,7 @@ def resume_search(
 def stored_spec(store: Store, study: str, trials: int | None = None) -> RunSpec:
     """The run spec a study was launched with (its number of trials replaced by ``trials`` if given)."""
     fields = {**store.get_study(study).spec, "study": study}
+    fields.setdefault("recipe", "plain")  # studies stored before recipes existed trained with the plain schedule
     if trials is not None:
         fields["trials"] = trials
     return RunSpec.from_mapping(fields, where=f"the run spec stored with study {study!r}")

@@ -16,6 +16,8 @@ from archetype.objectives import DEFAULT_OBJECTIVES, Constraint, Direction, Obje
 from archetype.searchspace.bounds import ArchitectureLimits
 from archetype.searchspace.operator import PRECISIONS
 from archetype.searchspace.yaml_space import safe_load_bounded
+from archetype.worker.devices import available_cpus, check_device_name, resolve_device
+from archetype.worker.training import RECIPES
 
 CEILINGS = {"trials": 1_000_000, "epochs": 10_000, "workers": 4096, "supernets": 64, "finalists": 10_000}
 """The largest counts a run spec may ask for: more is a typo, not a search."""
@@ -39,7 +41,10 @@ class RunSpec:
     epochs: int = 5  # training epochs per evaluation
     seed: int = 0  # fixes the data split, the strategy and the weight initialisation
     workers: int = 1  # evaluations at once; more than one shares the cores and makes latency noisier
-    cpus_per_trial: float = 1.0
+    cpus_per_trial: float | None = None  # None: every core with one local worker, else 1
+    gpus_per_trial: float | None = None  # None: a 1/workers share of a GPU when training runs on CUDA, else 0
+    device: str = "auto"  # where candidates train: auto (CUDA when present), cpu, cuda, cuda:N
+    recipe: str = "quick"  # the training preset of each candidate (archetype.worker.training.RECIPES)
     study: str | None = None  # default: "<space>-<n>"
     ray_address: str | None = None  # None: a local Ray runtime
     retries: int = 2  # runs again of an evaluation whose worker was lost, before it is stored as failed
@@ -98,8 +103,18 @@ class RunSpec:
         if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < math.inf:
             raise SpecError(f"latency_margin must be a non-negative number, got {self.latency_margin!r}")
         cpus = self.cpus_per_trial
-        if isinstance(cpus, bool) or not isinstance(cpus, int | float) or not (0 < cpus < math.inf):
+        if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, int | float)
+                                 or not 0 < cpus < math.inf):
             raise SpecError(f"cpus_per_trial must be a positive number, got {self.cpus_per_trial!r}")
+        gpus = self.gpus_per_trial
+        if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int | float) or not 0 <= gpus < math.inf
+                                 or (gpus > 1 and gpus != int(gpus))):
+            raise SpecError(f"gpus_per_trial must be a share of one GPU (0 to 1) or a whole number, got {gpus!r}")
+        check_device_name(self.device, "device")
+        if gpus and self.device == "cpu":
+            raise SpecError(f"gpus_per_trial={gpus} with device 'cpu': give device auto or cuda")
+        if self.recipe not in RECIPES:
+            raise SpecError(f"unknown recipe {self.recipe!r}; known: {', '.join(RECIPES)}")
         if not isinstance(self.strategy_options, Mapping) or not all(
             isinstance(k, str) for k in self.strategy_options
         ):
@@ -142,6 +157,18 @@ class RunSpec:
         if self.latency_column is None and any(c.name == "latency_ms" for c in self.constraints):
             raise SpecError(f"benchmark {self.benchmark!r} with a latency budget needs latency_column: the device "
                             "whose latency column answers latency_ms")
+
+    def trial_cpus(self) -> float:
+        """The CPUs each evaluation is given: as set, else every core with one local worker, else 1."""
+        if self.cpus_per_trial is not None:
+            return self.cpus_per_trial
+        return float(available_cpus()) if self.workers == 1 and self.ray_address is None else 1.0
+
+    def trial_gpus(self) -> float:
+        """The share of a GPU each evaluation is given: as set, else 1/workers when training runs on CUDA here."""
+        if self.gpus_per_trial is not None:
+            return float(self.gpus_per_trial)
+        return 1.0 / self.workers if resolve_device(self.device).type == "cuda" else 0.0
 
     def latency_budget(self) -> float | None:
         """The tightest ``latency_ms <= X`` bound, if any."""

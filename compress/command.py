@@ -12,6 +12,7 @@ from archetype.compress.pipeline import CompressionPipeline, CompressionResult, 
 from archetype.compress.step import Budget, CompressionContext
 from archetype.errors import SpecError
 from archetype.worker.data import load_dataset
+from archetype.worker.devices import resolve_device
 from archetype.worker.targets import get_target
 from archetype.worker.training import TrainConfig
 
@@ -34,6 +35,7 @@ class CompressOptions:
     seed: int = 0
     name: str | None = None
     trust_pickle: bool = False  # load a pickled whole module (it can run code as it loads)
+    device: str = "auto"  # where fine-tuning runs
 
     def __post_init__(self) -> None:
         check_number("--latency-ms", self.latency_ms, low=0.0, high=MAX_LATENCY_MS)
@@ -84,7 +86,8 @@ def run_compress(
     check_out_dir(options.out)
     target = get_target(options.target, threads=options.threads)
     dataset = load_dataset(options.data, options.seed)
-    fine_tune = TrainConfig(epochs=options.epochs, lr=1e-3, seed=options.seed)
+    resolve_device(options.device)  # cuda on a machine without CUDA fails here, before anything is stored
+    fine_tune = TrainConfig(epochs=options.epochs, lr=1e-3, seed=options.seed, device=options.device)
     context = CompressionContext(target, dataset, budget, fine_tune, seed=options.seed, progress=on_progress)
     pipeline = CompressionPipeline(options.pipeline, context)
     if options.name is not None and any(r.name == options.name for r in store.compression_runs()):

@@ -30,7 +30,7 @@ from archetype.compress.onnx_export import _quiet_torch
 from archetype.errors import SpecError
 from archetype.searchspace.bounds import ArchitectureLimits
 from archetype.worker.data import Dataset
-from archetype.worker.training import TrainConfig, train
+from archetype.worker.training import TrainConfig, recipe, train
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _TRIAL = re.compile(r"^(?P<study>[^:]+):(?P<number>\d+)$")
@@ -338,7 +338,8 @@ def _from_trial(
     except SpecError as exc:
         raise SpecError(f"MODEL {study}:{number}: {exc}") from None
     model = arch.build()
-    config = config or TrainConfig(epochs=int(spec.get("epochs", 5)), seed=int(spec.get("seed", 0)))
+    config = config or recipe(str(spec.get("recipe", "plain")), epochs=int(spec.get("epochs", 5)),
+                              seed=int(spec.get("seed", 0)), device=str(spec.get("device", "auto")))
     train(model, dataset, config)
     note = (f"trial {number} of study '{study}' has no saved weights: its architecture was trained here on "
             f"{dataset.name} for {config.epochs} epochs")

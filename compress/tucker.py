@@ -189,8 +189,9 @@ def rank_adaptive_fine_tune(
         torch.manual_seed(config.seed)
         for epoch in range(1, config.epochs + 1):
             order = torch.randperm(len(y), generator=shuffle)
-            for start in range(0, len(y) - 1, config.batch_size):
-                index = order[start : start + config.batch_size]
+            batch = config.batch_for(torch.device("cpu"), len(y))
+            for start in range(0, len(y) - 1, batch):
+                index = order[start : start + batch]
                 if len(index) < 2:
                     continue
                 if step % adapt_every == 0 and layers:

@@ -162,6 +162,7 @@ class TrainingEvaluator(Evaluator):
 
         report = train_model(model, data, config, on_epoch=None if on_epoch is None else report_epoch)
         timings["train_s"] = time.perf_counter() - phase
+        timings["train_data_s"] = report.data_seconds  # the share of training spent fetching and augmenting batches
         if report.losses:
             values["train_loss"] = report.losses[-1]
         with torch_threads(config.threads):

@@ -124,7 +124,8 @@ class EvaluationActor:
 
 
 class RayExecutor(Executor):
-    """A pool of ``workers`` Ray actors, each given ``cpus_per_trial`` CPUs and reused across evaluations.
+    """A pool of ``workers`` Ray actors, each given ``cpus_per_trial`` CPUs (and ``gpus_per_trial`` of a GPU, a
+    share so that several trials train on one GPU), reused across evaluations.
 
     An evaluation goes only to an actor that has started: one that cannot be placed (its
     node was lost and no other node has the CPUs) holds no work, and the evaluations
@@ -139,6 +140,7 @@ class RayExecutor(Executor):
         address: str | None = None,
         start_timeout_s: float = 600.0,
         limits: TrialLimits | None = None,
+        gpus_per_trial: float = 0.0,
     ) -> None:
         import ray
 
@@ -147,9 +149,11 @@ class RayExecutor(Executor):
         self.slots = workers
         self._ray = ray
         self._cpus = cpus_per_trial
+        self._gpus = gpus_per_trial
         self._start_timeout_s = start_timeout_s
         self._runtime = RayRuntime(workers, cpus_per_trial, address)
-        self._actor_class = ray.remote(num_cpus=cpus_per_trial, max_restarts=0, max_task_retries=0)(EvaluationActor)
+        self._actor_class = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial, max_restarts=0,
+                                        max_task_retries=0)(EvaluationActor)
         self._idle: list[Any] = []
         self._starting: dict[Any, Any] = {}  # ObjectRef of the actor's first call -> actor
         self._start_failures = 0
@@ -282,8 +286,9 @@ class RayExecutor(Executor):
         self._dispatch()
 
     def _cannot_start(self) -> str:
+        gpus = f" and {self._gpus:g} of a free GPU (--gpus-per-trial)" if self._gpus else ""
         return (f"no Ray worker could start within {self._start_timeout_s:g} s: the cluster has no node with "
-                f"{self._cpus:g} free CPUs (--cpus-per-trial) left")
+                f"{self._cpus:g} free CPUs (--cpus-per-trial){gpus} left")
 
     def _dispatch(self) -> None:
         while self._queue and self._idle:

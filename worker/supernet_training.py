@@ -32,6 +32,7 @@ from archetype.searchspace.space import SearchSpace
 from archetype.searchspace.supernet import Supernet, extreme_architecture
 from archetype.searchspace.supernet_mixture import BalancedAssignment, downsampling_pattern
 from archetype.worker.data import Dataset, Split
+from archetype.worker.devices import check_device_name, resolve_device
 from archetype.worker.training import TrainingError, batch_slices, evaluate_accuracy, torch_threads
 
 CHECKPOINT_VERSION = 1
@@ -53,6 +54,7 @@ class SupernetConfig:
     supernets: int = 1  # K > 1: a balanced mixture of K supernets
     checkpoint_every: int = 100  # steps between checkpoints (and one at the end)
     bn_batches: int = 4  # training batches that recalibrate batch norm before scoring
+    device: str = "auto"  # where the supernets train and score: auto (CUDA when present), cpu, cuda, cuda:N
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "threads", "supernets", "checkpoint_every", "bn_batches"):
@@ -61,6 +63,7 @@ class SupernetConfig:
                 raise SpecError(f"supernet training: {name} must be a positive integer, got {value!r}")
         if not self.lr > 0:
             raise SpecError(f"supernet training: lr must be positive, got {self.lr!r}")
+        check_device_name(self.device)
 
 
 @dataclass(frozen=True)
@@ -88,11 +91,12 @@ class SupernetTrainer:
         self.config = config = config or SupernetConfig()
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.configuration = configuration
+        self.device = resolve_device(config.device)
         with torch.random.fork_rng(devices=[]):
             self.supernets = []
             for k in range(config.supernets):
                 torch.manual_seed(config.seed * 1000 + k)
-                self.supernets.append(Supernet(space))
+                self.supernets.append(Supernet(space).to(self.device))
         self.optimizers = [
             torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
             for net in self.supernets
@@ -188,15 +192,17 @@ class SupernetTrainer:
         shuffle = torch.Generator().manual_seed(self.config.seed * 7919 + epoch)
         order = torch.randperm(len(self.dataset.train), generator=shuffle)
         chosen = order[batch_slices(len(self.dataset.train), self.config.batch_size)[index]]
-        return self.dataset.train.x[chosen], self.dataset.train.y[chosen]
+        return (self.dataset.train.x[chosen].to(self.device, non_blocking=True),
+                self.dataset.train.y[chosen].to(self.device, non_blocking=True))
 
     def _batch_accuracy(self, net: Supernet, step: int) -> float:
         """Accuracy of the active path on one validation batch, with batch statistics (as in training)."""
         val, size = self.dataset.val, self.config.batch_size
         start = (step * size) % max(1, len(val) - size + 1)
+        x, y = (t[start : start + size].to(self.device, non_blocking=True) for t in (val.x, val.y))
         with torch.no_grad():
-            logits = net(val.x[start : start + size])  # (B, classes)
-        return float((logits.argmax(dim=1) == val.y[start : start + size]).float().mean())
+            logits = net(x)  # (B, classes)
+        return float((logits.argmax(dim=1) == y).float().mean())
 
     def supernet_for(self, arch: Architecture) -> int:
         """The supernet that scores ``arch``: 0, or its configuration's best in the mixture."""
@@ -220,7 +226,7 @@ class SupernetTrainer:
             for i in range(self.config.bn_batches):
                 if i * size >= len(train):
                     break
-                net(train.x[i * size : (i + 1) * size])
+                net(train.x[i * size : (i + 1) * size].to(self.device, non_blocking=True))
         for m, momentum in zip(norms, momenta):
             m.momentum = momentum
         return net.eval()
@@ -238,29 +244,29 @@ class SupernetTrainer:
 
     def extract(self, arch: Architecture) -> nn.Module:
         """A standalone network of ``arch`` with inherited, recalibrated weights, in eval mode."""
-        return self.recalibrate(arch).extract(arch).eval()
+        return self.recalibrate(arch).extract(arch).cpu().eval()
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything a resumed trainer needs, with the checkpoint format's version."""
-        return {
+        """Everything a resumed trainer needs, with the checkpoint format's version (tensors on the CPU)."""
+        return _on_cpu({
             "version": CHECKPOINT_VERSION,
             "space": self.space.name,
-            "config": dataclasses.asdict(self.config),
+            "config": _portable(self.config),
             "step": self.step,
             "supernets": [net.state_dict() for net in self.supernets],
             "optimizers": [opt.state_dict() for opt in self.optimizers],
             "schedules": [s.state_dict() for s in self.schedules],
             "assignment": self.assignment.state_dict() if self.assignment is not None else None,
-        }
+        })
 
     def load_state_dict(self, state: dict[str, Any], where: str = "supernet state") -> None:
         """Restore what ``state_dict`` returned; SpecError if it is of another version, space or config."""
         if state.get("version") != CHECKPOINT_VERSION:
             raise SpecError(f"{where}: checkpoint version {state.get('version')!r}, expected {CHECKPOINT_VERSION}")
-        if state.get("space") != self.space.name or state.get("config") != dataclasses.asdict(self.config):
+        if state.get("space") != self.space.name or state.get("config") != _portable(self.config):
             raise SpecError(
                 f"{where}: written for space {state.get('space')!r} with {state.get('config')}, "
-                f"not {self.space.name!r} with {dataclasses.asdict(self.config)}"
+                f"not {self.space.name!r} with {_portable(self.config)}"
             )
         for net, sd in zip(self.supernets, state["supernets"], strict=True):
             net.load_state_dict(sd)
@@ -297,6 +303,22 @@ class SupernetTrainer:
         self.load_state_dict(state, where=str(path))
 
 
+def _on_cpu(state: Any) -> Any:
+    """``state`` with every tensor in it copied to the CPU, so it loads on a machine without the training device."""
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {k: _on_cpu(v) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_on_cpu(v) for v in state)
+    return state
+
+
+def _portable(config: SupernetConfig) -> dict[str, Any]:
+    """The settings a checkpoint must match to resume: all but the device, so training may move between devices."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k != "device"}
+
+
 def train_on_ray(
     space: SearchSpace,
     data: str,
@@ -304,6 +326,7 @@ def train_on_ray(
     checkpoint: str | Path | None = None,
     ray_address: str | None = None,
     cpus: float = 1.0,
+    gpus: float = 0.0,
 ) -> dict[str, Any]:
     """Train in one Ray task (local runtime or the cluster at ``ray_address``); the trained state comes back."""
     import ray
@@ -312,7 +335,7 @@ def train_on_ray(
 
     runtime = RayRuntime(1, cpus, ray_address)
     try:
-        task = ray.remote(num_cpus=cpus, max_retries=0)(_train_task)
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_train_task)
         return ray.get(task.remote(space, data, config, None if checkpoint is None else str(checkpoint)))
     finally:
         runtime.stop()

@@ -1,4 +1,10 @@
-"""Training a candidate: AdamW with a cosine schedule, cross-entropy, deterministic by seed."""
+"""Training a candidate by one recipe: AdamW or LAMB, warm-up + cosine, label smoothing, batched augmentation,
+mixup/cutmix, stochastic depth and a weight average, on the CPU or a CUDA device, deterministic by seed.
+
+The recipe follows "ResNet strikes back" (Wightman et al., arXiv:2110.00476) in kind, scaled to short
+search budgets; ``RECIPES`` names its presets: ``quick`` for search trials (the dataclass defaults),
+``full`` for final training, ``plain`` for the bare AdamW + cosine schedule of earlier versions.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,26 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from archetype.errors import SpecError
+from archetype.worker.augmentation import mix_batch, padded_crop, random_flip, random_resized_crop
 from archetype.worker.data import Dataset, Split
+from archetype.worker.devices import (
+    autocast_dtype,
+    available_cpus,
+    check_device_name,
+    default_batch_size,
+    resolve_device,
+)
+
+OPTIMIZERS = ("adamw", "lamb")
+CROPS = ("none", "pad", "resized")
+RESIDENT_SHARE = 0.25  # a training split up to this share of free device memory is copied to the device once
 
 
 class TrainingError(RuntimeError):
@@ -20,37 +41,86 @@ class TrainingError(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How a candidate is trained."""
+    """How a candidate is trained: the recipe. The defaults are the ``quick`` preset, for short search budgets."""
 
     epochs: int = 5
-    batch_size: int = 64
-    lr: float = 3e-3  # peak learning rate; cosine-annealed to 0 over all steps
-    weight_decay: float = 1e-4
-    seed: int = 0  # fixes the shuffling and any randomness inside the model
-    threads: int = 1  # torch intra-op threads while training
+    batch_size: int | None = None  # None: what suits the device and data (devices.default_batch_size)
+    lr: float = 3e-3  # peak learning rate, reached after the warm-up, then cosine-annealed to 0
+    weight_decay: float = 0.02  # decoupled; biases and norm scales are not decayed
+    optimizer: str = "adamw"  # adamw | lamb
+    warmup: float = 0.1  # share of all steps over which the learning rate rises linearly from 0
+    label_smoothing: float = 0.1
+    crop: str = "none"  # none | pad (shift by up to 1/8 of the side) | resized (random-resized crop)
+    flip: bool = False  # left-right mirroring: for natural images, not for digits or text
+    mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 is off
+    cutmix: float = 0.0  # Beta(alpha, alpha) of cutmix; 0 is off (with both on, one is drawn per batch)
+    drop_path: float = 0.0  # stochastic depth of the last residual block, decaying linearly to 0 at the first
+    ema: float = 0.0  # decay of the weight average the model ends with; 0 is off
+    clip_grad: float | None = 2.0  # gradient norm clipped to this; None is off
+    seed: int = 0  # fixes the shuffling, the augmentation and any randomness inside the model
+    threads: int | None = None  # torch intra-op threads while training; None: every core this process may use
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    amp: bool | None = None  # mixed precision (bfloat16, or float16 where CUDA lacks it); None: on CUDA only
+    channels_last: bool | None = None  # NHWC tensors for the convolutions; None: on CUDA only
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or self.threads < 1 or not self.lr > 0:
+        batch = self.batch_size
+        if (self.epochs < 0 or (batch is not None and batch < 1) or (self.threads is not None and self.threads < 1)
+                or not self.lr > 0):
             raise ValueError(
-                f"invalid training config: epochs={self.epochs}, batch_size={self.batch_size}, "
+                f"invalid training config: epochs={self.epochs}, batch_size={batch}, "
                 f"lr={self.lr}, threads={self.threads}"
             )
+        if self.optimizer not in OPTIMIZERS or self.crop not in CROPS:
+            raise ValueError(f"invalid training config: optimizer {self.optimizer!r} (one of {OPTIMIZERS}), "
+                             f"crop {self.crop!r} (one of {CROPS})")
+        shares = {"warmup": self.warmup, "label_smoothing": self.label_smoothing, "drop_path": self.drop_path,
+                  "ema": self.ema}
+        bad = [f"{k}={v}" for k, v in shares.items() if not 0 <= v < 1]
+        bad += [f"{k}={v}" for k, v in {"mixup": self.mixup, "cutmix": self.cutmix}.items() if v < 0]
+        if self.clip_grad is not None and not self.clip_grad > 0:
+            bad.append(f"clip_grad={self.clip_grad}")
+        if bad:
+            raise ValueError(f"invalid training config: {', '.join(bad)}")
+        check_device_name(self.device)
+
+    def batch_for(self, device: torch.device, samples: int) -> int:
+        """The batch size: as set, else what suits ``device`` and a training split of ``samples``."""
+        return self.batch_size or default_batch_size(device, samples)
+
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "quick": {},
+    "full": {"weight_decay": 0.05, "crop": "pad", "mixup": 0.2, "drop_path": 0.1, "ema": 0.999, "warmup": 0.05},
+    "plain": {"batch_size": 64, "weight_decay": 1e-4, "warmup": 0.0, "label_smoothing": 0.0, "clip_grad": None},
+}
+"""Named presets: fields that differ from the ``TrainConfig`` defaults (which are ``quick``)."""
+
+
+def recipe(name: str, **fields: Any) -> TrainConfig:
+    """The preset ``name`` with ``fields`` set over it; SpecError naming --recipe for an unknown preset."""
+    if name not in RECIPES:
+        raise SpecError(f"--recipe {name!r}: unknown recipe; known: {', '.join(RECIPES)}")
+    return TrainConfig(**{**RECIPES[name], **fields})
 
 
 @dataclass(frozen=True)
 class TrainReport:
-    """What a training run did: epochs run, mean training loss per epoch, wall time."""
+    """What a training run did: epochs, mean training loss per epoch, wall time, time in the data path, where."""
 
     epochs: int
     losses: list[float]
     seconds: float
+    data_seconds: float = 0.0  # fetching, moving and augmenting batches (exact on a CPU, a lower bound on CUDA)
+    images: int = 0  # training images seen
+    device: str = "cpu"
 
 
 @contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run the block with ``threads`` torch intra-op threads, then restore the previous count."""
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads (None: every core), then restore the previous count."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or available_cpus())
     try:
         yield
     finally:
@@ -70,43 +140,203 @@ def train(
 ) -> TrainReport:
     """Train ``model`` on ``dataset.train`` in place; ``on_epoch(epoch, mean_loss)`` after each epoch (from 1).
 
-    ``on_epoch`` returning True stops training there (early stopping); ``loss``
-    replaces the cross-entropy. TrainingError names the epoch in which the loss
-    stopped being finite.
+    ``on_epoch`` returning True stops training there (early stopping); ``loss`` replaces the recipe's
+    cross-entropy. The model trains on ``config.device`` and comes back on the device it was on.
+    TrainingError names the epoch in which the loss stopped being finite.
     """
     start = time.perf_counter()
-    x, y = dataset.train.x, dataset.train.y
-    steps_per_epoch = len(batch_slices(len(y), config.batch_size))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
-    shuffle = torch.Generator().manual_seed(config.seed)
-    cross_entropy = nn.CrossEntropyLoss()
-
-    def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return cross_entropy(logits, y) if loss is None else loss(logits, x, y)
+    device = resolve_device(config.device)
+    batch_size = config.batch_for(device, len(dataset.train))
+    amp = device.type == "cuda" if config.amp is None else config.amp
+    dtype = autocast_dtype(device)
+    memory_format = torch.channels_last if (
+        device.type == "cuda" if config.channels_last is None else config.channels_last) else torch.contiguous_format
+    home = device_of(model)
+    n = len(dataset.train)
+    steps_per_epoch = len(batch_slices(n, batch_size))
+    total_steps = max(1, config.epochs * steps_per_epoch)
     losses: list[float] = []
-    model.train()
-    with torch_threads(config.threads), torch.random.fork_rng(devices=[]):
+    data_seconds, images = 0.0, 0
+    with (torch_threads(config.threads), torch.random.fork_rng(devices=[]),
+          stochastic_depth(model, config.drop_path)):
         torch.manual_seed(config.seed)
-        for epoch in range(1, config.epochs + 1):
-            order = torch.randperm(len(y), generator=shuffle)
-            total, seen = 0.0, 0
-            for batch in batch_slices(len(y), config.batch_size):
-                index = order[batch]
-                batch_loss = loss_fn(model(x[index]), x[index], y[index])  # logits (B, classes)
-                value = batch_loss.item()
-                if not math.isfinite(value):
-                    raise TrainingError(f"loss became {value} in epoch {epoch} of {config.epochs}")
-                optimizer.zero_grad(set_to_none=True)
-                batch_loss.backward()
-                optimizer.step()
-                schedule.step()
-                total += value * len(index)
-                seen += len(index)
-            losses.append(total / seen)
-            if on_epoch is not None and on_epoch(epoch, losses[-1]):
-                break
-    return TrainReport(epochs=len(losses), losses=losses, seconds=time.perf_counter() - start)
+        model.to(device=device, memory_format=memory_format)
+        try:
+            optimizer = make_optimizer(model, config)
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, config.warmup))
+            scaler = torch.amp.GradScaler(device.type, enabled=amp and dtype == torch.float16)
+            average = WeightAverage(model, config.ema) if config.ema > 0 else None
+            batches = TrainBatches(dataset.train, device, batch_size, config.seed)
+            augment = torch.Generator().manual_seed(config.seed * 7919 + 17)
+            model.train()
+            for epoch in range(1, config.epochs + 1):
+                total = torch.zeros((), device=device, dtype=torch.float64)
+                seen = 0
+                fetch = time.perf_counter()
+                for x, y in batches.epoch(epoch):
+                    x, mixed = augment_batch(x, config, augment)
+                    x = x.contiguous(memory_format=memory_format)
+                    data_seconds += time.perf_counter() - fetch
+                    with torch.autocast(device.type, dtype=dtype, enabled=amp):
+                        logits = model(x)  # (B, classes)
+                        batch_loss = (recipe_loss(logits.float(), y, mixed, config.label_smoothing) if loss is None
+                                      else loss(logits.float(), x, y))
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(batch_loss).backward()
+                    if config.clip_grad is not None:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    schedule.step()
+                    if average is not None:
+                        average.update()
+                    total += batch_loss.detach().double() * len(y)
+                    seen += len(y)
+                    fetch = time.perf_counter()
+                mean = float(total) / max(1, seen)
+                images += seen
+                if not math.isfinite(mean):
+                    raise TrainingError(f"loss became {mean} in epoch {epoch} of {config.epochs}")
+                losses.append(mean)
+                if on_epoch is not None and on_epoch(epoch, mean):
+                    break
+            if average is not None:
+                average.copy_to(model)
+        finally:
+            model.to(device=home, memory_format=torch.contiguous_format)
+    return TrainReport(len(losses), losses, time.perf_counter() - start, data_seconds, images, str(device))
+
+
+def augment_batch(
+    x: torch.Tensor, config: TrainConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, tuple[torch.Tensor, float] | None]:
+    """The batch after the recipe's crop, flip and mixing; with mixing, the permutation and share of labels kept."""
+    if config.crop == "pad":
+        x = padded_crop(x, max(1, x.shape[-1] // 8), generator)
+    elif config.crop == "resized":
+        x = random_resized_crop(x, generator)
+    if config.flip:
+        x = random_flip(x, generator)
+    if config.mixup > 0 or config.cutmix > 0:
+        x, perm, lam = mix_batch(x, config.mixup, config.cutmix, generator)
+        return x, (perm, lam)
+    return x, None
+
+
+def recipe_loss(
+    logits: torch.Tensor, y: torch.Tensor, mixed: tuple[torch.Tensor, float] | None, label_smoothing: float
+) -> torch.Tensor:
+    """Cross-entropy with label smoothing; for a mixed batch, the two labels' losses weighted by their shares."""
+    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    if mixed is None:
+        return loss
+    perm, lam = mixed
+    return lam * loss + (1 - lam) * F.cross_entropy(logits, y[perm], label_smoothing=label_smoothing)
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or LAMB with weight decay on the weight matrices and kernels only (not biases, not norm scales)."""
+    decayed = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    plain = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    if config.optimizer == "lamb":
+        from archetype.worker.lamb import Lamb
+
+        return Lamb(groups, lr=config.lr)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def warmup_cosine(total_steps: int, warmup: float) -> Callable[[int], float]:
+    """The learning-rate factor of step s: linear from 1/W to 1 over W = ``warmup`` of the steps, then cosine to 0."""
+    warm = int(warmup * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
+
+    return factor
+
+
+class TrainBatches:
+    """Shuffled training batches on the device: the split copied there once when it fits, else moved per batch."""
+
+    def __init__(self, split: Split, device: torch.device, batch_size: int, seed: int) -> None:
+        self.device, self.batch_size, self.seed = device, batch_size, seed
+        self.x, self.y = split.x, split.y
+        self.resident = device.type == "cpu"
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if split.x.numel() * split.x.element_size() <= RESIDENT_SHARE * free:
+                self.x = split.x.pin_memory().to(device, non_blocking=True)
+                self.y = split.y.pin_memory().to(device, non_blocking=True)
+                self.resident = True
+        self.shuffle = torch.Generator().manual_seed(seed)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one epoch (a fresh permutation from the seeded generator)."""
+        order = torch.randperm(len(self.y), generator=self.shuffle)
+        for batch in batch_slices(len(self.y), self.batch_size):
+            index = order[batch]
+            if self.resident:
+                index = index.to(self.device, non_blocking=True)
+                yield self.x[index], self.y[index]
+            else:
+                yield (self.x[index].pin_memory().to(self.device, non_blocking=True),
+                       self.y[index].pin_memory().to(self.device, non_blocking=True))
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and buffers, its decay warmed up over the first steps."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay, self.steps = decay, 0
+        self.live = model.state_dict()
+        self.shadow = {k: v.detach().clone() for k, v in self.live.items()}
+
+    def update(self) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        with torch.no_grad():
+            for key, value in self.live.items():
+                shadow = self.shadow[key]
+                if shadow.dtype.is_floating_point:
+                    shadow.lerp_(value, 1 - decay)
+                else:
+                    shadow.copy_(value)
+
+    def copy_to(self, model: nn.Module) -> None:
+        model.load_state_dict(self.shadow)
+
+
+@contextlib.contextmanager
+def stochastic_depth(model: nn.Module, rate: float) -> Iterator[None]:
+    """While the block runs, residual branches drop per sample with a rate rising linearly to ``rate`` at the last.
+
+    A residual block is a module with a ``drop_path`` branch (identity or DropPath); one whose own
+    drop rate (a searched hyperparameter) is higher keeps it. Restored afterwards.
+    """
+    from archetype.searchspace.ops.layers import DropPath
+
+    owners = [m for m in model.modules() if isinstance(getattr(m, "drop_path", None), nn.Identity | DropPath)]
+    saved = [m.drop_path for m in owners]
+    if rate > 0:
+        for depth, module in enumerate(owners, 1):
+            own = getattr(module.drop_path, "p", 0.0)
+            module.drop_path = DropPath(max(own, rate * depth / len(owners)))
+    try:
+        yield
+    finally:
+        for module, branch in zip(owners, saved):
+            module.drop_path = branch
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (the CPU for a model without any)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def batch_slices(n: int, batch_size: int) -> list[slice]:
@@ -118,15 +348,18 @@ def batch_slices(n: int, batch_size: int) -> list[slice]:
 
 
 def evaluate_accuracy(model: nn.Module, split: Split, batch_size: int = 512) -> float:
-    """The fraction of ``split`` that ``model`` classifies correctly, in eval mode."""
+    """The fraction of ``split`` that ``model`` classifies correctly, in eval mode, on the model's device."""
     was_training = model.training
     model.eval()
-    correct = 0
+    device = device_of(model)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     try:
         with torch.inference_mode():
             for start in range(0, len(split), batch_size):
-                logits = model(split.x[start : start + batch_size])  # (B, classes)
-                correct += int((logits.argmax(dim=1) == split.y[start : start + batch_size]).sum())
+                x = split.x[start : start + batch_size].to(device, non_blocking=True)
+                y = split.y[start : start + batch_size].to(device, non_blocking=True)
+                correct += (model(x).argmax(dim=1) == y).sum()  # logits (B, classes)
     finally:
         model.train(was_training)
-    return correct / len(split) if len(split) else 0.0
+    return int(correct) / len(split) if len(split) else 0.0
+

@@ -137,6 +137,7 @@ def run_with_tune(
     epochs: int,
     workers: int,
     cpus_per_trial: float,
+    gpus_per_trial: float = 0.0,
     retries: int,
     asha: AshaSettings,
     ray_address: str | None = None,
@@ -154,7 +155,8 @@ def run_with_tune(
         scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs + 1, grace_period=asha.grace_period,
                                   reduction_factor=asha.reduction_factor)
         trainable = tune.with_resources(
-            tune.with_parameters(_train_candidate, evaluator=evaluator, epochs=epochs), {"cpu": cpus_per_trial}
+            tune.with_parameters(_train_candidate, evaluator=evaluator, epochs=epochs),
+            {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
         )
         with tempfile.TemporaryDirectory(prefix="archetype-tune-") as folder:  # Tune's own files; the store keeps ours
             tuner = tune.Tuner(

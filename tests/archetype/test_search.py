@@ -243,3 +243,17 @@ def test_a_latency_table_prunes_hopeless_candidates_without_evaluating_them(stor
 
     off = _search(store, KeyRecordingEvaluator(), InlineExecutor(), replace(spec, predict_latency=False))
     assert all(t.state is TrialState.COMPLETE for t in off.trials)
+
+
+def test_a_study_stored_before_recipes_resumes_with_the_plain_schedule_and_a_new_one_with_its_own(tmp_path):
+    from archetype.objectives import DEFAULT_OBJECTIVES
+    from archetype.search import stored_spec
+
+    with Store.open(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        for name, extra in (("old", {}), ("new", {"recipe": "full"})):
+            store.create_study(name, space="conv-small", target="cpu-ort", objectives=DEFAULT_OBJECTIVES,
+                               constraints=(), spec={"space": "conv-small", **extra})
+        assert stored_spec(store, "old").recipe == "plain"
+        assert stored_spec(store, "new").recipe == "full"
+        search = prepare_search(stored_spec(store, "new"))
+    assert search.evaluator.train.ema > 0 and search.evaluator.train.device == "auto"

@@ -60,3 +60,31 @@ def test_yaml_errors_name_the_file_and_line(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text("space: conv-small\ntrials: 4\nconstraints: [latency_ms<=0.3]\n")
     assert RunSpec.from_yaml(good).trials == 4
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"space": "s", "device": "gpu"}, "device 'gpu': expected auto, cpu, cuda or cuda:N"),
+        ({"space": "s", "recipe": "slow"}, "unknown recipe 'slow'; known: quick, full, plain"),
+        ({"space": "s", "gpus_per_trial": -0.5}, "gpus_per_trial must be a share"),
+        ({"space": "s", "gpus_per_trial": 1.5}, "gpus_per_trial must be a share"),
+        ({"space": "s", "gpus_per_trial": 0.5, "device": "cpu"}, "with device 'cpu'"),
+        ({"space": "s", "cpus_per_trial": 0}, "cpus_per_trial must be a positive number"),
+    ],
+)
+def test_training_fields_are_checked_at_the_edge(data, message):
+    with pytest.raises(SpecError, match=message):
+        RunSpec.from_mapping(data, where="spec.yaml")
+
+
+def test_one_local_worker_trains_on_every_core_and_several_on_one_each(monkeypatch):
+    import archetype.spec
+
+    monkeypatch.setattr(archetype.spec, "available_cpus", lambda: 6)
+    assert RunSpec(space="s").trial_cpus() == 6.0
+    assert RunSpec(space="s", workers=2).trial_cpus() == 1.0
+    assert RunSpec(space="s", ray_address="10.0.0.1:6379").trial_cpus() == 1.0
+    assert RunSpec(space="s", workers=2, cpus_per_trial=3).trial_cpus() == 3.0
+    assert RunSpec(space="s", device="cpu").trial_gpus() == 0.0
+    assert RunSpec(space="s", gpus_per_trial=0.5).trial_gpus() == 0.5
