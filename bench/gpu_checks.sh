@@ -22,8 +22,10 @@ export PYTHONPATH="$PKG"
 
 echo "== CUDA tests" | tee "$OUT/cuda_tests.txt"
 if "$PY" -c "import pytest" 2>/dev/null; then
-    timeout 150 "$PY" -m pytest -q -rs -p no:cacheprovider -o addopts="" --import-mode=importlib \
-        --rootdir=. --noconftest tests/worker/test_devices.py 2>&1 | tee -a "$OUT/cuda_tests.txt"
+    # run from the folder of links, so that the checkout's own archetype/ folder does not shadow the mapped package
+    cp tests/worker/test_devices.py "$PKG/"
+    (cd "$PKG" && timeout 150 "$PY" -m pytest -q -rs -p no:cacheprovider -o addopts="" --import-mode=importlib \
+        --rootdir="$PKG" --noconftest test_devices.py) 2>&1 | tee -a "$OUT/cuda_tests.txt"
 else  # no pytest there: run each test function of the module with a stand-in for the few pytest names it uses
     timeout 150 "$PY" - <<'PYEOF' 2>&1 | tee -a "$OUT/cuda_tests.txt"
 import contextlib, importlib.util, re, sys, traceback, types

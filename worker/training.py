@@ -149,8 +149,10 @@ def train(
     batch_size = config.batch_for(device, len(dataset.train))
     amp = device.type == "cuda" if config.amp is None else config.amp
     dtype = autocast_dtype(device)
-    memory_format = torch.channels_last if (
-        device.type == "cuda" if config.channels_last is None else config.channels_last) else torch.contiguous_format
+    wanted = device.type == "cuda" if config.channels_last is None else config.channels_last
+    # channels_last applies to 4-D kernels only: a network holding 5-D weights (CondConv's experts) stays contiguous
+    memory_format = torch.channels_last if wanted and all(p.dim() != 5 for p in model.parameters()) \
+        else torch.contiguous_format
     home = device_of(model)
     n = len(dataset.train)
     steps_per_epoch = len(batch_slices(n, batch_size))

@@ -138,3 +138,22 @@ def test_a_supernet_trains_on_cuda_and_its_checkpoint_and_extracted_network_are_
         assert all(p.device.type == "cpu" for p in network.parameters())
         resumed = SupernetTrainer(space, data, SupernetConfig(epochs=1, device="cpu"), checkpoint)
         assert resumed.step == trainer.step  # a checkpoint moves between devices
+
+
+EXPERTS = {
+    "input": "Image[3,16,16]",
+    "slots": [
+        {"slot": "stem", "op": "conv_bn_act", "params": {"width": 16, "kernel": 3, "stride": 1}},
+        {"slot": "b1", "op": "condconv", "params": {"width": 16, "kernel": 3, "stride": 1, "experts": 4}},
+        {"slot": "head", "op": "classifier_head", "params": {"classes": 4}},
+    ],
+}
+
+
+def test_a_network_with_five_dimensional_weights_trains_in_the_default_memory_format():
+    """CondConv keeps its experts' kernels in one 5-D weight, which channels_last cannot hold: CUDA's default."""
+    torch.manual_seed(0)
+    model = Architecture.from_json(EXPERTS).build()
+    assert any(p.dim() == 5 for p in model.parameters())
+    report = train(model, blobs(256), recipe("quick", epochs=1, device="cuda" if CUDA else "cpu", channels_last=True))
+    assert report.images == 256 and all(p.is_contiguous() for p in model.parameters())
