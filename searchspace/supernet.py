@@ -33,6 +33,11 @@ class Supernet(nn.Module):
         """Hold every choice's module; with ``lazy`` a module is built when a path first needs it
         (to inspect or extract paths; an optimizer needs the modules built, so train an eager one)."""
         super().__init__()
+        from archetype.searchspace.cell import CellSpace
+
+        if isinstance(space, CellSpace):
+            raise SpecError(f"space '{space.name}' is a cell space: weight-sharing supernets hold chain spaces only; "
+                            "search it with a multi-trial strategy")
         self.space = space
         self.slots = nn.ModuleDict()
         self._names: dict[str, dict[tuple[Any, ...], str]] = {}  # slot -> sharing key -> module name
