@@ -60,7 +60,7 @@ class TrainConfig:
     seed: int = 0  # fixes the shuffling, the augmentation and any randomness inside the model
     threads: int | None = None  # torch intra-op threads while training; None: every core this process may use
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
-    amp: bool | None = None  # mixed precision (bfloat16, or float16 where CUDA lacks it); None: on CUDA only
+    amp: bool = False  # mixed precision (bfloat16, or float16 where CUDA lacks it); off: slower for NAS-sized nets
     channels_last: bool | None = None  # NHWC tensors for the convolutions; None: on CUDA only
 
     def __post_init__(self) -> None:
@@ -147,7 +147,7 @@ def train(
     start = time.perf_counter()
     device = resolve_device(config.device)
     batch_size = config.batch_for(device, len(dataset.train))
-    amp = device.type == "cuda" if config.amp is None else config.amp
+    amp = config.amp
     dtype = autocast_dtype(device)
     wanted = device.type == "cuda" if config.channels_last is None else config.channels_last
     # channels_last applies to 4-D kernels only: a network holding 5-D weights (CondConv's experts) stays contiguous

@@ -72,7 +72,7 @@ def test_cuda_on_a_machine_without_it_is_one_line_naming_the_option():
 @cuda_only
 def test_training_on_cuda_with_mixed_precision_learns_and_hands_the_model_back_on_the_cpu():
     data, model = blobs(), build()
-    report = train(model, data, recipe("quick", epochs=2, device="cuda"))
+    report = train(model, data, recipe("quick", epochs=2, device="cuda", amp=True))
     assert report.device.startswith("cuda") and report.images == 2 * len(data.train)
     assert all(p.device.type == "cpu" for p in model.parameters())
     assert all(p.is_contiguous() for p in model.parameters())  # channels_last undone
