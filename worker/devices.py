@@ -49,7 +49,7 @@ MIN_STEPS_PER_EPOCH = 500
 
 
 def default_batch_size(device: torch.device, samples: int) -> int:
-    """A batch that keeps ``device`` busy (512 on CUDA, 128 on a CPU) yet gives an epoch ``MIN_STEPS_PER_EPOCH`` steps."""
+    """A batch that keeps ``device`` busy (512 on CUDA, 128 on a CPU) yet gives an epoch MIN_STEPS_PER_EPOCH steps."""
     busy = 512 if device.type == "cuda" else 128
     fits = 2 ** max(4, int(math.log2(max(1, samples // MIN_STEPS_PER_EPOCH))))
     return min(busy, fits)
