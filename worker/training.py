@@ -147,7 +147,7 @@ def train(
     start = time.perf_counter()
     device = resolve_device(config.device)
     batch_size = config.batch_for(device, len(dataset.train))
-    amp = config.amp
+    amp = bool(config.amp)
     dtype = autocast_dtype(device)
     wanted = device.type == "cuda" if config.channels_last is None else config.channels_last
     # channels_last applies to 4-D kernels only: a network holding 5-D weights (CondConv's experts) stays contiguous
