@@ -33,7 +33,7 @@ import torch
 
 from archetype.searchspace import Architecture, Image, get_space
 from archetype.worker.data import Dataset, Split, load_dataset
-from archetype.worker.devices import available_cpus
+from archetype.worker.devices import available_cpus, default_batch_size
 from archetype.worker.training import TrainConfig, evaluate_accuracy, recipe, train
 
 OLD = {"recipe": "plain", "threads": 1}  # the loop before recipes: bare AdamW + cosine, batch 64, one thread
@@ -73,21 +73,24 @@ def images_per_second(arch: Architecture, data: Dataset, config: TrainConfig) ->
     return report.images / report.seconds, report.data_seconds / report.seconds
 
 
-def speed_rows(archs: dict[str, Architecture], data: Dataset, gpu_only: bool, seed: int) -> list[dict]:
+def speed_rows(archs: dict[str, Architecture], data: Dataset, gpu_only: bool, seed: int, full: int) -> list[dict]:
+    """Rows at the batch a trial on the ``full`` training split would use, though timed on ``data``, a subset."""
+    cpu, gpu = default_batch_size(torch.device("cpu"), full), default_batch_size(torch.device("cuda"), full)
     settings: list[tuple[str, TrainConfig]] = []
     if not gpu_only:
         settings.append(("old loop: plain, 1 thread, batch 64", recipe("plain", epochs=1, threads=1, device="cpu",
                                                                         seed=seed)))
         for threads in sorted({1, 2, available_cpus()}):
             settings.append((f"quick, CPU {threads} thread(s)", recipe("quick", epochs=1, threads=threads,
-                                                                       device="cpu", seed=seed)))
+                                                                       device="cpu", seed=seed, batch_size=cpu)))
         settings.append((f"quick, CPU {available_cpus()} thread(s), bf16", recipe("quick", epochs=1, device="cpu",
-                                                                                  amp=True, seed=seed)))
+                                                                                  amp=True, seed=seed, batch_size=cpu)))
     if torch.cuda.is_available():
-        settings.append(("quick, GPU, mixed precision", recipe("quick", epochs=1, device="cuda", amp=True,
-                                                               seed=seed)))
-        settings.append(("quick, GPU, float32", recipe("quick", epochs=1, device="cuda", amp=False,
-                                                       channels_last=False, seed=seed)))
+        for amp in (True, False):
+            for layout in (True, False):
+                label = f"quick, GPU, {'bf16' if amp else 'float32'}, {'channels_last' if layout else 'contiguous'}"
+                settings.append((label, recipe("quick", epochs=1, device="cuda", amp=amp, channels_last=layout,
+                                               seed=seed, batch_size=gpu)))
     elif gpu_only:
         print("no CUDA device: no GPU rows", file=sys.stderr)
     rows = []
@@ -161,7 +164,7 @@ def main() -> None:
         print(f"  {space}: {' > '.join(c.op for c in arch.choices)} ({arch.macs() / 1e6:.2f} M MACs)")
     rows: dict[str, list[dict]] = {}
     if "speed" in parts:
-        rows["speed"] = speed_rows(archs, subset(data, args.images), args.gpu_only, args.seed)
+        rows["speed"] = speed_rows(archs, subset(data, args.images), args.gpu_only, args.seed, len(data.train))
     if "trial" in parts and not args.gpu_only:
         if args.data == "synthetic":
             raise SystemExit("--parts trial needs a registered data set (mnist, digits, npz:PATH)")

@@ -60,7 +60,7 @@ class TrainConfig:
     seed: int = 0  # fixes the shuffling, the augmentation and any randomness inside the model
     threads: int | None = None  # torch intra-op threads while training; None: every core this process may use
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
-    amp: bool = False  # mixed precision (bfloat16, or float16 where CUDA lacks it); off: slower for NAS-sized nets
+    amp: bool = False  # mixed precision (bfloat16, or float16 where CUDA lacks it); off: slower on small nets
     channels_last: bool | None = None  # NHWC tensors for the convolutions; None: on CUDA only
 
     def __post_init__(self) -> None:

@@ -74,7 +74,7 @@ def test_cuda_on_a_machine_without_it_is_one_line_naming_the_option():
 @cuda_only
 def test_training_on_cuda_with_mixed_precision_learns_and_hands_the_model_back_on_the_cpu():
     data, model = blobs(), build()
-    report = train(model, data, recipe("quick", epochs=2, device="cuda", amp=True))
+    report = train(model, data, recipe("quick", epochs=2, device="cuda", amp=True, channels_last=True))
     assert report.device.startswith("cuda") and report.images == 2 * len(data.train)
     assert all(p.device.type == "cpu" for p in model.parameters())
     assert all(p.is_contiguous() for p in model.parameters())  # channels_last undone
@@ -153,7 +153,7 @@ EXPERTS = {
 
 
 def test_a_network_with_five_dimensional_weights_trains_in_the_default_memory_format():
-    """CondConv keeps its experts' kernels in one 5-D weight, which channels_last cannot hold: CUDA's default."""
+    """CondConv keeps its experts' kernels in one 5-D weight, which channels_last cannot hold."""
     torch.manual_seed(0)
     model = Architecture.from_json(EXPERTS).build()
     assert any(p.dim() == 5 for p in model.parameters())
