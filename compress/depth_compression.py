@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,7 +36,7 @@ from archetype.compress.conv_chain import (
     merge_network,
 )
 from archetype.errors import SpecError
-from archetype.worker.data import Dataset, sample_split
+from archetype.worker.data import Dataset, sample_dataset
 from archetype.worker.training import TrainConfig, evaluate_accuracy, train
 
 LatencyOf = Callable[[nn.Module, tuple[int, ...]], float]
@@ -366,11 +366,7 @@ class FineTuneScore:
     ) -> None:
         self.config = config or TrainConfig(epochs=1, lr=1e-3)
         generator = torch.Generator().manual_seed(self.config.seed)
-        self.dataset = replace(
-            dataset,
-            train=sample_split(dataset.train, train_samples, generator),
-            val=sample_split(dataset.val, val_samples, generator),
-        )
+        self.dataset = sample_dataset(dataset, train_samples, val_samples, generator)
 
     def __call__(self, network: nn.Module) -> float:
         if self.config.epochs:

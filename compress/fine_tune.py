@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archetype.errors import SpecError
-from archetype.worker.data import Dataset, sample_split
+from archetype.worker.data import Dataset, sample_dataset
 from archetype.worker.training import LossFn, TrainConfig, evaluate_accuracy, train
 
 
@@ -83,9 +83,7 @@ def fine_tune(
     if recipe.epochs == 0:
         return FineTuneReport(0)
     generator = torch.Generator().manual_seed(recipe.seed)
-    subset = Dataset(dataset.name, sample_split(dataset.train, config.train_samples, generator),
-                     sample_split(dataset.val, config.val_samples, generator), dataset.test, dataset.input_type,
-                     dataset.num_classes)
+    subset = sample_dataset(dataset, config.train_samples, config.val_samples, generator)
     distilled = teacher is not None and config.distill_weight > 0
     loss = distillation_loss(teacher, config.temperature, config.distill_weight) if distilled else None
     report = FineTuneReport(0, distilled=distilled)

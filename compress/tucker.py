@@ -22,7 +22,7 @@ from torch import nn
 
 from archetype.compress.fine_tune import FineTuneConfig, distillation_loss
 from archetype.compress.step import CompressionContext, StepReport, register_step
-from archetype.worker.data import Dataset, sample_split
+from archetype.worker.data import Dataset, sample_dataset
 from archetype.worker.training import LossFn, TrainConfig, TrainingError, torch_threads
 
 
@@ -247,8 +247,7 @@ def tucker_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Modul
     context.say("tucker: rank-adaptive fine-tuning")
     generator = torch.Generator().manual_seed(context.fine_tune.seed)
     data = context.dataset
-    subset = Dataset(data.name, sample_split(data.train, tune.train_samples, generator), data.val, data.test,
-                     data.input_type, data.num_classes)
+    subset = sample_dataset(data, tune.train_samples, None, generator)
     history = rank_adaptive_fine_tune(candidate, subset, context.fine_tune, config.adapt_every, config.tau, loss)
     final = history[-1] if history else initial
     details = {"initial_tau": config.initial_tau, "tau": config.tau,

@@ -9,6 +9,7 @@ python archive or its unpacked folder). Nothing is downloaded.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 from collections.abc import Callable, Sequence
@@ -109,6 +110,12 @@ class Dataset:
     input_type: Image
     num_classes: int
     class_names: tuple[str, ...] = ()  # label i is class_names[i], where the source names its classes
+
+
+def sample_dataset(dataset: Dataset, train: int | None, val: int | None, generator: torch.Generator) -> Dataset:
+    """``dataset`` with random subsets of its train and validation splits (None keeps a split whole)."""
+    return dataclasses.replace(dataset, train=sample_split(dataset.train, train, generator),
+                               val=sample_split(dataset.val, val, generator))
 
 
 _LOADERS: dict[str, Callable[[int], Dataset]] = {}

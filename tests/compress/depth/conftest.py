@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
+from torch import nn
 
 from archetype.searchspace import Architecture
 
@@ -34,3 +35,23 @@ def one_torch_thread() -> Iterator[None]:
 def mobile_arch() -> Architecture:
     """Stem, four inverted residuals (one with its skip), classifier head: 11 conv units for 8x8 digits."""
     return Architecture.from_json(MOBILE)
+
+
+def _randomise_bn(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every batch norm non-trivial running statistics and affine parameters, then eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=generator) * 0.3)
+            m.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(c, generator=generator) + 0.5)
+                m.bias.copy_(torch.randn(c, generator=generator) * 0.3)
+    return module.eval()
+
+
+@pytest.fixture
+def randomise_bn() -> Callable[..., nn.Module]:
+    """Batch norms with statistics far from identity, so a wrong fold shows in the outputs."""
+    return _randomise_bn

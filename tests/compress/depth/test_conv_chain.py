@@ -21,20 +21,6 @@ from archetype.searchspace.ops.residual import _ResidualModule
 ATOL = 1e-4
 
 
-def _randomise_bn(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every batch norm non-trivial running statistics and affine parameters, then eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=generator) * 0.3)
-            m.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(c, generator=generator) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=generator) * 0.3)
-    return module.eval()
-
-
 def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, bias: bool = False, **kw) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride, padding=kw.pop("padding", (k - 1) // 2), groups=groups, bias=bias, **kw)
 
@@ -66,9 +52,9 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 @pytest.mark.parametrize("size", [(9, 9), (8, 11)])
-def test_merged_conv_equals_the_convs_on_an_input_padded_once(name: str, size: tuple[int, int]) -> None:
+def test_merged_conv_equals_the_convs_on_an_input_padded_once(name: str, size: tuple[int, int], randomise_bn) -> None:
     torch.manual_seed(0)
-    layers = _randomise_bn(nn.Sequential(*CASES[name]()))
+    layers = randomise_bn(nn.Sequential(*CASES[name]()))
     chain = extract_chain(layers, (layers[0].in_channels, *size))
     span = PaddedSpan(chain.units).eval()
     merged = span.merged()
@@ -93,20 +79,20 @@ def test_kernel_sizes_add_strides_multiply_and_depthwise_stays_depthwise() -> No
     assert (g.kernel, g.stride, g.padding) == ((7, 7), (2, 2), (3, 3))  # the second kernel is read at stride 2
 
 
-def test_single_conv_block_is_the_original_layer() -> None:
+def test_single_conv_block_is_the_original_layer(randomise_bn) -> None:
     torch.manual_seed(1)
-    layers = _randomise_bn(nn.Sequential(_conv(3, 5, 3, stride=2), nn.BatchNorm2d(5)))
+    layers = randomise_bn(nn.Sequential(_conv(3, 5, 3, stride=2), nn.BatchNorm2d(5)))
     merged = PaddedSpan(extract_chain(layers, (3, 7, 7)).units).merged()
     x = torch.randn(2, 3, 7, 7)
     with torch.no_grad():
         assert torch.allclose(merged(x), layers(x), atol=ATOL)
 
 
-def test_residual_inside_a_block_folds_into_the_centre_tap() -> None:
+def test_residual_inside_a_block_folds_into_the_centre_tap(randomise_bn) -> None:
     torch.manual_seed(2)
     body = nn.Sequential(_conv(6, 12, 1), nn.BatchNorm2d(12), _conv(12, 12, 3, groups=12), nn.BatchNorm2d(12),
                          _conv(12, 6, 1), nn.BatchNorm2d(6))
-    model = _randomise_bn(nn.Sequential(_InvertedResidualModule(body, True)))
+    model = randomise_bn(nn.Sequential(_InvertedResidualModule(body, True)))
     chain = extract_chain(model, (6, 7, 7))
     assert chain.residuals == [(0, 3)]
     span = PaddedSpan(chain.units, chain.inner_residuals((0, 3))).eval()
@@ -122,11 +108,11 @@ def test_residual_inside_a_block_folds_into_the_centre_tap() -> None:
     assert torch.equal(identity_only.weight, torch.full((6, 1, 1, 1), 2.0, dtype=torch.float64))
 
 
-def test_residual_around_3x3_convs_with_a_nested_residual() -> None:
+def test_residual_around_3x3_convs_with_a_nested_residual(randomise_bn) -> None:
     torch.manual_seed(3)
     inner = _ResidualModule(nn.Sequential(_conv(4, 4, 3), nn.BatchNorm2d(4)), nn.Identity(), 0.0)
     inner.act = nn.Identity()
-    model = _randomise_bn(nn.Sequential(_conv(4, 4, 3, groups=4), nn.BatchNorm2d(4), inner, _conv(4, 4, 3)))
+    model = randomise_bn(nn.Sequential(_conv(4, 4, 3, groups=4), nn.BatchNorm2d(4), inner, _conv(4, 4, 3)))
     chain = extract_chain(model, (4, 6, 6))
     assert chain.residuals == [(1, 2)]
     span = PaddedSpan(chain.units, chain.inner_residuals((0, 3))).eval()
@@ -141,9 +127,9 @@ def test_residual_around_3x3_convs_with_a_nested_residual() -> None:
         assert torch.allclose(span.merged()(x), expected, atol=ATOL)
 
 
-def test_chain_of_singletons_equals_the_original_network(mobile_arch: Architecture) -> None:
+def test_chain_of_singletons_equals_the_original_network(mobile_arch: Architecture, randomise_bn) -> None:
     torch.manual_seed(4)
-    model = _randomise_bn(mobile_arch.build())
+    model = randomise_bn(mobile_arch.build())
     chain = extract_chain(model)
     singles = [(k - 1, k) for k in range(1, chain.layers + 1)]
     network = chain_network(chain, singles).eval()

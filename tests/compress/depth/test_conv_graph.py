@@ -12,19 +12,6 @@ from archetype.compress.depth_compression import latency_spans
 SHAPE = (1, 12, 12)
 
 
-def _randomise(model: nn.Module, seed: int = 0) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=generator) * 0.3)
-            m.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(c, generator=generator) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=generator) * 0.3)
-    return model.eval()
-
-
 def _longest_plan(chain) -> list[tuple[int, int]]:
     """Greedy: from each boundary, the longest mergeable span (every activation inside it removed)."""
     spans, i = [], 0
@@ -36,9 +23,9 @@ def _longest_plan(chain) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("name", ["mobilenetv2", "resnet", "vgg"])
-def test_user_models_read_as_chains_that_merge_exactly(name: str, user_models) -> None:
+def test_user_models_read_as_chains_that_merge_exactly(name: str, user_models, randomise_bn) -> None:
     torch.manual_seed(0)
-    model = _randomise(user_models[name]())
+    model = randomise_bn(user_models[name]())
     chain = extract_chain(model, SHAPE)
     assert chain.layers == sum(isinstance(m, nn.Conv2d) for m in model.modules()) - len(chain.shortcuts)
     assert chain.activation_boundaries()
