@@ -6,7 +6,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from archetype.errors import SpecError
 from archetype.objectives import Constraint, Objective
@@ -34,6 +34,8 @@ class Strategy(ABC):
     """The ask/tell contract: the caller evaluates what ``ask`` proposes and ``tell``s the result."""
 
     name: str = ""
+    scoring: ClassVar[str] = "trained"
+    """How the driver scores what ``ask`` proposes: ``trained`` by the study's evaluator, ``supernet`` on a supernet."""
 
     def __init__(
         self,

@@ -1,8 +1,7 @@
 """Searching through Ray Tune: the strategy proposes as a Tune searcher, ASHA stops weak candidates on epochs.
 
-Tune drives the trials; the store still receives every trial the moment it ends,
-from the searcher (which runs in the driver), so a study looks the same whichever
-way it ran. A candidate ASHA stops early is stored as PRUNED with the accuracy it
+Tune drives the trials; the searcher (which runs in the driver) proposes and stores
+through the study's ``TrialLoop``, so a study looks the same whichever way it ran. A candidate ASHA stops early is stored as PRUNED with the accuracy it
 had reached; resuming works as for the plain executor.
 """
 
@@ -11,18 +10,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from archetype.result import Result
 from archetype.searchspace.architecture import Architecture
-from archetype.store import Store, TrialRecord
-from archetype.strategies import Strategy
 from archetype.worker.evaluator import Budget, Evaluator
 from archetype.worker.executor import RayRuntime
-from archetype.worker.latency_screen import LatencyScreen
+from archetype.trial_loop import TrialLoop
 
 RESULT = "archetype_result"
 """The reported metric that carries the whole Result as JSON (Tune flattens nested dicts)."""
@@ -77,40 +72,24 @@ def _searcher_class() -> type:
 
 @dataclass
 class TuneRun:
-    """One study's trials run through Tune: what is still to ask, and which Tune trial is which stored trial."""
+    """One study's candidates run through Tune: the trial loop proposes and stores, Tune runs and stops them."""
 
-    study: str
-    store: Store
-    strategy: Strategy
-    to_ask: int
-    requeued: deque[tuple[int, Architecture]]
-    on_trial: Callable[[TrialRecord], None] | None = None
-    screen: LatencyScreen | None = None  # prunes candidates by predicted latency before Tune sees them
+    loop: TrialLoop
 
     def __post_init__(self) -> None:
         self._live: dict[str, tuple[int, Architecture]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its searcher into its own experiment files; the live object, not a copy, runs the study
-        return {**self.__dict__, "store": None, "on_trial": None, "screen": None}
+        return {"_live": {}}
 
     def suggest(self, tune_trial: str) -> dict[str, Any] | None:
-        if self.requeued:
-            trial_id, arch = self.requeued.popleft()
-            self._live[tune_trial] = (trial_id, arch)
-            return {"arch": arch.to_json()}
-        while self.to_ask > 0:
-            arch = self.strategy.ask()
-            self.to_ask -= 1
-            pruned = self.screen.verdict(arch) if self.screen is not None else None
-            if pruned is not None:
-                self._store_and_tell(self.store.record_trial(self.study, arch.to_json(), arch.key, pruned), arch)
-                continue
-            trial_id = self.store.start_trial(self.study, arch.to_json(), arch.key).id
-            self.store.save_strategy_state(self.study, self.strategy.state_dict())
-            self._live[tune_trial] = (trial_id, arch)
-            return {"arch": arch.to_json()}
-        return None
+        candidate = self.loop.propose()
+        if candidate is None:
+            return None
+        trial_id, arch, _ = candidate
+        self._live[tune_trial] = (trial_id, arch)
+        return {"arch": arch.to_json()}
 
     def complete(self, tune_trial: str, reported: dict[str, Any] | None, error: bool) -> None:
         trial_id, arch = self._live.pop(tune_trial)
@@ -121,28 +100,20 @@ class TuneRun:
             if error:
                 result = Result.failed(f"the trial's worker failed after epoch {reported.get('epoch')}",
                                        values=result.values, target=result.target, fingerprint=result.fingerprint)
-        self._store_and_tell(self.store.finish_trial(trial_id, result), arch)
-
-    def _store_and_tell(self, record: TrialRecord, arch: Architecture) -> None:
-        self.strategy.tell(arch, record.result())
-        self.store.save_strategy_state(self.study, self.strategy.state_dict())
-        if self.on_trial is not None:
-            self.on_trial(record)
+        self.loop.finish(trial_id, arch, result)
 
 
 def run_with_tune(
-    run: TuneRun,
+    loop: TrialLoop,
     evaluator: Evaluator,
     *,
-    epochs: int,
     workers: int,
     cpus_per_trial: float,
     gpus_per_trial: float = 0.0,
-    retries: int,
-    asha: AshaSettings,
+    asha: AshaSettings | None = None,
     ray_address: str | None = None,
 ) -> None:
-    """Run every trial of ``run`` as a Tune trial, ``workers`` at once, with ASHA on validation accuracy."""
+    """Run the candidates of ``loop`` as Tune trials, ``workers`` at once, with ASHA on validation accuracy."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search import ConcurrencyLimiter
@@ -150,8 +121,10 @@ def run_with_tune(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's legacy reporter honours verbose=0: stdout stays ours
     runtime = RayRuntime(workers, cpus_per_trial, ray_address)
     try:
-        total = run.to_ask + len(run.requeued)
-        searcher = ConcurrencyLimiter(_searcher_class()(run), max_concurrent=workers)
+        asha = asha or AshaSettings()
+        epochs = loop.budget.epochs
+        total = max(1, loop.trials - loop.tally.evaluated, len(loop.requeued))
+        searcher = ConcurrencyLimiter(_searcher_class()(TuneRun(loop)), max_concurrent=workers)
         scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs + 1, grace_period=asha.grace_period,
                                   reduction_factor=asha.reduction_factor)
         trainable = tune.with_resources(
@@ -163,8 +136,8 @@ def run_with_tune(
                 trainable,
                 tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=total,
                                             metric="accuracy", mode="max", reuse_actors=True),
-                run_config=tune.RunConfig(name=run.study, storage_path=folder, verbose=0,
-                                          failure_config=tune.FailureConfig(max_failures=retries)),
+                run_config=tune.RunConfig(name=loop.study, storage_path=folder, verbose=0,
+                                          failure_config=tune.FailureConfig(max_failures=loop.retries)),
             )
             tuner.fit()
     finally:

@@ -12,7 +12,7 @@ import pytest
 
 from archetype.errors import SpecError
 from archetype.objectives import Constraint
-from archetype.search import prepare_search, resume_search
+from archetype.search import prepare_search, stored_spec
 from archetype.spec import RunSpec
 from archetype.store import Store
 from archetype.worker.evaluator import TrainingEvaluator
@@ -44,7 +44,7 @@ def test_oneshot_stores_scored_candidates_then_retrained_finalists(store: Store)
     evaluator = TrainingEvaluator(dataset="digits", target="cpu-torch", seed=1, train=TrainConfig(epochs=1, seed=1),
                                   protocol=QUICK)
     search = prepare_search(SPEC, evaluator)
-    search.latency = _macs_latency
+    search.scoring.latency = _macs_latency
     report = search.run(store, executor=InlineExecutor())
     assert report.study.status == "complete"
     scored = [t for t in report.trials if "supernet_accuracy" in t.values]
@@ -61,8 +61,16 @@ def test_oneshot_stores_scored_candidates_then_retrained_finalists(store: Store)
     assert {t.number for t in report.front} <= {t.number for t in measured}
     assert store.strategy_state(report.study.name)["strategy"] == "oneshot"
 
-    with pytest.raises(SpecError, match="one-shot search, which cannot be resumed"):
-        resume_search(store, report.study.name, trials=10, executor=InlineExecutor())
+    resumed = prepare_search(stored_spec(store, report.study.name, trials=9), evaluator)
+    resumed.scoring.latency = _macs_latency
+    again = resumed.run(store, executor=InlineExecutor(), resume=True)
+    rescored = [t for t in again.trials if "supernet_accuracy" in t.values]
+    remeasured = [t for t in again.trials if "accuracy" in t.values]
+    assert len(rescored) == 9 and [t.number for t in rescored[:6]] == [t.number for t in scored]
+    best = sorted(rescored, key=lambda t: -t.values["supernet_accuracy"])
+    top = list(dict.fromkeys(t.arch_key for t in best if t.values["latency_ms"] <= 0.5))[:2]
+    assert set(top) <= {t.arch_key for t in remeasured}
+    assert len(remeasured) == len({t.arch_key for t in remeasured})  # a finalist is trained once
 
 
 @pytest.mark.slow

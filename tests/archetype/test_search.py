@@ -15,7 +15,8 @@ import ray.cloudpickle
 
 from archetype.errors import SpecError
 from archetype.result import Result, TrialState
-from archetype.search import prepare_search, resume_search, stored_trials
+from archetype.search import prepare_search, resume_search
+from archetype.trial_loop import is_screened, stored_trials
 from archetype.searchspace import Architecture
 from archetype.spec import RunSpec
 from archetype.store import Store
@@ -228,10 +229,12 @@ def test_a_latency_table_prunes_hopeless_candidates_without_evaluating_them(stor
     evaluator = KeyRecordingEvaluator()
     report = _search(store, evaluator, InlineExecutor(), spec)
 
-    assert [t.number for t in report.trials] == list(range(1, 13))
+    assert [t.number for t in report.trials] == list(range(1, len(report.trials) + 1))
     pruned = [t for t in report.trials if t.state is TrialState.PRUNED]
     measured = [t for t in report.trials if t.state is TrialState.COMPLETE]
-    assert pruned and measured and len(pruned) + len(measured) == 12
+    assert pruned and len(measured) == 12 and len(pruned) + len(measured) == len(report.trials)
+    assert all(is_screened(t) for t in pruned) and not any(is_screened(t) for t in measured)
+    assert report.loop["evaluated"] == 12 and report.loop["screened"] == len(pruned)
     for t in pruned:
         assert t.values["predicted_latency_ms"] > 1.2 * budget and "latency_ms" not in t.values
         assert t.error.startswith("predicted latency_ms ") and t.error.endswith("not trained or measured")
