@@ -54,9 +54,11 @@ def spec_error(
     ranks = {kind: 0 for kind in _UNKNOWN} | {kind: 1 for kind in _MISSING}
     error = min(exc.errors(include_url=False), key=lambda e: ranks.get(e["type"], 2))
     kind, loc = error["type"], error["loc"]
-    name = str(loc[0]) if loc else ""
-    cause = error.get("ctx", {}).get("error")
     fields = getattr(model, "__pydantic_fields__", {})
+    name = str(loc[0]) if loc else ""
+    if loc and isinstance(loc[0], int) and loc[0] < len(fields):
+        name = list(fields)[loc[0]]  # a value given by position
+    cause = error.get("ctx", {}).get("error")
     if isinstance(cause, Exception):
         message = str(cause)  # a validator's own message, which names its field
     elif kind in _UNKNOWN:
