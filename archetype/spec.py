@@ -27,7 +27,7 @@ CEILINGS = {"trials": 1_000_000, "epochs": 10_000, "workers": 4096, "supernets":
 SCHEDULERS = (None, "asha")
 """Early stoppers a search may run under; None trains every candidate for all its epochs."""
 
-GPU_SHARE = "a share of one GPU (0 to 1) or a whole number"
+GPU_SHARE = "be a share of one GPU (0 to 1) or a whole number"
 
 
 @checked(frozen=True)
@@ -38,26 +38,26 @@ class RunSpec:
     data: str = text("digits")  # digits | mnist | npz:PATH | folder:PATH | cifar10:PATH | cifar100:PATH
     target: str = text("cpu-ort")  # where latency is measured
     strategy: str = text("random")
-    strategy_options: dict[str, Any] = Field(default_factory=dict, description="a mapping of option names to values")
+    strategy_options: dict[str, Any] = Field(default_factory=dict, description="map option names to values")
     objectives: tuple[Objective, ...] = DEFAULT_OBJECTIVES
     constraints: tuple[Constraint, ...] = ()
     trials: int = count(20, ceiling=CEILINGS["trials"])  # evaluations in the study
     epochs: int = count(5, ceiling=CEILINGS["epochs"])  # training epochs per evaluation
     # fixes the data split, the strategy and the weight initialisation
-    seed: int = Field(0, strict=True, ge=0, lt=2**63, description="an integer from 0 to 2**63-1")
+    seed: int = Field(0, strict=True, ge=0, lt=2**63, description="be an integer from 0 to 2**63-1")
     # evaluations at once; more than one shares the cores and makes latency noisier
     workers: int = count(1, ceiling=CEILINGS["workers"])
     cpus_per_trial: float | None = number(None)  # None: every core with one local worker, else 1
     # None: a 1/workers share of a GPU when training runs on CUDA, else 0
     gpus_per_trial: float | None = number(None, positive=False, requirement=GPU_SHARE)
     # where candidates train: auto (CUDA when present), cpu, cuda, cuda:N
-    device: str = Field("auto", strict=True, description="a device name")
+    device: str = Field("auto", strict=True, description="be a device name")
     # the training preset of each candidate (archetype.worker.training.RECIPES)
-    recipe: str = Field("quick", strict=True, description=f"one of {', '.join(RECIPES)}")
+    recipe: str = Field("quick", strict=True, description=f"be one of {', '.join(RECIPES)}")
     study: str | None = text(None)  # default: "<space>-<n>"
     ray_address: str | None = text(None)  # None: a local Ray runtime
     # runs again of an evaluation whose worker was lost, before it is stored as failed
-    retries: int = count(2, minimum=0, ceiling=100, requirement="a non-negative integer of at most 100")
+    retries: int = count(2, minimum=0, ceiling=100, requirement="be a non-negative integer of at most 100")
     scheduler: str | None = None  # "asha": run through Ray Tune and stop weak candidates early on epochs
     # strategy "oneshot": supernets trained (K > 1: a balanced mixture)
     supernets: int = count(1, ceiling=CEILINGS["supernets"])
@@ -65,7 +65,7 @@ class RunSpec:
     # strategy "oneshot": best scored candidates then trained from scratch and measured
     finalists: int = count(3, ceiling=CEILINGS["finalists"])
     # prune on predicted latency; None: when a latency table covers the space
-    predict_latency: bool | None = Field(None, strict=True, description="true, false or unset")
+    predict_latency: bool | None = Field(None, strict=True, description="be true, false or unset")
     # prune only when the predicted latency exceeds the budget by more than this share
     latency_margin: float = number(0.2, positive=False)
     precision: tuple[str, ...] = ()  # e.g. ("fp32", "int8"): a per-slot precision searched with the architecture
@@ -126,7 +126,7 @@ class RunSpec:
     @classmethod
     def _gpus(cls, value: float | None) -> float | None:
         if value is not None and value > 1 and value != int(value):
-            raise SpecError(f"gpus_per_trial must be {GPU_SHARE}, got {value!r}")
+            raise SpecError(f"gpus_per_trial must {GPU_SHARE}, got {value!r}")
         return value
 
     @model_validator(mode="after")

@@ -50,7 +50,7 @@ def spec_error(
     exc: ValidationError, model: type, values: Mapping[str, Any], *, subject: str | None = None,
     option_names: bool = False,
 ) -> SpecError:
-    """The first of pydantic's errors as the one line a user reads: the field, what it must be, what it was."""
+    """The first of pydantic's errors as the one line a user reads: ``<field> must <description>, got <value>``."""
     ranks = {kind: 0 for kind in _UNKNOWN} | {kind: 1 for kind in _MISSING}
     error = min(exc.errors(include_url=False), key=lambda e: ranks.get(e["type"], 2))
     kind, loc = error["type"], error["loc"]
@@ -73,7 +73,7 @@ def spec_error(
         if kind == "less_than_equal" and isinstance(got, int) and not isinstance(got, bool):
             message = f"{shown} must be at most {error['ctx']['le']:,}, got {got:,}"
         elif requirement:
-            message = f"{shown} must be {requirement}, got {got!r}"
+            message = f"{shown} must {requirement}, got {got!r}"
         else:
             message = f"{shown}: {error['msg'].lower()}, got {got!r}"
     return SpecError(f"{subject}: {message}" if subject else message)
@@ -90,22 +90,22 @@ def field_default(model: type, name: str) -> Any:
 
 def text(default: Any = ..., **extra: Any) -> Any:
     """A non-empty string field (None allowed where the annotation says so)."""
-    return Field(default, strict=True, pattern=r"\S", description="a non-empty string", **extra)
+    return Field(default, strict=True, pattern=r"\S", description="be a non-empty string", **extra)
 
 
 def count(default: Any, *, minimum: int = 1, ceiling: int | None = None, requirement: str | None = None) -> Any:
     """An integer field of at least ``minimum`` and at most ``ceiling``; a bool is not a count."""
-    what = requirement or ("a positive integer" if minimum == 1 else "a non-negative integer")
+    what = requirement or ("be a positive integer" if minimum == 1 else "be a non-negative integer")
     return Field(default, strict=True, ge=minimum, le=ceiling, description=what)
 
 
 def number(default: Any, *, positive: bool = True, requirement: str | None = None, **extra: Any) -> Any:
     """A finite number field, above 0 (``positive``) or at least 0; an integer is taken as a float, a bool is not."""
-    what = requirement or ("a positive number" if positive else "a non-negative number")
+    what = requirement or ("be a positive number" if positive else "be a non-negative number")
     bound = {"gt": 0} if positive else {"ge": 0}
     return Field(default, strict=True, allow_inf_nan=False, description=what, **bound, **extra)
 
 
 def share(default: float) -> Any:
     """A share from 0 up to, not including, 1."""
-    return Field(default, strict=True, ge=0, lt=1, allow_inf_nan=False, description="a share from 0 up to 1 (not 1)")
+    return Field(default, strict=True, ge=0, lt=1, allow_inf_nan=False, description="be a share from 0 up to 1 (not 1)")

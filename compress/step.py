@@ -28,10 +28,10 @@ ConfigType = TypeVar("ConfigType")
 class Budget:
     """What the compressed model must meet on the target."""
 
-    latency_ms: float = number(..., requirement="a positive number of milliseconds")
-    max_size_mb: float | None = number(None, requirement="a positive number of megabytes")
+    latency_ms: float = number(..., requirement="be a positive number of milliseconds")
+    max_size_mb: float | None = number(None, requirement="be a positive number of megabytes")
     # percentage points below the source model's test accuracy
-    max_accuracy_drop: float = number(1.0, positive=False, requirement="a non-negative number of percentage points")
+    max_accuracy_drop: float = number(1.0, positive=False, requirement="be a non-negative number of percentage points")
 
     def met_by(self, metrics: ModelMetrics) -> bool:
         """Whether ``metrics`` meet the latency and size limits (accuracy is checked step by step)."""

@@ -51,10 +51,10 @@ class TrainConfig:
     batch_size: int | None = count(None)  # None: what suits the device and data (devices.default_batch_size)
     lr: float = number(3e-3)  # peak learning rate, reached after the warm-up, then cosine-annealed to 0
     weight_decay: float = Field(0.02, strict=True)  # decoupled; biases and norm scales are not decayed
-    optimizer: Optimizer = Field("adamw", description=f"one of {', '.join(OPTIMIZERS)}")
+    optimizer: Optimizer = Field("adamw", description=f"be one of {', '.join(OPTIMIZERS)}")
     warmup: float = share(0.1)  # share of all steps over which the learning rate rises linearly from 0
     label_smoothing: float = share(0.1)
-    crop: Crop = Field("none", description=f"one of {', '.join(CROPS)}")
+    crop: Crop = Field("none", description=f"be one of {', '.join(CROPS)}")
     flip: bool = False  # left-right mirroring: for natural images, not for digits or text
     mixup: float = number(0.0, positive=False)  # Beta(alpha, alpha) of mixup; 0 is off
     cutmix: float = number(0.0, positive=False)  # Beta(alpha, alpha) of cutmix; 0 is off (with both on, one per batch)
