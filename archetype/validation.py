@@ -88,9 +88,9 @@ def field_default(model: type, name: str) -> Any:
     return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
 
 
-def text(default: Any = ..., **extra: Any) -> Any:
+def text(default: Any = ...) -> Any:
     """A non-empty string field (None allowed where the annotation says so)."""
-    return Field(default, strict=True, pattern=r"\S", description="be a non-empty string", **extra)
+    return Field(default, strict=True, pattern=r"\S", description="be a non-empty string")
 
 
 def count(default: Any, *, minimum: int = 1, ceiling: int | None = None, requirement: str | None = None) -> Any:
@@ -99,11 +99,11 @@ def count(default: Any, *, minimum: int = 1, ceiling: int | None = None, require
     return Field(default, strict=True, ge=minimum, le=ceiling, description=what)
 
 
-def number(default: Any, *, positive: bool = True, requirement: str | None = None, **extra: Any) -> Any:
+def number(default: Any, *, positive: bool = True, requirement: str | None = None) -> Any:
     """A finite number field, above 0 (``positive``) or at least 0; an integer is taken as a float, a bool is not."""
     what = requirement or ("be a positive number" if positive else "be a non-negative number")
     bound = {"gt": 0} if positive else {"ge": 0}
-    return Field(default, strict=True, allow_inf_nan=False, description=what, **bound, **extra)
+    return Field(default, strict=True, allow_inf_nan=False, description=what, **bound)
 
 
 def share(default: float) -> Any:
