@@ -11,12 +11,16 @@ from typing import Any, NoReturn
 from archetype.errors import ArchetypeError
 
 EXIT_USAGE = 2
-DATA_HELP = ("digits (default), mnist, npz:PATH, folder:PATH (a sub-folder of PNG/JPEG images per class, "
+DATA_HELP = ("digits, mnist, npz:PATH, folder:PATH (a sub-folder of PNG/JPEG images per class, "
              "optionally under train/ val/ test/), cifar10:PATH or cifar100:PATH (the python .tar.gz or its folder)")
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line on stderr (exit code 2)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)} (see --help)\n")
@@ -25,6 +29,35 @@ class _Parser(argparse.ArgumentParser):
 def _one_line(message: str) -> str:
     """``message`` with line breaks and other unprintable characters escaped, so that it prints as one line."""
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in message)
+
+
+_MODELS = {"spec": "archetype.spec:RunSpec", "compress": "archetype.compress.command:CompressOptions",
+           "train": "archetype.final_training:FinalTrainOptions"}
+"""The models whose field defaults a flag's help shows, imported only when help is printed."""
+
+
+def _flag(parser: argparse.ArgumentParser, field: str, *names: str, model: str = "spec", **kwargs: Any) -> None:
+    """A flag whose help ends with the default of ``field`` of ``model`` (filled in by ``_HelpFormatter``)."""
+    action = parser.add_argument(*names, **kwargs)
+    action.model_default = (model, field)  # type: ignore[attr-defined]
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each marked flag's default as the model defines it, never a restated literal."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        marked = getattr(action, "model_default", None)
+        if marked is None or text is None:
+            return text
+        import importlib
+
+        from archetype.validation import field_default
+
+        module, _, attribute = _MODELS[marked[0]].partition(":")
+        value = field_default(getattr(importlib.import_module(module), attribute), marked[1])
+        shown = ",".join(value) if isinstance(value, tuple) else value
+        return f"{text} (default {str(shown).replace('%', '%%')})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,38 +81,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--space", help="predefined space name (see below) or a space .yaml file")
     search.add_argument("--latency-ms", type=float, metavar="MS", help="latency budget on the target, in ms")
-    search.add_argument("--trials", type=int, help="number of architectures to evaluate (default 20)")
-    search.add_argument("--data", help=DATA_HELP)
-    search.add_argument("--epochs", type=int, help="training epochs per architecture (default 5)")
-    search.add_argument("--strategy", help="search strategy: random (default), evolution, tpe, nsga2, nsga3, gp, "
-                        "simq, oneshot (candidates scored on a trained supernet, the best then trained from "
-                        "scratch), or NNI's nni-evolution, nni-tpe, nni-rl (with the nni extra)")
+    _flag(search, "trials", "--trials", type=int, help="number of architectures to evaluate")
+    _flag(search, "data", "--data", help=DATA_HELP)
+    _flag(search, "epochs", "--epochs", type=int, help="training epochs per architecture")
+    _flag(search, "strategy", "--strategy", help="search strategy: random, evolution, tpe, nsga2, nsga3, gp, simq, "
+          "oneshot (candidates scored on a trained supernet, the best then trained from scratch), or NNI's "
+          "nni-evolution, nni-tpe, nni-rl (with the nni extra)")
     search.add_argument("--strategy-option", action="append", metavar="KEY=VALUE", dest="strategy_option",
                         help="an option of the strategy, e.g. population=20 (repeatable; VALUE is read as YAML)")
-    search.add_argument("--supernets", type=int, metavar="K",
-                        help="with --strategy oneshot: train a balanced mixture of K supernets (default 1)")
-    search.add_argument("--target", help="latency target: cpu-ort (default), cpu-ort-int8, cpu-torch, cuda-ort, "
-                        "cuda-torch")
+    _flag(search, "supernets", "--supernets", type=int, metavar="K",
+          help="with --strategy oneshot: train a balanced mixture of K supernets")
+    _flag(search, "target", "--target", help="latency target: cpu-ort, cpu-ort-int8, cpu-torch, cuda-ort, cuda-torch")
     search.add_argument("--precision", type=lambda text: text.split(","), metavar="LIST",
                         help="search each slot's precision with the architecture (SimQ-NAS), e.g. fp32,int8: "
                         "int8 slots run quantized (static QDQ, calibrated on training images) on target cpu-ort")
-    search.add_argument("--seed", type=int, help="seed for the data split, strategy and weights (default 0)")
+    _flag(search, "seed", "--seed", type=int, help="seed for the data split, strategy and weights")
     search.add_argument("--study", help="study name (default: <space>-<n>)")
-    search.add_argument("--workers", type=int, help="evaluations at once (default 1, the most stable latency)")
+    _flag(search, "workers", "--workers", type=int, help="evaluations at once (one gives the most stable latency)")
     search.add_argument("--cpus-per-trial", type=float,
                         help="CPUs each evaluation trains on (default: every core with one worker, else 1); "
                         "latency is still measured at the target's own thread count")
-    search.add_argument("--device", help="where candidates train: auto (default: CUDA when present), cpu, cuda, "
-                        "cuda:N; latency is still measured on the target")
+    _flag(search, "device", "--device", help="where candidates train: auto (CUDA when present), cpu, cuda, cuda:N; "
+          "latency is still measured on the target")
     search.add_argument("--gpus-per-trial", type=float, metavar="G",
                         help="share of a GPU each evaluation gets, e.g. 0.5 for two trials per GPU "
                         "(default: 1/workers when training runs on CUDA)")
-    search.add_argument("--recipe", help="training preset of each candidate: quick (default), full, plain")
+    _flag(search, "recipe", "--recipe", help="training preset of each candidate: quick, full or plain")
     search.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
     search.add_argument("--scheduler", choices=["asha"],
                         help="asha: run the trials through Ray Tune and stop weak candidates early on epochs")
-    search.add_argument("--retries", type=int,
-                        help="runs again of an evaluation whose worker process was lost (default 2)")
+    _flag(search, "retries", "--retries", type=int, help="runs again of an evaluation whose worker process was lost")
     search.add_argument("--benchmark", metavar="FILE",
                         help="answer every evaluation from a published table (an NB201 CSV with an 'arch' column, "
                         "e.g. ../shared/benchmarks/nb201.csv.gz) instead of training: rehearse a strategy or budget")
@@ -94,8 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="prune candidates whose latency predicted from the latency table (archetype latency "
                         "build) exceeds the budget by more than the margin; done anyway when a table covers the "
                         "space and target")
-    search.add_argument("--latency-margin", type=float, metavar="SHARE",
-                        help="how far over the budget a prediction must be to prune (default 0.2, i.e. 20%%)")
+    _flag(search, "latency_margin", "--latency-margin", type=float, metavar="SHARE",
+          help="how far over the budget a prediction must be to prune, as a share of it")
+    search.add_argument("--time-budget", metavar="DURATION",
+                        help="bound the search by wall-clock time: 90s, 30m, 2h, 1h30m or seconds (default: none)")
 
     sub.add_parser("studies", parents=[storage], help="list the studies in the store")
 
@@ -197,20 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also load a .pt file of torch.save(module): a pickle, which can run any code as it "
                           "loads (or set ARCHETYPE_TRUST_PICKLE=1)")
     compress.add_argument("--latency-ms", type=float, required=True, metavar="MS", help="latency budget on the target")
-    compress.add_argument("--target", default="cpu-ort", help="latency target: cpu-ort (default) or cpu-torch")
+    _flag(compress, "target", "--target", model="compress", help="latency target: cpu-ort or cpu-torch")
     compress.add_argument("--max-size-mb", type=float, metavar="MB", help="size budget of the model, in MB")
-    compress.add_argument("--max-accuracy-drop", type=float, default=1.0, metavar="PP",
-                          help="most test accuracy lost, in percentage points (default 1.0)")
-    compress.add_argument("--data", default="digits", help=DATA_HELP)
-    compress.add_argument("--pipeline", default="prune,tucker,depth,quantize",
-                          help="steps in order, comma-separated (default prune,tucker,depth,quantize)")
+    _flag(compress, "max_accuracy_drop", "--max-accuracy-drop", model="compress", type=float, metavar="PP",
+          help="most test accuracy lost, in percentage points")
+    _flag(compress, "data", "--data", model="compress", help=DATA_HELP)
+    _flag(compress, "pipeline", "--pipeline", model="compress", help="steps in order, comma-separated")
     compress.add_argument("--out", metavar="DIR", help="folder to write the result to (must not exist or be empty)")
     compress.add_argument("--weights", metavar="FILE", help="state dict for a pkg.module:factory MODEL")
-    compress.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs after each step (default 2)")
-    compress.add_argument("--seed", type=int, default=0, help="seed for the data split and fine-tuning")
+    _flag(compress, "epochs", "--epochs", model="compress", type=int, help="fine-tuning epochs after each step")
+    _flag(compress, "seed", "--seed", model="compress", type=int, help="seed for the data split and fine-tuning")
     compress.add_argument("--name", help="compression run name (default compress-<n>)")
-    compress.add_argument("--device", default="auto",
-                          help="where fine-tuning runs: auto (default: CUDA when present), cpu, cuda, cuda:N")
+    _flag(compress, "device", "--device", model="compress",
+          help="where fine-tuning runs: auto (CUDA when present), cpu, cuda, cuda:N")
 
     final = sub.add_parser(
         "train", parents=[storage], help="train a searched architecture from scratch and write it for deployment",
@@ -220,11 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     final.add_argument("trial", metavar="STUDY:TRIAL", help="the trial to train, e.g. conv-small-1:7")
     final.add_argument("--out", required=True, metavar="DIR", help="folder to write to (must not exist or be empty)")
-    final.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
-    final.add_argument("--recipe", default="full", help="training preset: full (default), quick, plain")
+    _flag(final, "epochs", "--epochs", model="train", type=int, help="training epochs")
+    _flag(final, "recipe", "--recipe", model="train", help="training preset: full, quick or plain")
     final.add_argument("--data", help="data set (default: the study's)")
     final.add_argument("--target", help="latency target (default: the study's)")
-    final.add_argument("--device", default="auto", help="auto (default: CUDA when present), cpu, cuda, cuda:N")
+    _flag(final, "device", "--device", model="train", help="auto (CUDA when present), cpu, cuda, cuda:N")
     final.add_argument("--seed", type=int, help="seed of the weights and augmentation (default: the study's)")
 
     output = _Parser(add_help=False)
@@ -273,7 +305,7 @@ _SEARCH_FIELDS = {
     "scheduler": "scheduler", "supernets": "supernets", "predict_latency": "predict_latency",
     "latency_margin": "latency_margin", "precision": "precision", "benchmark": "benchmark", "metric": "metric",
     "latency_column": "latency_column",
-    "device": "device", "gpus_per_trial": "gpus_per_trial", "recipe": "recipe",
+    "device": "device", "gpus_per_trial": "gpus_per_trial", "recipe": "recipe", "time_budget": "time_budget",
 }
 
 
@@ -653,13 +685,12 @@ def _compress(args: argparse.Namespace) -> int:
     from archetype.compress.report import report_table, speedup_text
     from archetype.store import Store
 
+    given = _given(args, "data", "target", "max_accuracy_drop", "epochs", "seed", "device")
+    if args.pipeline is not None:
+        given["pipeline"] = parse_pipeline(args.pipeline)
     options = CompressOptions(
-        model=args.model, latency_ms=args.latency_ms, data=args.data, target=args.target,
-        pipeline=parse_pipeline(args.pipeline), max_size_mb=args.max_size_mb,
-        max_accuracy_drop=args.max_accuracy_drop, weights=args.weights,
-        out=Path(args.out) if args.out else None, epochs=args.epochs, seed=args.seed, name=args.name,
-        trust_pickle=args.trust_pickle,
-        device=args.device,
+        model=args.model, latency_ms=args.latency_ms, max_size_mb=args.max_size_mb, weights=args.weights,
+        out=Path(args.out) if args.out else None, name=args.name, trust_pickle=args.trust_pickle, **given,
     )
     with Store.open(args.storage) as store, _CompressProgress(len(options.pipeline) + 1, quiet=args.json) as progress:
         loaded, result = run_compress(options, store, progress.update, progress.say)
@@ -696,11 +727,11 @@ def _train(args: argparse.Namespace) -> int:
     from archetype.final_training import FinalTrainOptions, run_final_training
     from archetype.store import Store
 
-    options = FinalTrainOptions(trial=args.trial, out=Path(args.out), epochs=args.epochs, recipe=args.recipe,
-                                data=args.data, target=args.target, device=args.device, seed=args.seed)
+    options = FinalTrainOptions(trial=args.trial, out=Path(args.out), data=args.data, target=args.target,
+                                seed=args.seed, **_given(args, "epochs", "recipe", "device"))
     progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[loss]}"), console=Console(stderr=True))
-    task = progress.add_task("train", total=args.epochs, loss="")
+    task = progress.add_task("train", total=options.epochs, loss="")
 
     def on_epoch(epoch: int, loss: float) -> None:  # the bar appears once training runs, after every check passed
         if not progress.live.is_started:
@@ -723,6 +754,11 @@ def _train(args: argparse.Namespace) -> int:
     print(f"next: archetype compress {result.out}/model.pt2 --latency-ms {budget:g} --data {result.data} "
           f"--target {result.target}", file=sys.stderr)
     return 0
+
+
+def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The flags among ``names`` given on the command line: the others keep the model's defaults."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def _study_json(study: Any) -> dict[str, Any]:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from archetype.errors import SpecError
 from archetype.objectives import DEFAULT_OBJECTIVES, Constraint, Direction, Objective
 from archetype.searchspace.bounds import ArchitectureLimits
 from archetype.searchspace.operator import PRECISIONS
 from archetype.searchspace.yaml_space import safe_load_bounded
+from archetype.validation import checked, count, number, text
 from archetype.worker.devices import available_cpus, check_device_name, resolve_device
 from archetype.worker.training import RECIPES
 
@@ -25,105 +27,117 @@ CEILINGS = {"trials": 1_000_000, "epochs": 10_000, "workers": 4096, "supernets":
 SCHEDULERS = (None, "asha")
 """Early stoppers a search may run under; None trains every candidate for all its epochs."""
 
+GPU_SHARE = "be a share of one GPU (0 to 1) or a whole number"
 
-@dataclass(frozen=True)
+
+@checked(frozen=True)
 class RunSpec:
     """A latency-constrained search: what to search, on which data and target, under which budget."""
 
-    space: str  # a predefined space name or a .yaml file
-    data: str = "digits"  # digits | mnist | npz:PATH | folder:PATH | cifar10:PATH | cifar100:PATH
-    target: str = "cpu-ort"  # where latency is measured
-    strategy: str = "random"
-    strategy_options: dict[str, Any] = field(default_factory=dict)
+    space: str = text()  # a predefined space name or a .yaml file
+    data: str = text("digits")  # digits | mnist | npz:PATH | folder:PATH | cifar10:PATH | cifar100:PATH
+    target: str = text("cpu-ort")  # where latency is measured
+    strategy: str = text("random")
+    strategy_options: dict[str, Any] = Field(default_factory=dict, description="map option names to values")
     objectives: tuple[Objective, ...] = DEFAULT_OBJECTIVES
     constraints: tuple[Constraint, ...] = ()
-    trials: int = 20  # evaluations in the study
-    epochs: int = 5  # training epochs per evaluation
-    seed: int = 0  # fixes the data split, the strategy and the weight initialisation
-    workers: int = 1  # evaluations at once; more than one shares the cores and makes latency noisier
-    cpus_per_trial: float | None = None  # None: every core with one local worker, else 1
-    gpus_per_trial: float | None = None  # None: a 1/workers share of a GPU when training runs on CUDA, else 0
-    device: str = "auto"  # where candidates train: auto (CUDA when present), cpu, cuda, cuda:N
-    recipe: str = "quick"  # the training preset of each candidate (archetype.worker.training.RECIPES)
-    study: str | None = None  # default: "<space>-<n>"
-    ray_address: str | None = None  # None: a local Ray runtime
-    retries: int = 2  # runs again of an evaluation whose worker was lost, before it is stored as failed
+    trials: int = count(20, ceiling=CEILINGS["trials"])  # evaluations in the study
+    epochs: int = count(5, ceiling=CEILINGS["epochs"])  # training epochs per evaluation
+    # fixes the data split, the strategy and the weight initialisation
+    seed: int = Field(0, strict=True, ge=0, lt=2**63, description="be an integer from 0 to 2**63-1")
+    # evaluations at once; more than one shares the cores and makes latency noisier
+    workers: int = count(1, ceiling=CEILINGS["workers"])
+    cpus_per_trial: float | None = number(None)  # None: every core with one local worker, else 1
+    # None: a 1/workers share of a GPU when training runs on CUDA, else 0
+    gpus_per_trial: float | None = number(None, positive=False, requirement=GPU_SHARE)
+    # where candidates train: auto (CUDA when present), cpu, cuda, cuda:N
+    device: str = Field("auto", strict=True, description="be a device name")
+    # the training preset of each candidate (archetype.worker.training.RECIPES)
+    recipe: str = Field("quick", strict=True, description=f"be one of {', '.join(RECIPES)}")
+    study: str | None = text(None)  # default: "<space>-<n>"
+    ray_address: str | None = text(None)  # None: a local Ray runtime
+    # runs again of an evaluation whose worker was lost, before it is stored as failed
+    retries: int = count(2, minimum=0, ceiling=100, requirement="be a non-negative integer of at most 100")
     scheduler: str | None = None  # "asha": run through Ray Tune and stop weak candidates early on epochs
-    supernets: int = 1  # strategy "oneshot": supernets trained (K > 1: a balanced mixture)
-    supernet_epochs: int | None = None  # strategy "oneshot": supernet training epochs (default 4 x epochs)
-    finalists: int = 3  # strategy "oneshot": best scored candidates then trained from scratch and measured
-    predict_latency: bool | None = None  # prune on predicted latency; None: when a latency table covers the space
-    latency_margin: float = 0.2  # prune only when the predicted latency exceeds the budget by more than this share
+    # strategy "oneshot": supernets trained (K > 1: a balanced mixture)
+    supernets: int = count(1, ceiling=CEILINGS["supernets"])
+    supernet_epochs: int | None = count(None)  # strategy "oneshot": supernet training epochs (default 4 x epochs)
+    # strategy "oneshot": best scored candidates then trained from scratch and measured
+    finalists: int = count(3, ceiling=CEILINGS["finalists"])
+    # prune on predicted latency; None: when a latency table covers the space
+    predict_latency: bool | None = Field(None, strict=True, description="be true, false or unset")
+    # prune only when the predicted latency exceeds the budget by more than this share
+    latency_margin: float = number(0.2, positive=False)
     precision: tuple[str, ...] = ()  # e.g. ("fp32", "int8"): a per-slot precision searched with the architecture
-    max_params: int = ArchitectureLimits.max_params  # an architecture with more is refused before it is built
-    max_activation_mb: float = ArchitectureLimits.max_activation_mb  # fp32 slot outputs of one sample, summed
-    trial_timeout_s: float | None = None  # one evaluation's wall-clock limit; None: derived from epochs and data size
-    trial_memory_mb: float | None = None  # one evaluation's memory limit; None: the machine's memory shared by workers
-    benchmark: str | None = None  # a published table (NB201 CSV) that answers every evaluation instead of training
-    metric: str | None = None  # with a benchmark: its accuracy column (e.g. cifar10_test)
-    latency_column: str | None = None  # with a benchmark: its latency column or device (e.g. raspi4)
+    max_params: int = count(ArchitectureLimits.max_params)  # an architecture with more is refused before it is built
+    max_activation_mb: float = number(ArchitectureLimits.max_activation_mb)  # fp32 slot outputs of one sample, summed
+    trial_timeout_s: float | None = number(None)  # one evaluation's wall-clock limit; None: from epochs and data size
+    trial_memory_mb: float | None = number(None)  # one evaluation's memory limit; None: the machine's, shared
+    benchmark: str | None = text(None)  # a published table (NB201 CSV) that answers every evaluation by lookup
+    metric: str | None = text(None)  # with a benchmark: its accuracy column (e.g. cifar10_test)
+    latency_column: str | None = text(None)  # with a benchmark: its latency column or device (e.g. raspi4)
+    # the search's wall-clock limit (YAML ``time_budget: 2h``, CLI ``--time-budget 2h``); None: unbounded
+    time_budget_s: float | None = Field(None, validation_alias=AliasChoices("time_budget_s", "time_budget"))
 
-    def __post_init__(self) -> None:
-        for name in ("space", "data", "target", "strategy"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise SpecError(f"{name} must be a non-empty string, got {value!r}")
-        for name in ("study", "ray_address"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise SpecError(f"{name} must be a non-empty string, got {value!r}")
-        for name in ("trials", "epochs", "workers", "supernets", "finalists"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SpecError(f"{name} must be a positive integer, got {value!r}")
-            if value > CEILINGS[name]:
-                raise SpecError(f"{name} must be at most {CEILINGS[name]:,}, got {value:,}")
-        self.limits()
-        for name in ("trial_timeout_s", "trial_memory_mb"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                      or not 0 < value < math.inf):
-                raise SpecError(f"{name} must be a positive number, got {value!r}")
-        epochs = self.supernet_epochs
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-            raise SpecError(f"supernet_epochs must be a positive integer, got {epochs!r}")
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _objectives(cls, value: Any) -> tuple[Objective, ...]:
+        return tuple(_objective(o) for o in _items("objectives", value))
+
+    @field_validator("constraints", mode="before")
+    @classmethod
+    def _constraints(cls, value: Any) -> tuple[Constraint, ...]:
+        return tuple(_constraint(c) for c in _items("constraints", value))
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, str) or not isinstance(value, tuple | list) or any(
+            p not in PRECISIONS for p in value
+        ) or len(set(value)) != len(value):
+            raise SpecError(f"precision must be distinct values among {list(PRECISIONS)}, got {value!r}")
+        return tuple(value)
+
+    @field_validator("time_budget_s", mode="before")
+    @classmethod
+    def _time_budget(cls, value: Any) -> float | None:
+        return None if value is None else parse_duration(value)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return check_device_name(value, "device")
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe(cls, value: str) -> str:
+        if value not in RECIPES:
+            raise SpecError(f"unknown recipe {value!r}; known: {', '.join(RECIPES)}")
+        return value
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _scheduler(cls, value: Any) -> str | None:
+        if value not in SCHEDULERS:
+            raise SpecError(f"unknown scheduler {value!r}; known: {', '.join(s for s in SCHEDULERS if s)}")
+        return value
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _gpus(cls, value: float | None) -> float | None:
+        if value is not None and value > 1 and value != int(value):
+            raise SpecError(f"gpus_per_trial must {GPU_SHARE}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _agree(self) -> RunSpec:
+        """The checks that span fields, once each field is valid."""
         if self.supernets != 1 and self.strategy != "oneshot":
             raise SpecError(f"supernets={self.supernets} needs strategy 'oneshot', not {self.strategy!r}")
         if self.strategy == "oneshot" and self.scheduler is not None:
             raise SpecError("strategy 'oneshot' scores candidates on a supernet; it runs without a scheduler")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise SpecError(f"seed must be an integer from 0 to 2**63-1, got {self.seed!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise SpecError(f"unknown scheduler {self.scheduler!r}; known: {', '.join(s for s in SCHEDULERS if s)}")
-        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or not 0 <= self.retries <= 100:
-            raise SpecError(f"retries must be a non-negative integer of at most 100, got {self.retries!r}")
-        if self.predict_latency not in (None, True, False):
-            raise SpecError(f"predict_latency must be true, false or unset, got {self.predict_latency!r}")
-        margin = self.latency_margin
-        if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin < math.inf:
-            raise SpecError(f"latency_margin must be a non-negative number, got {self.latency_margin!r}")
-        cpus = self.cpus_per_trial
-        if cpus is not None and (isinstance(cpus, bool) or not isinstance(cpus, int | float)
-                                 or not 0 < cpus < math.inf):
-            raise SpecError(f"cpus_per_trial must be a positive number, got {self.cpus_per_trial!r}")
-        gpus = self.gpus_per_trial
-        if gpus is not None and (isinstance(gpus, bool) or not isinstance(gpus, int | float) or not 0 <= gpus < math.inf
-                                 or (gpus > 1 and gpus != int(gpus))):
-            raise SpecError(f"gpus_per_trial must be a share of one GPU (0 to 1) or a whole number, got {gpus!r}")
-        check_device_name(self.device, "device")
-        if gpus and self.device == "cpu":
-            raise SpecError(f"gpus_per_trial={gpus} with device 'cpu': give device auto or cuda")
-        if self.recipe not in RECIPES:
-            raise SpecError(f"unknown recipe {self.recipe!r}; known: {', '.join(RECIPES)}")
-        if not isinstance(self.strategy_options, Mapping) or not all(
-            isinstance(k, str) for k in self.strategy_options
-        ):
-            raise SpecError(f"strategy_options must map option names to values, got {self.strategy_options!r}")
-        if isinstance(self.precision, str) or not isinstance(self.precision, tuple | list) or any(
-            p not in PRECISIONS for p in self.precision
-        ) or len(set(self.precision)) != len(self.precision):
-            raise SpecError(f"precision must be distinct values among {list(PRECISIONS)}, got {self.precision!r}")
-        object.__setattr__(self, "precision", tuple(self.precision))
+        if self.gpus_per_trial and self.device == "cpu":
+            raise SpecError(f"gpus_per_trial={self.gpus_per_trial} with device 'cpu': give device auto or cuda")
         if self.precision and self.precision != ("fp32",) and self.target != "cpu-ort":
             raise SpecError(f"a per-slot precision is measured on target 'cpu-ort', not {self.target!r}")
         if self.precision and self.strategy == "oneshot":
@@ -135,16 +149,13 @@ class RunSpec:
         for c in self.constraints:
             if c.bound <= 0 and c.name in ("latency_ms", "size_mb", "params", "macs"):
                 raise SpecError(f"constraint {c}: the bound on {c.name} must be positive")
+        return self
 
     def limits(self) -> ArchitectureLimits:
         """The ceilings every architecture of the study is checked against before it is built."""
         return ArchitectureLimits(self.max_params, self.max_activation_mb)
 
     def _check_benchmark(self) -> None:
-        for name in ("benchmark", "metric", "latency_column"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise SpecError(f"{name} must be a non-empty string, got {value!r}")
         if self.benchmark is None:
             if self.metric is not None or self.latency_column is not None:
                 raise SpecError("metric and latency_column name columns of a benchmark table: give benchmark too")
@@ -186,22 +197,12 @@ class RunSpec:
         """Validate a plain mapping (from YAML or JSON); errors name ``where`` and the field."""
         if not isinstance(data, Mapping):
             raise SpecError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SpecError(f"{where}: unknown field {unknown[0]!r}; fields: {', '.join(sorted(known))}")
-        if "space" not in data:
-            raise SpecError(f"{where}: field 'space' is required")
-        values = dict(data)
+        odd = next((key for key in data if not isinstance(key, str)), None)
+        if odd is not None:
+            raise SpecError(f"{where}: unknown field {odd!r}; fields: {', '.join(sorted(cls.__pydantic_fields__))}")
         try:
-            if "objectives" in values:
-                values["objectives"] = tuple(_objective(o) for o in values["objectives"])
-            if "constraints" in values:
-                values["constraints"] = tuple(_constraint(c) for c in values["constraints"])
-            return cls(**values)
+            return cls(**data)
         except SpecError as exc:
-            raise SpecError(f"{where}: {exc}") from None
-        except (TypeError, ValueError, KeyError) as exc:
             raise SpecError(f"{where}: {exc}") from None
 
     @classmethod
@@ -222,8 +223,35 @@ class RunSpec:
         return cls.from_mapping(data, where=str(path))
 
 
+def parse_duration(value: Any) -> float:
+    """Seconds in ``90s``, ``30m``, ``2h``, ``1h30m`` or a bare number (seconds): the one reading of a time budget."""
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION.fullmatch(value.strip())
+        if match and any(match.groups()):
+            hours, minutes, secs, bare = (float(g) if g else 0.0 for g in match.groups())
+            seconds = hours * 3600 + minutes * 60 + secs + bare
+    if seconds is None or not 0 < seconds < math.inf:
+        raise SpecError(f"time_budget must be a positive duration such as 90s, 30m, 2h or 1h30m, got {value!r}")
+    return seconds
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?|(\d+(?:\.\d+)?)")
+
+
+def _items(name: str, value: Any) -> list[Any] | tuple[Any, ...]:
+    """``value`` as the list a run spec gives for ``name``."""
+    if not isinstance(value, list | tuple):
+        raise SpecError(f"{name} must be a list, got {value!r}")
+    return value
+
+
 def _objective(item: Any) -> Objective:
     """``"accuracy:maximize"`` or ``{name: accuracy, direction: maximize}``."""
+    if isinstance(item, Objective):
+        return item
     if isinstance(item, str):
         name, _, direction = item.partition(":")
         item = {"name": name, "direction": direction or "minimize"}
@@ -235,6 +263,8 @@ def _objective(item: Any) -> Objective:
 
 def _constraint(item: Any) -> Constraint:
     """``"latency_ms<=2"`` or ``{name: latency_ms, op: "<=", bound: 2}``."""
+    if isinstance(item, Constraint):
+        return item
     if isinstance(item, str):
         return Constraint.parse(item)
     try:

@@ -15,6 +15,7 @@ from archetype.compress.fine_tune import FineTuneConfig, FineTuneReport, fine_tu
 from archetype.errors import SpecError
 from archetype.searchspace.network import model_size_mb
 from archetype.searchspace.types import TensorType
+from archetype.validation import checked, number
 from archetype.worker.data import Dataset
 from archetype.worker.measure import SideBySide
 from archetype.worker.targets import Target
@@ -23,21 +24,14 @@ from archetype.worker.training import TrainConfig, evaluate_accuracy
 ConfigType = TypeVar("ConfigType")
 
 
-@dataclass(frozen=True)
+@checked(frozen=True, option_names=True)
 class Budget:
     """What the compressed model must meet on the target."""
 
-    latency_ms: float
-    max_size_mb: float | None = None
-    max_accuracy_drop: float = 1.0  # percentage points below the source model's test accuracy
-
-    def __post_init__(self) -> None:
-        if not self.latency_ms > 0:
-            raise SpecError(f"--latency-ms must be a positive number of milliseconds, got {self.latency_ms}")
-        if self.max_size_mb is not None and not self.max_size_mb > 0:
-            raise SpecError(f"--max-size-mb must be a positive number of megabytes, got {self.max_size_mb}")
-        if not self.max_accuracy_drop >= 0:
-            raise SpecError(f"--max-accuracy-drop must be >= 0 percentage points, got {self.max_accuracy_drop}")
+    latency_ms: float = number(..., requirement="be a positive number of milliseconds")
+    max_size_mb: float | None = number(None, requirement="be a positive number of megabytes")
+    # percentage points below the source model's test accuracy
+    max_accuracy_drop: float = number(1.0, positive=False, requirement="be a non-negative number of percentage points")
 
     def met_by(self, metrics: ModelMetrics) -> bool:
         """Whether ``metrics`` meet the latency and size limits (accuracy is checked step by step)."""

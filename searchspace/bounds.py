@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from archetype.errors import SpecError
@@ -18,6 +17,7 @@ from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.operator import PRECISION, Operator, OperatorTypeError, make_operator
 from archetype.searchspace.space import Candidate, SearchSpace
 from archetype.searchspace.types import TensorType
+from archetype.validation import checked, count, number
 
 BYTES_PER_VALUE = 4  # fp32 activations
 MAX_TYPES_PER_SLOT = 8
@@ -26,19 +26,12 @@ MAX_COMBINATIONS = 256
 """The hyperparameter combinations of one candidate tried together (besides every single value once)."""
 
 
-@dataclass(frozen=True)
+@checked(frozen=True)
 class ArchitectureLimits:
     """The most one architecture may have: parameters, and activation memory per sample (every slot's output)."""
 
-    max_params: int = 100_000_000
-    max_activation_mb: float = 1024.0
-
-    def __post_init__(self) -> None:
-        if isinstance(self.max_params, bool) or not isinstance(self.max_params, int) or self.max_params < 1:
-            raise SpecError(f"max_params must be a positive integer, got {self.max_params!r}")
-        mb = self.max_activation_mb
-        if isinstance(mb, bool) or not isinstance(mb, int | float) or not 0 < mb < math.inf:
-            raise SpecError(f"max_activation_mb must be a positive number, got {mb!r}")
+    max_params: int = count(100_000_000)
+    max_activation_mb: float = number(1024.0)
 
     def check_architecture(self, arch: Architecture) -> None:
         """SpecError naming the slot at which ``arch``'s parameters or activation memory pass a ceiling."""

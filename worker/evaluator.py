@@ -7,7 +7,6 @@ import time
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -19,6 +18,7 @@ from archetype.result import Result, TrialState, megabytes
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.bounds import ArchitectureLimits
 from archetype.searchspace.network import model_size_mb
+from archetype.validation import checked, count
 from archetype.worker.data import load_dataset
 from archetype.worker.measure import MeasureProtocol
 from archetype.worker.targets import get_target
@@ -28,15 +28,11 @@ from archetype.worker.training import train as train_model
 PRE_TRAINING_VALUES = ("params", "macs", "size_mb", "latency_ms", "latency_spread")
 
 
-@dataclass(frozen=True)
+@checked(frozen=True, subject="budget")
 class Budget:
     """How much work one evaluation may spend."""
 
-    epochs: int  # training epochs
-
-    def __post_init__(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ValueError(f"budget epochs must be a non-negative integer, got {self.epochs!r}")
+    epochs: int = count(..., minimum=0)  # training epochs
 
 
 EpochReport = Callable[[int, Result], None]

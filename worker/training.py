@@ -13,13 +13,15 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 from torch import nn
 
 from archetype.errors import SpecError
+from archetype.validation import checked, count, number, share
 from archetype.worker.augmentation import mix_batch, padded_crop, random_flip, random_resized_crop
 from archetype.worker.data import Dataset, Split
 from archetype.worker.devices import (
@@ -30,8 +32,10 @@ from archetype.worker.devices import (
     resolve_device,
 )
 
-OPTIMIZERS = ("adamw", "lamb")
-CROPS = ("none", "pad", "resized")
+Optimizer = Literal["adamw", "lamb"]
+Crop = Literal["none", "pad", "resized"]  # none | pad (shift by up to 1/8 of the side) | resized (random-resized crop)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+CROPS: tuple[str, ...] = get_args(Crop)
 RESIDENT_SHARE = 0.25  # a training split up to this share of free device memory is copied to the device once
 
 
@@ -39,50 +43,34 @@ class TrainingError(RuntimeError):
     """Training diverged: the loss became NaN or infinite."""
 
 
-@dataclass(frozen=True)
+@checked(frozen=True, subject="invalid training config")
 class TrainConfig:
     """How a candidate is trained: the recipe. The defaults are the ``quick`` preset, for short search budgets."""
 
-    epochs: int = 5
-    batch_size: int | None = None  # None: what suits the device and data (devices.default_batch_size)
-    lr: float = 3e-3  # peak learning rate, reached after the warm-up, then cosine-annealed to 0
-    weight_decay: float = 0.02  # decoupled; biases and norm scales are not decayed
-    optimizer: str = "adamw"  # adamw | lamb
-    warmup: float = 0.1  # share of all steps over which the learning rate rises linearly from 0
-    label_smoothing: float = 0.1
-    crop: str = "none"  # none | pad (shift by up to 1/8 of the side) | resized (random-resized crop)
+    epochs: int = count(5, minimum=0)
+    batch_size: int | None = count(None)  # None: what suits the device and data (devices.default_batch_size)
+    lr: float = number(3e-3)  # peak learning rate, reached after the warm-up, then cosine-annealed to 0
+    weight_decay: float = Field(0.02, strict=True)  # decoupled; biases and norm scales are not decayed
+    optimizer: Optimizer = Field("adamw", description=f"be one of {', '.join(OPTIMIZERS)}")
+    warmup: float = share(0.1)  # share of all steps over which the learning rate rises linearly from 0
+    label_smoothing: float = share(0.1)
+    crop: Crop = Field("none", description=f"be one of {', '.join(CROPS)}")
     flip: bool = False  # left-right mirroring: for natural images, not for digits or text
-    mixup: float = 0.0  # Beta(alpha, alpha) of mixup; 0 is off
-    cutmix: float = 0.0  # Beta(alpha, alpha) of cutmix; 0 is off (with both on, one is drawn per batch)
-    drop_path: float = 0.0  # stochastic depth of the last residual block, decaying linearly to 0 at the first
-    ema: float = 0.0  # decay of the weight average the model ends with; 0 is off
-    clip_grad: float | None = 2.0  # gradient norm clipped to this; None is off
-    seed: int = 0  # fixes the shuffling, the augmentation and any randomness inside the model
-    threads: int | None = None  # torch intra-op threads while training; None: every core this process may use
+    mixup: float = number(0.0, positive=False)  # Beta(alpha, alpha) of mixup; 0 is off
+    cutmix: float = number(0.0, positive=False)  # Beta(alpha, alpha) of cutmix; 0 is off (with both on, one per batch)
+    drop_path: float = share(0.0)  # stochastic depth of the last residual block, decaying linearly to 0 at the first
+    ema: float = share(0.0)  # decay of the weight average the model ends with; 0 is off
+    clip_grad: float | None = number(2.0)  # gradient norm clipped to this; None is off
+    seed: int = count(0, minimum=0)  # fixes the shuffling, the augmentation and any randomness inside the model
+    threads: int | None = count(None)  # torch intra-op threads while training; None: every core this process may use
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     amp: bool = False  # mixed precision (bfloat16, or float16 where CUDA lacks it); off: slower on small nets
     channels_last: bool | None = None  # NHWC tensors for the convolutions; None: on CUDA only
 
-    def __post_init__(self) -> None:
-        batch = self.batch_size
-        if (self.epochs < 0 or (batch is not None and batch < 1) or (self.threads is not None and self.threads < 1)
-                or not self.lr > 0):
-            raise ValueError(
-                f"invalid training config: epochs={self.epochs}, batch_size={batch}, "
-                f"lr={self.lr}, threads={self.threads}"
-            )
-        if self.optimizer not in OPTIMIZERS or self.crop not in CROPS:
-            raise ValueError(f"invalid training config: optimizer {self.optimizer!r} (one of {OPTIMIZERS}), "
-                             f"crop {self.crop!r} (one of {CROPS})")
-        shares = {"warmup": self.warmup, "label_smoothing": self.label_smoothing, "drop_path": self.drop_path,
-                  "ema": self.ema}
-        bad = [f"{k}={v}" for k, v in shares.items() if not 0 <= v < 1]
-        bad += [f"{k}={v}" for k, v in {"mixup": self.mixup, "cutmix": self.cutmix}.items() if v < 0]
-        if self.clip_grad is not None and not self.clip_grad > 0:
-            bad.append(f"clip_grad={self.clip_grad}")
-        if bad:
-            raise ValueError(f"invalid training config: {', '.join(bad)}")
-        check_device_name(self.device)
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return check_device_name(value)
 
     def batch_for(self, device: torch.device, samples: int) -> int:
         """The batch size: as set, else what suits ``device`` and a training split of ``samples``."""

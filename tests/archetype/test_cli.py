@@ -129,3 +129,48 @@ def test_an_absurd_width_is_refused_before_anything_is_stored(filled_db, tmp_pat
     err = _run_bad(["search", "--storage", url, "--spec", str(spec), "--latency-ms", "1"], capsys)
     assert "slot 'stem' (conv_bn_act" in err and needle in err
     assert _dump(path) == before
+
+
+class _Prepared(BaseException):
+    """The search validated its spec; the test stops it before any work."""
+
+
+def test_the_time_budget_flag_reaches_the_run_spec(filled_db, monkeypatch):
+    import archetype.search
+
+    def capture(spec):
+        raise _Prepared(spec)
+
+    monkeypatch.setattr(archetype.search, "prepare_search", capture)
+    _, url = filled_db
+    with pytest.raises(_Prepared) as caught:
+        main(["search", "--storage", url, "--space", "conv-small", "--latency-ms", "1", "--time-budget", "1h30m"])
+    assert caught.value.args[0].time_budget_s == 5400.0
+
+
+@pytest.mark.parametrize("given", ["2x", "-1h", "0"])
+def test_a_bad_time_budget_is_refused_in_one_line(filled_db, capsys, given):
+    path, url = filled_db
+    before = _dump(path)
+    err = _run_bad(["search", "--storage", url, "--space", "conv-small", "--latency-ms", "1", f"--time-budget={given}"],
+                   capsys)
+    assert "time_budget must be a positive duration" in err
+    assert _dump(path) == before
+
+
+def test_help_shows_the_defaults_the_models_define(capsys):
+    from archetype.compress.command import CompressOptions
+    from archetype.spec import RunSpec
+
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    spec = RunSpec(space="s")
+    for flag, value in (("--trials TRIALS", spec.trials), ("--epochs EPOCHS", spec.epochs),
+                        ("--retries RETRIES", spec.retries), ("--latency-margin SHARE", spec.latency_margin)):
+        help_text = shown.split(f" {flag} ", 1)[1].split(" --", 1)[0]
+        assert help_text.endswith(f"(default {value})"), (flag, help_text)
+    with pytest.raises(SystemExit):
+        main(["compress", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"(default {','.join(CompressOptions.pipeline)})" in shown

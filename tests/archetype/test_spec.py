@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from archetype.errors import SpecError
 from archetype.objectives import Constraint, Direction
-from archetype.spec import RunSpec
+from archetype.spec import RunSpec, parse_duration
 
 
 def test_defaults_and_budget():
@@ -88,3 +90,32 @@ def test_one_local_worker_trains_on_every_core_and_several_on_one_each(monkeypat
     assert RunSpec(space="s", workers=2, cpus_per_trial=3).trial_cpus() == 3.0
     assert RunSpec(space="s", device="cpu").trial_gpus() == 0.0
     assert RunSpec(space="s", gpus_per_trial=0.5).trial_gpus() == 0.5
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [("90s", 90.0), ("30m", 1800.0), ("2h", 7200.0), ("1h30m", 5400.0), ("1h30m15s", 5415.0), ("1.5h", 5400.0),
+     ("45", 45.0), (" 2h ", 7200.0), (600, 600.0), (0.5, 0.5)],
+)
+def test_a_time_budget_reads_as_seconds(given, seconds):
+    assert parse_duration(given) == seconds
+    assert RunSpec.from_mapping({"space": "s", "time_budget": given}).time_budget_s == seconds
+
+
+@pytest.mark.parametrize("given", ["", "2x", "h", "1m30h", "-5m", "0", "0s", 0, -1, True, float("inf"), "1e999", [1]])
+def test_a_bad_time_budget_is_one_line_naming_the_field(given):
+    with pytest.raises(SpecError) as caught:
+        RunSpec.from_mapping({"space": "s", "time_budget": given}, where="run.yaml")
+    message = str(caught.value)
+    assert message.startswith("run.yaml: time_budget must be a positive duration") and "\n" not in message
+
+
+def test_a_time_budget_survives_yaml_and_the_stored_json(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("space: conv-small\ntime_budget: 2h\nconstraints: [latency_ms<=1]\n")
+    spec = RunSpec.from_yaml(path)
+    assert spec.time_budget_s == 7200.0 and RunSpec(space="s").time_budget_s is None
+    stored = spec.to_json()
+    assert stored["time_budget_s"] == 7200.0
+    assert RunSpec.from_mapping(stored) == spec
+    assert dataclasses.replace(spec, time_budget_s=60).time_budget_s == 60.0
