@@ -7,23 +7,34 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from archetype.errors import SpecError
 from archetype.objectives import DEFAULT_OBJECTIVES, Constraint, Direction, Objective
+from archetype.registry import Registry
 from archetype.searchspace.bounds import ArchitectureLimits
 from archetype.searchspace.operator import PRECISIONS
 from archetype.searchspace.yaml_space import safe_load_bounded
 from archetype.worker.devices import available_cpus, check_device_name, resolve_device
 from archetype.worker.training import RECIPES
 
+if TYPE_CHECKING:
+    from archetype.worker.tune_runner import AshaSettings
+
 CEILINGS = {"trials": 1_000_000, "epochs": 10_000, "workers": 4096, "supernets": 64, "finalists": 10_000}
 """The largest counts a run spec may ask for: more is a typo, not a search."""
 
-SCHEDULERS = (None, "asha")
-"""Early stoppers a search may run under; None trains every candidate for all its epochs."""
+
+def _load_schedulers() -> None:
+    from archetype.worker.tune_runner import AshaSettings
+
+    SCHEDULERS.add("asha", AshaSettings)
+
+
+SCHEDULERS: Registry[type[AshaSettings]] = Registry("scheduler", load=_load_schedulers)
+"""Early stoppers a search may run under, by name -> their settings; None trains every candidate for all its epochs."""
 
 
 @dataclass(frozen=True)
@@ -93,8 +104,8 @@ class RunSpec:
             raise SpecError("strategy 'oneshot' scores candidates on a supernet; it runs without a scheduler")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise SpecError(f"seed must be an integer from 0 to 2**63-1, got {self.seed!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise SpecError(f"unknown scheduler {self.scheduler!r}; known: {', '.join(s for s in SCHEDULERS if s)}")
+        if self.scheduler is not None:
+            SCHEDULERS.get(self.scheduler)
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or not 0 <= self.retries <= 100:
             raise SpecError(f"retries must be a non-negative integer of at most 100, got {self.retries!r}")
         if self.predict_latency not in (None, True, False):
