@@ -7,13 +7,14 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from archetype.errors import SpecError
 from archetype.objectives import DEFAULT_OBJECTIVES, Constraint, Direction, Objective
+from archetype.registry import Registry
 from archetype.searchspace.bounds import ArchitectureLimits
 from archetype.searchspace.operator import PRECISIONS
 from archetype.searchspace.yaml_space import safe_load_bounded
@@ -21,11 +22,21 @@ from archetype.validation import checked, count, number, text
 from archetype.worker.devices import available_cpus, check_device_name, resolve_device
 from archetype.worker.training import RECIPES
 
+if TYPE_CHECKING:
+    from archetype.worker.tune_runner import AshaSettings
+
 CEILINGS = {"trials": 1_000_000, "epochs": 10_000, "workers": 4096, "supernets": 64, "finalists": 10_000}
 """The largest counts a run spec may ask for: more is a typo, not a search."""
 
-SCHEDULERS = (None, "asha")
-"""Early stoppers a search may run under; None trains every candidate for all its epochs."""
+
+def _load_schedulers() -> None:
+    from archetype.worker.tune_runner import AshaSettings
+
+    SCHEDULERS.add("asha", AshaSettings)
+
+
+SCHEDULERS: Registry[type[AshaSettings]] = Registry("scheduler", load=_load_schedulers)
+"""Early stoppers a search may run under, by name -> their settings; None trains every candidate for all its epochs."""
 
 GPU_SHARE = "be a share of one GPU (0 to 1) or a whole number"
 
@@ -118,8 +129,8 @@ class RunSpec:
     @field_validator("scheduler", mode="before")
     @classmethod
     def _scheduler(cls, value: Any) -> str | None:
-        if value not in SCHEDULERS:
-            raise SpecError(f"unknown scheduler {value!r}; known: {', '.join(s for s in SCHEDULERS if s)}")
+        if value is not None:
+            SCHEDULERS.get(value)
         return value
 
     @field_validator("gpus_per_trial")

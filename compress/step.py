@@ -13,6 +13,7 @@ from torch import nn
 
 from archetype.compress.fine_tune import FineTuneConfig, FineTuneReport, fine_tune
 from archetype.errors import SpecError
+from archetype.registry import Registry
 from archetype.searchspace.network import model_size_mb
 from archetype.searchspace.types import TensorType
 from archetype.validation import checked, number
@@ -194,17 +195,6 @@ def count_params_and_macs(model: nn.Module, example: torch.Tensor) -> tuple[int,
 
 Step = Callable[[nn.Module, CompressionContext], tuple[nn.Module, StepReport]]
 StepFunction = TypeVar("StepFunction", bound=Step)
-_STEPS: dict[str, Step] = {}
-
-
-def register_step(name: str) -> Callable[[StepFunction], StepFunction]:
-    """Register a compression step under ``name`` (a name of ``--pipeline``)."""
-
-    def decorate(step: StepFunction) -> StepFunction:
-        _STEPS[name] = step
-        return step
-
-    return decorate
 
 
 def _load_builtin_steps() -> None:
@@ -214,18 +204,31 @@ def _load_builtin_steps() -> None:
     import archetype.compress.tucker  # noqa: F401
 
 
+STEPS: Registry[Step] = Registry("step", load=_load_builtin_steps)
+"""Every compression step by name (``--pipeline``); the built-in ones are imported on the first look-up."""
+
+
+def register_step(name: str) -> Callable[[StepFunction], StepFunction]:
+    """Register a compression step under ``name`` (a name of ``--pipeline``)."""
+
+    def decorate(step: StepFunction) -> StepFunction:
+        STEPS.add(name, step)
+        return step
+
+    return decorate
+
+
 def list_steps() -> list[str]:
     """The registered step names."""
-    _load_builtin_steps()
-    return sorted(_STEPS)
+    return STEPS.names()
 
 
 def get_step(name: str) -> Step:
     """The step called ``name``; SpecError naming the known ones otherwise."""
-    _load_builtin_steps()
-    if name not in _STEPS:
-        raise SpecError(f"--pipeline: unknown step {name!r}; known: {', '.join(sorted(_STEPS))}")
-    return _STEPS[name]
+    try:
+        return STEPS.get(name)
+    except SpecError as exc:
+        raise SpecError(f"--pipeline: {exc}") from None
 
 
 def timed(step: Step, model: nn.Module, context: CompressionContext) -> tuple[nn.Module, StepReport, float]:

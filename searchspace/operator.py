@@ -9,6 +9,7 @@ by formula, so a space can be checked and costed before anything is built.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -18,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 from torch import nn
 
 from archetype.errors import SpecError
+from archetype.registry import Registry
 from archetype.searchspace.types import Image, TensorType, Tokens, Volume
 
 CATEGORIES = (
@@ -125,7 +127,10 @@ def _extent(t: TensorType) -> tuple[int, ...]:
     return ()
 
 
-_REGISTRY: dict[str, type[Operator]] = {}
+OPERATORS: Registry[type[Operator]] = Registry(
+    "operator", load=lambda: importlib.import_module("archetype.searchspace.ops")
+)
+"""Every operator class by name; the built-in library is imported on the first look-up."""
 OpClass = TypeVar("OpClass", bound=type[Operator])
 
 
@@ -135,15 +140,13 @@ def operator(name: str, *, family: str, paper: str) -> Callable[[OpClass], OpCla
     def register(cls: OpClass) -> OpClass:
         if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
             raise TypeError(f"operator {cls.__name__} must be a frozen dataclass")
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"operator name '{name}' is already registered")
         hints = typing.get_type_hints(cls)
-        cls.name, cls.family, cls.paper = name, family, paper
-        cls.hparam_types = {f.name: _runtime_types(hints[f.name]) for f in dataclasses.fields(cls)}
-        unknown = set(cls.domain) - set(cls.hparam_types)
+        hparam_types = {f.name: _runtime_types(hints[f.name]) for f in dataclasses.fields(cls)}
+        unknown = set(cls.domain) - set(hparam_types)
         if unknown:
             raise TypeError(f"operator {name}: domain names unknown hyperparameters {sorted(unknown)}")
-        _REGISTRY[name] = cls
+        OPERATORS.add(name, cls)
+        cls.name, cls.family, cls.paper, cls.hparam_types = name, family, paper, hparam_types
         return cls
 
     return register
@@ -157,17 +160,12 @@ def _runtime_types(hint: Any) -> tuple[type, ...]:
 
 def get_operator(name: str) -> type[Operator]:
     """The operator class registered as ``name``; SpecError lists the known ones."""
-    _load_library()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise SpecError(f"unknown operator '{name}'; known: {', '.join(sorted(_REGISTRY))}") from None
+    return OPERATORS.get(name)
 
 
 def list_operators(family: str | None = None) -> list[type[Operator]]:
     """Registered operator classes, sorted by family then name."""
-    _load_library()
-    ops = [c for c in _REGISTRY.values() if family is None or c.family == family]
+    ops = [c for _, c in OPERATORS.items() if family is None or c.family == family]
     return sorted(ops, key=lambda c: (c.family, c.name))
 
 
@@ -185,7 +183,3 @@ def make_operator(name: str, hparams: Mapping[str, Any]) -> Operator:
         return cls(**hparams)
     except TypeError as exc:  # a required hyperparameter is missing
         raise SpecError(f"operator '{name}': {exc}") from None
-
-
-def _load_library() -> None:
-    import archetype.searchspace.ops  # noqa: F401  (registers the built-in operators)

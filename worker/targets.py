@@ -18,11 +18,11 @@ from torch import nn
 
 from archetype.compress.onnx_export import export_onnx
 from archetype.errors import SpecError
+from archetype.registry import Registry
 from archetype.searchspace.types import TensorType
 from archetype.worker.measure import Latency, MeasureProtocol, SideBySide
 from archetype.worker.training import torch_threads
 
-_TARGETS: dict[str, type[Target]] = {}
 TargetClass = TypeVar("TargetClass", bound="type[Target]")
 
 
@@ -64,19 +64,23 @@ class Target(ABC):
         return f"{type(self).__name__}(threads={self.threads})"
 
 
+TARGETS: Registry[type[Target]] = Registry("target")
+"""Every target class by name (``--target``)."""
+
+
 def register_target(name: str) -> Callable[[TargetClass], TargetClass]:
     """Register a ``Target`` subclass under ``name`` (also set as its ``name``)."""
 
     def decorate(cls: TargetClass) -> TargetClass:
+        TARGETS.add(name, cls)
         cls.name = name
-        _TARGETS[name] = cls
         return cls
 
     return decorate
 
 
 def list_targets() -> list[str]:
-    return sorted(_TARGETS)
+    return TARGETS.names()
 
 
 def usable_targets() -> list[str]:
@@ -93,9 +97,7 @@ def usable_targets() -> list[str]:
 
 def get_target(name: str, **options: Any) -> Target:
     """A fresh target by name; ``options`` go to its constructor (``threads``, ``protocol``)."""
-    cls = _TARGETS.get(name)
-    if cls is None:
-        raise SpecError(f"unknown target {name!r}; known: {', '.join(list_targets())}")
+    cls = TARGETS.get(name)
     try:
         return cls(**options)
     except TypeError as exc:

@@ -213,6 +213,10 @@ def test_registering_a_malformed_operator_raises() -> None:
         width: int = 1
         domain = {"widht": (1, 2)}
 
+    @dataclasses.dataclass(frozen=True)
+    class WellFormed(Operator):
+        width: int = 1
+
     with pytest.raises(TypeError, match="frozen dataclass"):
         operator("_test_not_a_dataclass", family="test", paper="-")(NotADataclass)  # type: ignore[type-var]
     with pytest.raises(TypeError, match="frozen dataclass"):
@@ -220,7 +224,8 @@ def test_registering_a_malformed_operator_raises() -> None:
     with pytest.raises(TypeError, match="domain names unknown hyperparameters"):
         operator("_test_stray_domain", family="test", paper="-")(StrayDomain)  # type: ignore[type-var]
     with pytest.raises(ValueError, match="already registered"):
-        operator("conv_bn_act", family="test", paper="-")(StrayDomain)  # type: ignore[type-var]
+        operator("conv_bn_act", family="test", paper="-")(WellFormed)  # type: ignore[type-var]
+    assert get_operator("conv_bn_act").family != "test" and not hasattr(WellFormed, "name")
     assert not {"_test_not_a_dataclass", "_test_mutable", "_test_stray_domain"} & {c.name for c in list_operators()}
 
 
