@@ -8,28 +8,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
-
 from archetype.dashboard.progress import ProgressPoint, search_progress
 from archetype.errors import ArchetypeError
 from archetype.objectives import Direction
 from archetype.pareto import feasible_front, is_feasible
 from archetype.result import TrialState
-from archetype.store import CompressionRunRecord, CompressionStepRecord, Store, StudyRecord, TrialOutcome
+from archetype.store import ArchOutline, CompressionRunRecord, CompressionStepRecord, Store, StudyRecord, TrialOutcome
 
 WATERFALL_METRICS = ("latency_ms", "size_mb", "accuracy")
-
-
-class _SlotOperator(BaseModel):
-    """A slot of a stored architecture, read for its operator name only."""
-
-    op: str
-
-
-class _ArchOperators(BaseModel):
-    """A stored architecture read for its operators only: the rest of its JSON is skipped, not built."""
-
-    slots: list[_SlotOperator] = []
 
 
 @dataclass(frozen=True)
@@ -258,7 +244,7 @@ def study_view(store: Store, name: str) -> StudyView:
             continue
         summary = summaries.get(t.arch_json)
         if summary is None:
-            summary = summaries[t.arch_json] = arch_summary(t.arch_json)
+            summary = summaries[t.arch_json] = arch_summary(t.outline)
         points.append(TrialPoint(
             number=t.number, state=str(t.state), values=t.values, feasible=t.number in feasible,
             on_front=t.number in front_numbers, summary=summary,
@@ -307,7 +293,7 @@ def trial_table(
     rows = [
         TrialRow(
             number=t.number, state=t.state.value, values=t.values, attempt=t.attempt,
-            within_budget=is_feasible(t, study.constraints), summary=arch_summary(t.arch_json), error=t.error,
+            within_budget=is_feasible(t, study.constraints), summary=arch_summary(t.outline), error=t.error,
         )
         for t in page.trials
     ]
@@ -375,14 +361,9 @@ def waterfall(run: CompressionRunRecord, metric: str) -> Waterfall | None:
     return Waterfall(metric, labels, measures, values, notes)
 
 
-def arch_summary(arch_json: str) -> str:
-    """``conv_bn_act > inverted_residual > ...``: the operators in order, skipping identities.
-
-    Read from the stored JSON text for the operator names alone, so a study's ten thousand points skip
-    building every architecture's parameters.
-    """
-    slots = _ArchOperators.model_validate_json(arch_json).slots
-    return " > ".join(s.op for s in slots if s.op != "identity")
+def arch_summary(outline: ArchOutline) -> str:
+    """``conv_bn_act > inverted_residual > ...``: the operators in order, skipping identities."""
+    return " > ".join(op for op in outline.operators if op != "identity")
 
 
 def _architecture(arch: dict[str, Any]) -> tuple[list[SlotView], str | None, str | None]:

@@ -14,6 +14,7 @@ from functools import cached_property
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -68,6 +69,25 @@ MAX_PAGE_SIZE = 1000
 _METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,63}")
 
 
+class _SlotOperator(BaseModel):
+    """A slot of a stored architecture, read for its operator's name only."""
+
+    op: str
+
+
+class ArchOutline(BaseModel):
+    """A stored architecture's operators in slot order and its macro settings, read from its JSON text
+    without building the rest (the parameters of every slot): what listings of big studies show."""
+
+    slots: list[_SlotOperator] = []
+    macro: dict[str, Any] = {}
+
+    @property
+    def operators(self) -> list[str]:
+        """The operator of each slot, in order."""
+        return [slot.op for slot in self.slots]
+
+
 @dataclass(frozen=True)
 class StudyRecord:
     """A stored study: what it searches, on which target, for which objectives, and how it stands."""
@@ -118,6 +138,11 @@ class TrialRecord:
     def arch(self) -> dict[str, Any]:
         """The architecture evaluated, as JSON data."""
         return dict(json.loads(self.arch_json))
+
+    @cached_property
+    def outline(self) -> ArchOutline:
+        """The architecture's operators and macro settings, read without decoding the rest."""
+        return ArchOutline.model_validate_json(self.arch_json)
 
     def result(self) -> Result:
         """The trial's outcome as the Result a strategy is told."""
@@ -178,6 +203,11 @@ class TrialOutcome:
     def arch(self) -> dict[str, Any]:
         """The architecture, as JSON data."""
         return dict(json.loads(self.arch_json))
+
+    @cached_property
+    def outline(self) -> ArchOutline:
+        """The architecture's operators and macro settings, read without decoding the rest."""
+        return ArchOutline.model_validate_json(self.arch_json)
 
 
 @dataclass(frozen=True)
