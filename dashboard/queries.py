@@ -237,7 +237,7 @@ def study_view(store: Store, name: str) -> StudyView:
     front_numbers = {t.number for t in front}
     counts = Counter(str(t.state) for t in trials)
     metrics = sorted({metric for t in trials for metric in t.values})
-    summaries: dict[str, str] = {}  # by architecture JSON: a study re-evaluating an architecture decodes it once
+    summaries: dict[str, str] = {}  # by architecture JSON: an architecture evaluated again is read once
     points = []
     for t in trials:
         if not t.values:
