@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from archetype.result import TrialState
+from archetype.result import Result, TrialState
 from archetype.store import Store
 
 
@@ -58,3 +58,12 @@ def test_the_trial_state_index_serves_counts_by_state(listed_study) -> None:
         plan = " ".join(str(row) for row in db.execute(
             "EXPLAIN QUERY PLAN SELECT study_id, state, count(*) FROM trials GROUP BY study_id, state"))
     assert "COVERING INDEX ix_trials_study_id_state" in plan
+
+
+def test_a_page_reads_back_with_its_values_on_every_backend(store: Store, study: str) -> None:
+    results = [Result(TrialState.COMPLETE, {"accuracy": i / 10, "latency_ms": float(i)}) for i in range(9)]
+    arch = {"input": "Image[1,8,8]", "slots": [{"slot": "stem", "op": "conv_bn_act", "params": {"width": 8}}]}
+    store.record_trials(study, [(arch, f"{i:016d}", result) for i, result in enumerate(results)])
+    page = store.trials(study, offset=3, limit=4)
+    assert [(t.number, t.values) for t in page] == [(i + 1, results[i].values) for i in range(3, 7)]
+    assert [t.outline.operators for t in page] == [["conv_bn_act"]] * 4
