@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from archetype.errors import ArchetypeError
+from archetype.errors import ArchetypeError, SpecError
 
 EXIT_USAGE = 2
 DATA_HELP = ("digits, mnist, npz:PATH, folder:PATH (a sub-folder of PNG/JPEG images per class, "
@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", parents=[storage], help="print a study: its settings, trials and front")
     show.add_argument("study", help="study name")
+    show.add_argument("--offset", type=int, default=0, help="skip this many trials, by number (default 0)")
+    show.add_argument("--limit", type=int, help="list at most this many trials (default all)")
 
     front = sub.add_parser(
         "front", parents=[storage], help="print a study's feasible Pareto front, its knee and hypervolume",
@@ -437,18 +439,33 @@ def _stored_study(args: argparse.Namespace) -> tuple[Any, list[Any]]:
 
 def _show(args: argparse.Namespace) -> int:
     from archetype.pareto import feasible_front
+    from archetype.store import Store
 
-    study, trials = _stored_study(args)
-    front = feasible_front(trials, study.objectives, study.constraints)
+    if args.offset < 0 or (args.limit is not None and args.limit < 1):
+        raise SpecError(f"--offset must be 0 or more and --limit 1 or more, got {args.offset} and {args.limit}")
+    paged = args.offset != 0 or args.limit is not None
+    with Store.open(args.storage) as store:
+        study = store.get_study(args.study)
+        trials = store.trials(args.study, offset=args.offset, limit=args.limit)
+        everything: Sequence[Any] = store.trial_outcomes(args.study) if paged else trials
+    front = feasible_front(everything, study.objectives, study.constraints)
+    shown_to = args.offset + len(trials)
+    if shown_to < len(everything):
+        hint = f"archetype show {args.study} --offset {shown_to} --limit {args.limit or len(trials)}"
+    else:
+        hint = f"archetype front {args.study}"
     if args.json:
-        _print_json({
-            **_study_json(study), "trials": [_trial_json(t) for t in trials],
-            "front": [t.number for t in front],
-        })
-        return 0
-    from archetype.report import print_study
+        from archetype.report import write_study_json
 
-    print_study(study, trials, front)
+        head = {**_study_json(study), "total": len(everything), "front": [t.number for t in front]}
+        write_study_json(head, trials, sys.stdout)
+    else:
+        from archetype.report import print_study
+
+        print_study(study, trials, front)
+        if paged:
+            print(f"trials {args.offset + 1}-{shown_to} of {len(everything)}")
+    print(f"next: {hint} --storage {store.url}", file=sys.stderr)
     return 0
 
 
@@ -771,11 +788,9 @@ def _study_json(study: Any) -> dict[str, Any]:
 
 
 def _trial_json(trial: Any) -> dict[str, Any]:
-    return {
-        "number": trial.number, "state": trial.state.value, "values": trial.values, "error": trial.error,
-        "arch_key": trial.arch_key, "arch": trial.arch, "timings": trial.timings, "attempt": trial.attempt,
-        "target": trial.target,
-    }
+    from archetype.report import trial_fields
+
+    return {**trial_fields(trial), "arch": trial.arch}
 
 
 def _print_json(data: Any) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -20,16 +21,37 @@ _METRICS = (("accuracy", "accuracy", "{:.4f}"), ("latency_ms", "latency ms", "{:
             ("params", "params", "{:,.0f}"), ("macs", "MACs", "{:,.0f}"), ("size_mb", "size MB", "{:.3f}"))
 
 
-def _arch_line(arch: dict[str, Any]) -> str:
-    """``conv_bn_act > inverted_residual > ...``: the operators, skipping identities; a benchmark cell space's
-    architecture in its published encoding."""
-    space = dict(arch.get("macro") or {}).get("space")
+def _arch_line(trial: Any) -> str:
+    """``conv_bn_act > inverted_residual > ...``: the operators, skipping identities (read from the stored outline,
+    the architecture not decoded); a benchmark cell space's architecture in its published encoding."""
+    outline = trial.outline
+    space = outline.macro.get("space")
     if space in ("nb201", "fbnet"):
         from archetype.searchspace.architecture import Architecture
 
-        cell = Architecture.from_json(arch)
+        cell = Architecture.from_json(trial.arch)
         return cell.to_nb201() if space == "nb201" else "-".join(cell.to_fbnet())
-    return " > ".join(s["op"] for s in arch.get("slots", []) if s["op"] != "identity")
+    return " > ".join(op for op in outline.operators if op != "identity")
+
+
+def trial_fields(trial: Any) -> dict[str, Any]:
+    """A stored trial as JSON data, all but its architecture."""
+    return {
+        "number": trial.number, "state": trial.state.value, "values": trial.values, "error": trial.error,
+        "arch_key": trial.arch_key, "timings": trial.timings, "attempt": trial.attempt, "target": trial.target,
+    }
+
+
+def write_study_json(head: Mapping[str, Any], trials: Iterable[Any], out: TextIO) -> None:
+    """``head``'s fields, then ``trials`` as its list ``trials``: one JSON object, written trial by trial, each
+    architecture copied as stored (JSON text) rather than decoded and encoded again."""
+    text = json.dumps({**head, "trials": []}, indent=2, default=str)
+    opening, closing = text.rsplit("[]", 1)
+    out.write(opening + "[")
+    for position, trial in enumerate(trials):
+        fields = json.dumps(trial_fields(trial), default=str)
+        out.write(("," if position else "") + "\n    " + fields[:-1] + ', "arch": ' + trial.arch_json + "}")
+    out.write("\n  ]" + closing + "\n")
 
 
 def trials_table(title: str, trials: Sequence[Any], front_numbers: set[int] | None = None) -> Table:
@@ -42,7 +64,7 @@ def trials_table(title: str, trials: Sequence[Any], front_numbers: set[int] | No
     for t in trials:
         mark = "*" if front_numbers and t.number in front_numbers else ""
         cells = [fmt.format(t.values[name]) if name in t.values else "-" for name, _, fmt in _METRICS]
-        table.add_row(f"{t.number}{mark}", t.state.value, *cells, _arch_line(t.arch))
+        table.add_row(f"{t.number}{mark}", t.state.value, *cells, _arch_line(t))
     return table
 
 

@@ -13,7 +13,7 @@ from archetype.errors import ArchetypeError
 from archetype.objectives import Direction
 from archetype.pareto import feasible_front, is_feasible
 from archetype.result import TrialState
-from archetype.store import CompressionRunRecord, CompressionStepRecord, Store, StudyRecord, TrialOutcome
+from archetype.store import ArchOutline, CompressionRunRecord, CompressionStepRecord, Store, StudyRecord, TrialOutcome
 
 WATERFALL_METRICS = ("latency_ms", "size_mb", "accuracy")
 
@@ -232,18 +232,23 @@ def study_view(store: Store, name: str) -> StudyView:
     """The study page's data: every measured trial as a point, the feasible front, progress and front operators."""
     study = store.get_study(name)
     trials = store.trial_outcomes(name)
-    front = feasible_front(trials, study.objectives, study.constraints)
+    feasible = {t.number for t in trials if is_feasible(t, study.constraints)}
+    front = feasible_front([t for t in trials if t.number in feasible], study.objectives, study.constraints)
     front_numbers = {t.number for t in front}
-    counts = Counter(t.state.value for t in trials)
+    counts = Counter(str(t.state) for t in trials)
     metrics = sorted({metric for t in trials for metric in t.values})
-    points = [
-        TrialPoint(
-            number=t.number, state=t.state.value, values=t.values, feasible=is_feasible(t, study.constraints),
-            on_front=t.number in front_numbers, summary=arch_summary(t.arch),
-        )
-        for t in trials
-        if t.values
-    ]
+    summaries: dict[str, str] = {}  # by architecture JSON: an architecture evaluated again is read once
+    points = []
+    for t in trials:
+        if not t.values:
+            continue
+        summary = summaries.get(t.arch_json)
+        if summary is None:
+            summary = summaries[t.arch_json] = arch_summary(t.outline)
+        points.append(TrialPoint(
+            number=t.number, state=str(t.state), values=t.values, feasible=t.number in feasible,
+            on_front=t.number in front_numbers, summary=summary,
+        ))
     progress = search_progress(trials, study.objectives, study.constraints)
     return StudyView(
         study=study_row(store, study, dict(counts)),
@@ -288,7 +293,7 @@ def trial_table(
     rows = [
         TrialRow(
             number=t.number, state=t.state.value, values=t.values, attempt=t.attempt,
-            within_budget=is_feasible(t, study.constraints), summary=arch_summary(t.arch), error=t.error,
+            within_budget=is_feasible(t, study.constraints), summary=arch_summary(t.outline), error=t.error,
         )
         for t in page.trials
     ]
@@ -356,9 +361,9 @@ def waterfall(run: CompressionRunRecord, metric: str) -> Waterfall | None:
     return Waterfall(metric, labels, measures, values, notes)
 
 
-def arch_summary(arch: dict[str, Any]) -> str:
+def arch_summary(outline: ArchOutline) -> str:
     """``conv_bn_act > inverted_residual > ...``: the operators in order, skipping identities."""
-    return " > ".join(s["op"] for s in arch.get("slots", []) if s.get("op") != "identity")
+    return " > ".join(op for op in outline.operators if op != "identity")
 
 
 def _architecture(arch: dict[str, Any]) -> tuple[list[SlotView], str | None, str | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
@@ -47,4 +48,5 @@ def serve(url: str | None, host: str = LOOPBACK, port: int = 8080, token: str | 
         query = "?token=..." if token else ""
         print(f"archetype dashboard: serving {store.url} on http://{host}:{port}/{query} (Ctrl-C stops)",
               file=sys.stderr)
+        gc.freeze()  # what was loaded to serve is kept for good: collections while a study is read skip it
         uvicorn.run(app, host=host, port=port, log_level="warning")

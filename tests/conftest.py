@@ -115,3 +115,65 @@ def make_image_folder() -> object:
 def make_cifar_archive() -> object:
     """``write_cifar_archive(path, per_class=12, classes=10)`` for tests that need an archive of their own."""
     return write_cifar_archive
+
+
+@pytest.fixture(scope="session")
+def listed_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """``(url, study)``: a SQLite store with one study of 40 trials of sampled conv-small architectures,
+    complete, pruned and failed, some over the latency budget; the same trials on every run."""
+    import random
+
+    import numpy as np
+
+    from archetype.objectives import DEFAULT_OBJECTIVES, Constraint
+    from archetype.result import Result, TrialState
+    from archetype.searchspace import get_space, parse_type
+    from archetype.store import Store
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('listing') / 'listing.db'}"
+    space = get_space("conv-small", parse_type("Image[1,8,8]"), 10)
+    rng, sampler = random.Random(3), np.random.default_rng(3)
+    trials = []
+    for number in range(1, 41):
+        arch = space.sample(sampler)
+        values = {"latency_ms": rng.uniform(0.1, 1.0), "params": float(arch.params())}
+        if number % 7 == 0:
+            result = Result(TrialState.FAILED, error=f"RuntimeError: trial {number}", timings={"train": 1.0})
+        elif number % 5 == 0:
+            result = Result(TrialState.PRUNED, values, timings={"train": 0.5})
+        else:
+            result = Result(TrialState.COMPLETE, {**values, "accuracy": rng.uniform(0.5, 0.95)},
+                            timings={"train": 2.0, "measure": 0.25}, target="cpu-ort")
+        trials.append((arch.to_json(), arch.key, result))
+    with Store.open(url) as store:
+        store.create_study("listed", space=space.name, target="cpu-ort", objectives=DEFAULT_OBJECTIVES,
+                           constraints=[Constraint.parse("latency_ms<=0.7")], spec={"space": space.name})
+        store.record_trials("listed", trials)
+    return url, "listed"
+
+
+class DecodeCounter:
+    """Stands in for the ``json`` module of ``archetype.store.storage``, counting the architectures decoded."""
+
+    def __init__(self) -> None:
+        import json
+
+        self.decoded = 0
+        self._json = json
+
+    def loads(self, text: str) -> object:
+        self.decoded += 1
+        return self._json.loads(text)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._json, name)
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> DecodeCounter:
+    """Counts the architectures the store decodes from their JSON text while a test runs."""
+    from archetype.store import storage
+
+    counter = DecodeCounter()
+    monkeypatch.setattr(storage, "json", counter)
+    return counter

@@ -12,6 +12,7 @@ from archetype.store.engine import (
 )
 from archetype.store.models import CompressionStatus, StudyStatus
 from archetype.store.storage import (
+    ArchOutline,
     CompressionRunRecord,
     CompressionStepRecord,
     LatencyRecord,
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_STORAGE",
     "STORAGE_ENV",
     "UPGRADE_COMMAND",
+    "ArchOutline",
     "CompressionRunRecord",
     "CompressionStatus",
     "CompressionStepRecord",

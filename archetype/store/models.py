@@ -111,6 +111,7 @@ class Trial(Base):
     __table_args__ = (
         UniqueConstraint("study_id", "number"),
         Index("ix_trials_study_id_arch_key", "study_id", "arch_key"),
+        Index("ix_trials_study_id_state", "study_id", "state"),  # counts by state read the index alone
         CheckConstraint(_one_of("state", TrialState), name="state"),
     )
 

@@ -14,6 +14,7 @@ from functools import cached_property
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -68,6 +69,25 @@ MAX_PAGE_SIZE = 1000
 _METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,63}")
 
 
+class _SlotOperator(BaseModel):
+    """A slot of a stored architecture, read for its operator's name only."""
+
+    op: str
+
+
+class ArchOutline(BaseModel):
+    """A stored architecture's operators in slot order and its macro settings, read from its JSON text
+    without building the rest (the parameters of every slot): what listings of big studies show."""
+
+    slots: list[_SlotOperator] = []
+    macro: dict[str, Any] = {}
+
+    @property
+    def operators(self) -> list[str]:
+        """The operator of each slot, in order."""
+        return [slot.op for slot in self.slots]
+
+
 @dataclass(frozen=True)
 class StudyRecord:
     """A stored study: what it searches, on which target, for which objectives, and how it stands."""
@@ -118,6 +138,11 @@ class TrialRecord:
     def arch(self) -> dict[str, Any]:
         """The architecture evaluated, as JSON data."""
         return dict(json.loads(self.arch_json))
+
+    @cached_property
+    def outline(self) -> ArchOutline:
+        """The architecture's operators and macro settings, read without decoding the rest."""
+        return ArchOutline.model_validate_json(self.arch_json)
 
     def result(self) -> Result:
         """The trial's outcome as the Result a strategy is told."""
@@ -178,6 +203,11 @@ class TrialOutcome:
     def arch(self) -> dict[str, Any]:
         """The architecture, as JSON data."""
         return dict(json.loads(self.arch_json))
+
+    @cached_property
+    def outline(self) -> ArchOutline:
+        """The architecture's operators and macro settings, read without decoding the rest."""
+        return ArchOutline.model_validate_json(self.arch_json)
 
 
 @dataclass(frozen=True)
@@ -408,14 +438,28 @@ class Store:
             self._write_numbered(f"record trials of study {study_name!r}", write)
         return len(pending)
 
-    def trials(self, study_name: str, states: Iterable[TrialState] | None = None) -> list[TrialRecord]:
-        """The study's trials in ``states`` (all if None), ordered by number, with their values."""
+    def trials(
+        self,
+        study_name: str,
+        states: Iterable[TrialState] | None = None,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> list[TrialRecord]:
+        """The study's trials in ``states`` (all if None), ordered by number, with their values.
+
+        ``offset`` and ``limit`` read one page of them; each architecture is decoded only when used.
+        """
+        _check_page(offset, limit, None)
         with self._storage_errors(f"read the trials of study {study_name!r}"), session_scope(self._engine) as session:
             connection = session.connection()
             chosen = select(*_TRIAL_COLUMNS).where(TRIALS.c.study_id == self._study_id(connection, study_name))
             if states is not None:
                 chosen = chosen.where(TRIALS.c.state.in_([TrialState(state).value for state in states]))
-            rows = connection.execute(chosen.order_by(TRIALS.c.number)).all()
+            chosen = chosen.order_by(TRIALS.c.number)
+            if offset or limit is not None:
+                chosen = chosen.offset(offset).limit(limit)
+            rows = connection.execute(chosen).all()
             values = _values_of(connection, chosen.with_only_columns(TRIALS.c.id))
             return [_trial_record(row, values[row.id]) for row in rows]
 
@@ -464,10 +508,7 @@ class Store:
         """
         if sort not in TRIAL_SORT_COLUMNS and not _METRIC_NAME.fullmatch(sort):
             raise ValueError(f"sort: {sort!r} is neither a trial column ({', '.join(TRIAL_SORT_COLUMNS)}) nor a metric")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
-            raise ValueError(f"limit must be an integer from 1 to {MAX_PAGE_SIZE}, got {limit!r}")
+        _check_page(offset, limit, MAX_PAGE_SIZE)
         with self._storage_errors(f"read the trials of study {study_name!r}"), session_scope(self._engine) as session:
             study = self._study_row(session, study_name)
             where: list[ColumnElement[bool]] = [Trial.study_id == study.id]
@@ -489,8 +530,7 @@ class Store:
                 )
             chosen = chosen.order_by(Trial.number.desc() if descending else Trial.number.asc())
             rows = session.scalars(chosen.offset(offset).limit(limit)).all()
-            ids = select(Trial.id).where(Trial.id.in_([row.id for row in rows]))
-            values = _values_of(session, ids)
+            values = _values_of_ids(session.connection(), [row.id for row in rows])
             return TrialPage(total, offset, [_trial_record(row, values[row.id]) for row in rows])
 
     # compression runs
@@ -825,9 +865,29 @@ def _values_of(connection: Connection, trial_ids: Select[tuple[int]]) -> default
     metrics = select(METRICS.c.trial_id, METRICS.c.name, METRICS.c.value).where(
         METRICS.c.trial_id.in_(trial_ids), METRICS.c.value.is_not(None)
     )
-    for trial_id, name, value in connection.execute(metrics):
+    for trial_id, name, value in connection.execute(metrics).all():
         values[trial_id][name] = value
     return values
+
+
+def _values_of_ids(connection: Connection, trial_ids: list[int]) -> defaultdict[int, dict[str, float]]:
+    """The finite metric values of the trials ``trial_ids`` (a page of them), by trial id."""
+    values: defaultdict[int, dict[str, float]] = defaultdict(dict)
+    for start in range(0, len(trial_ids), _IN_CHUNK):
+        chunk = select(TRIALS.c.id).where(TRIALS.c.id.in_(trial_ids[start:start + _IN_CHUNK]))
+        values.update(_values_of(connection, chunk))
+    return values
+
+
+def _check_page(offset: int, limit: int | None, most: int | None) -> None:
+    """Refuse a negative offset, or a limit below 1 (or above ``most``)."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
+    if limit is None and most is None:
+        return
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1 or (most is not None and limit > most):
+        upper = f" to {most}" if most is not None else " or more"
+        raise ValueError(f"limit must be an integer from 1{upper}, got {limit!r}")
 
 
 def _within_budget(study: Study) -> ColumnElement[bool]:

@@ -46,6 +46,7 @@ def test_open_migrates_a_new_database_to_head(url: str) -> None:
         assert {i["name"] for i in indexes} == {
             "ix_trials_study_id",
             "ix_trials_study_id_arch_key",
+            "ix_trials_study_id_state",
         }
         assert {i["name"] for i in schema.get_indexes("trial_metrics") if not i.get("duplicates_constraint")} == {
             "ix_trial_metrics_trial_id"
