@@ -483,8 +483,8 @@ def _ops(args: argparse.Namespace) -> int:
 
 
 def _spaces(args: argparse.Namespace) -> int:
+    from archetype.runtime.data import load_dataset
     from archetype.searchspace import get_space, list_spaces
-    from archetype.worker.data import load_dataset
 
     data = load_dataset(args.data)
     rows = []
@@ -506,9 +506,9 @@ def _sample(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
+    from archetype.runtime.data import load_dataset
     from archetype.searchspace import get_space
     from archetype.searchspace.sample_check import check_samples
-    from archetype.worker.data import load_dataset
 
     if args.n < 1:
         raise ArchetypeError(f"-n must be a positive integer, got {args.n}")
@@ -532,12 +532,12 @@ def _latency(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from archetype.latency_predictor import check_predictions
+    from archetype.latency_tables import LatencyTable
+    from archetype.runtime.data import load_dataset
+    from archetype.runtime.targets import get_target
     from archetype.searchspace import get_space
     from archetype.store import Store
-    from archetype.worker.data import load_dataset
-    from archetype.worker.latency_predictor import check_predictions
-    from archetype.worker.latency_table import LatencyTable
-    from archetype.worker.targets import get_target
 
     if args.latency_command == "fit":
         return _latency_fit(args)
@@ -611,12 +611,12 @@ def _latency_fit(args: argparse.Namespace) -> int:
 
 
 def _latency_fit_stored(args: argparse.Namespace) -> int:
+    from archetype.latency_predictor import LatencyPredictor
+    from archetype.latency_tables import LatencyTable
+    from archetype.runtime.data import load_dataset
+    from archetype.runtime.targets import get_target
     from archetype.searchspace import get_space
     from archetype.store import Store
-    from archetype.worker.data import load_dataset
-    from archetype.worker.latency_predictor import LatencyPredictor
-    from archetype.worker.latency_table import LatencyTable
-    from archetype.worker.targets import get_target
 
     if not args.space:
         raise ArchetypeError("latency fit needs --csv FILE --device NAME, or --space with the store's samples")

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from archetype.objectives import within_budget
 from archetype.result import Result, TrialState
+from archetype.runtime.data import load_dataset
 from archetype.searchspace.architecture import Architecture
-from archetype.worker.data import load_dataset
 from archetype.worker.evaluator import Budget
 from archetype.worker.executor import Executor, RayExecutor, RayRuntime
 from archetype.worker.supernet_training import SupernetConfig, SupernetTrainer, train_on_ray
@@ -36,7 +36,7 @@ class MeasuredLatency:
     """The default latency callable: the architecture built and measured on the target, cached by key."""
 
     def __init__(self, target: str, threads: int = 1) -> None:
-        from archetype.worker.targets import get_target
+        from archetype.runtime.targets import get_target
 
         self.target = get_target(target, threads=threads)
         self._cache: dict[str, float] = {}

@@ -7,16 +7,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from archetype.errors import ArchetypeError, SpecError, StorageError
+from archetype.latency_screen import LatencyScreen, open_latency_screen
 from archetype.pareto import feasible_front
 from archetype.result import Result, TrialState
+from archetype.runtime.data import load_dataset
+from archetype.runtime.devices import cuda_present, resolve_device
+from archetype.runtime.targets import get_target
+from archetype.runtime.training import recipe
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
 from archetype.searchspace.spaces import get_space
 from archetype.spec import RunSpec
 from archetype.store import Store, StudyExistsError, StudyRecord, TrialRecord
 from archetype.strategies import StoredTrial, Strategy, make_strategy
-from archetype.worker.data import load_dataset
-from archetype.worker.devices import cuda_present, resolve_device
 from archetype.worker.evaluator import Budget, Evaluator, TrainingEvaluator
 from archetype.worker.executor import (
     Executor,
@@ -26,9 +29,6 @@ from archetype.worker.executor import (
     default_trial_memory_mb,
     default_trial_timeout_s,
 )
-from archetype.worker.latency_screen import LatencyScreen, open_latency_screen
-from archetype.worker.targets import get_target
-from archetype.worker.training import recipe
 
 _NAME_TRIES = 20  # searches started at once on one store may pick the same free study name
 
@@ -171,7 +171,7 @@ class Search:
         screen: LatencyScreen | None = None,
     ) -> None:
         """Trials through Ray Tune, the strategy as its searcher and ASHA stopping weak ones early."""
-        from archetype.worker.tune_runner import AshaSettings, TuneRun, run_with_tune
+        from archetype.tune import AshaSettings, TuneRun, run_with_tune
 
         spec = self.spec
         again = deque()

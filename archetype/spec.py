@@ -13,11 +13,11 @@ import yaml
 
 from archetype.errors import SpecError
 from archetype.objectives import DEFAULT_OBJECTIVES, Constraint, Direction, Objective
+from archetype.runtime.devices import available_cpus, check_device_name, resolve_device
+from archetype.runtime.training import RECIPES
 from archetype.searchspace.bounds import ArchitectureLimits
 from archetype.searchspace.operator import PRECISIONS
 from archetype.searchspace.yaml_space import safe_load_bounded
-from archetype.worker.devices import available_cpus, check_device_name, resolve_device
-from archetype.worker.training import RECIPES
 
 CEILINGS = {"trials": 1_000_000, "epochs": 10_000, "workers": 4096, "supernets": 64, "finalists": 10_000}
 """The largest counts a run spec may ask for: more is a typo, not a search."""
@@ -44,7 +44,7 @@ class RunSpec:
     cpus_per_trial: float | None = None  # None: every core with one local worker, else 1
     gpus_per_trial: float | None = None  # None: a 1/workers share of a GPU when training runs on CUDA, else 0
     device: str = "auto"  # where candidates train: auto (CUDA when present), cpu, cuda, cuda:N
-    recipe: str = "quick"  # the training preset of each candidate (archetype.worker.training.RECIPES)
+    recipe: str = "quick"  # the training preset of each candidate (archetype.runtime.training.RECIPES)
     study: str | None = None  # default: "<space>-<n>"
     ray_address: str | None = None  # None: a local Ray runtime
     retries: int = 2  # runs again of an evaluation whose worker was lost, before it is stored as failed

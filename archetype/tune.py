@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from archetype.latency_screen import LatencyScreen
 from archetype.result import Result
 from archetype.searchspace.architecture import Architecture
 from archetype.store import Store, TrialRecord
 from archetype.strategies import Strategy
 from archetype.worker.evaluator import Budget, Evaluator
 from archetype.worker.executor import RayRuntime
-from archetype.worker.latency_screen import LatencyScreen
 
 RESULT = "archetype_result"
 """The reported metric that carries the whole Result as JSON (Tune flattens nested dicts)."""

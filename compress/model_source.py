@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from archetype.compress.onnx_export import _quiet_torch
 from archetype.errors import SpecError
+from archetype.runtime.data import Dataset
+from archetype.runtime.onnx_export import _quiet_torch
+from archetype.runtime.training import TrainConfig, recipe, train
 from archetype.searchspace.bounds import ArchitectureLimits
-from archetype.worker.data import Dataset
-from archetype.worker.training import TrainConfig, recipe, train
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _TRIAL = re.compile(r"^(?P<study>[^:]+):(?P<number>\d+)$")

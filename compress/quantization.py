@@ -16,7 +16,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from archetype.compress.onnx_export import export_onnx_bytes
 from archetype.compress.step import (
     CompressionContext,
     DeployedModel,
@@ -26,9 +25,10 @@ from archetype.compress.step import (
 )
 from archetype.errors import ArchetypeError, SpecError
 from archetype.result import megabytes
+from archetype.runtime.data import Split
+from archetype.runtime.onnx_export import export_onnx_bytes
+from archetype.runtime.targets import OnnxRuntimeCpuTarget, Target
 from archetype.searchspace.types import TensorType
-from archetype.worker.data import Split
-from archetype.worker.targets import OnnxRuntimeCpuTarget, Target
 
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 

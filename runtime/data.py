@@ -324,4 +324,4 @@ def read_idx(path: str | Path) -> np.ndarray:
     return data.reshape(shape)
 
 
-from archetype.worker import cifar, image_folder  # noqa: E402, F401  (their formats register on import)
+from archetype.runtime import cifar, image_folder  # noqa: E402, F401  (their formats register on import)

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from archetype.compress.onnx_export import export_onnx
 from archetype.errors import SpecError
+from archetype.runtime.measure import Latency, MeasureProtocol, SideBySide
+from archetype.runtime.onnx_export import export_onnx
+from archetype.runtime.training import torch_threads
 from archetype.searchspace.types import TensorType
-from archetype.worker.measure import Latency, MeasureProtocol, SideBySide
-from archetype.worker.training import torch_threads
 
 _TARGETS: dict[str, type[Target]] = {}
 TargetClass = TypeVar("TargetClass", bound="type[Target]")

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from archetype.errors import SpecError
-from archetype.worker.augmentation import mix_batch, padded_crop, random_flip, random_resized_crop
-from archetype.worker.data import Dataset, Split
-from archetype.worker.devices import (
+from archetype.runtime.augmentation import mix_batch, padded_crop, random_flip, random_resized_crop
+from archetype.runtime.data import Dataset, Split
+from archetype.runtime.devices import (
     autocast_dtype,
     available_cpus,
     check_device_name,
@@ -243,7 +243,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     plain = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
     if config.optimizer == "lamb":
-        from archetype.worker.lamb import Lamb
+        from archetype.runtime.lamb import Lamb
 
         return Lamb(groups, lr=config.lr)
     return torch.optim.AdamW(groups, lr=config.lr)

@@ -207,11 +207,11 @@ class KeyRecordingEvaluator(FormulaEvaluator):
 def test_a_latency_table_prunes_hopeless_candidates_without_evaluating_them(store: Store) -> None:
     from dataclasses import replace
 
+    from archetype.latency_tables import OVERHEAD_KEY, LatencyTable, space_instances
     from archetype.objectives import Constraint
+    from archetype.runtime.targets import get_target
     from archetype.searchspace.operator import make_operator
     from archetype.store import LatencyRecord
-    from archetype.worker.latency_table import OVERHEAD_KEY, LatencyTable, space_instances
-    from archetype.worker.targets import get_target
 
     spec = replace(SPEC, target="cpu-torch", trials=12)
     space = prepare_search(spec, FormulaEvaluator()).space

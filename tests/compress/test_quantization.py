@@ -9,7 +9,6 @@ import onnx
 import pytest
 import torch
 
-from archetype.compress.onnx_export import export_onnx
 from archetype.compress.quantization import (
     OrtInt8Model,
     QuantizationConfig,
@@ -18,7 +17,8 @@ from archetype.compress.quantization import (
     quantizable_nodes,
     quantize_onnx_static,
 )
-from archetype.worker.training import evaluate_accuracy
+from archetype.runtime.onnx_export import export_onnx
+from archetype.runtime.training import evaluate_accuracy
 
 
 def _fp32_onnx(model: torch.nn.Module, example: torch.Tensor) -> bytes:
@@ -76,8 +76,8 @@ def test_pt2e_int8_model_agrees_with_fp32_on_digits(digits, trained_conv_net) ->
 
 
 def test_an_int8_model_with_a_free_batch_runs_batches_as_it_runs_rows(trained_conv_net, digits) -> None:
-    from archetype.compress.onnx_export import export_onnx_bytes
     from archetype.compress.quantization import OrtInt8Model, quantize_onnx_static
+    from archetype.runtime.onnx_export import export_onnx_bytes
 
     int8 = quantize_onnx_static(export_onnx_bytes(trained_conv_net, digits.train.x[:1], dynamic_batch=True),
                                 digits.train, samples=64)

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from archetype.errors import SpecError
+from archetype.runtime.targets import Target, get_target, list_targets, usable_targets
 from archetype.searchspace import Architecture, Image, get_space
-from archetype.worker.targets import Target, get_target, list_targets, usable_targets
 
-from .conftest import QUICK
+from ..conftest import QUICK
 
 ARCH = {
     "input": "Image[1,8,8]",
@@ -55,8 +55,8 @@ def test_cuda_targets_refuse_a_machine_without_cuda():
 def test_int8_target_runs_a_quantized_graph(arch, tmp_path):
     import onnx
 
-    from archetype.compress.onnx_export import export_onnx
-    from archetype.worker.targets import example_input
+    from archetype.runtime.onnx_export import export_onnx
+    from archetype.runtime.targets import example_input
 
     target = get_target("cpu-ort-int8", protocol=QUICK)
     assert "int8" in target.fingerprint()["quantization"]
