@@ -39,7 +39,7 @@ from user_models import MobileNetV2, ResNet18, vgg
 
 from archetype.compress.pipeline import CompressionPipeline, CompressionResult
 from archetype.compress.pruning import output_layers
-from archetype.compress.quantization import OrtInt8Model, quantize_onnx_static
+from archetype.compress.quantization import OrtInt8Model
 from archetype.compress.step import (
     Budget,
     CompressionContext,
@@ -48,6 +48,7 @@ from archetype.compress.step import (
 )
 from archetype.runtime.data import Dataset, load_dataset, sample_split
 from archetype.runtime.onnx_export import export_onnx_bytes
+from archetype.runtime.quantization import quantize_onnx_static
 from archetype.runtime.targets import get_target
 from archetype.runtime.training import TrainConfig, evaluate_accuracy, train
 
@@ -71,7 +72,7 @@ def ours(source: nn.Module, context: CompressionContext, state: dict) -> nn.Modu
 
 def ort_int8(source: nn.Module, context: CompressionContext, state: dict) -> nn.Module:
     example = context.example()
-    int8 = quantize_onnx_static(export_onnx_bytes(source, example, dynamic_batch=True), context.dataset.train)
+    int8 = quantize_onnx_static(export_onnx_bytes(source, example, dynamic_batch=True), context.dataset.train.x)
     params, macs = count_params_and_macs(source, example)
     return OrtInt8Model(int8, source, params, macs)
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from archetype.errors import SpecError
 from archetype.runtime.data import Dataset
-from archetype.runtime.onnx_export import _quiet_torch
+from archetype.runtime.onnx_export import quiet_torch
 from archetype.runtime.training import TrainConfig, recipe, train
 from archetype.searchspace.bounds import ArchitectureLimits
 
@@ -166,7 +166,7 @@ def load_exported_program(path: Path) -> nn.Module:
     """The module of a ``torch.export.save`` file, loaded without running code from it; SpecError otherwise."""
     _check_pt2_archive(path)
     try:
-        with tensors_only_unpickling(), _quiet_torch():  # torch logs a traceback on a file it cannot read
+        with tensors_only_unpickling(), quiet_torch():  # torch logs a traceback on a file it cannot read
             program = torch.export.load(path)
         _check_graph_targets(path, program.graph_module)  # the graph as read, before torch adds its input guards
         module = program.module()
