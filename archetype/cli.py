@@ -128,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(search, "latency_margin", "--latency-margin", type=float, metavar="SHARE",
           help="how far over the budget a prediction must be to prune, as a share of it")
     search.add_argument("--time-budget", metavar="DURATION",
-                        help="bound the search by wall-clock time: 90s, 30m, 2h, 1h30m or seconds (default: none)")
+                        help="bound the search by wall-clock time: 90s, 30m, 2h, 1h30m or seconds (default: none); "
+                        "once spent nothing new starts and the running trials finish; with --resume, the study's "
+                        "whole time, of which what its drivers already spent is taken off")
 
     sub.add_parser("studies", parents=[storage], help="list the studies in the store")
 
@@ -377,39 +379,53 @@ def _resume(args: argparse.Namespace) -> int:
     from archetype.store import Store
 
     others = [f"--{f.replace('_', '-')}" for f in (*_SEARCH_FIELDS, "latency_ms", "spec", "strategy_option")
-              if f != "trials" and getattr(args, f) is not None]
+              if f not in ("trials", "time_budget") and getattr(args, f) is not None]
     if others:
-        raise ArchetypeError(f"--resume continues the stored run spec; drop {', '.join(others)} (--trials may change)")
+        raise ArchetypeError(f"--resume continues the stored run spec; drop {', '.join(others)} "
+                             "(--trials and --time-budget may change)")
     with Store.open(args.storage) as store:
-        spec = stored_spec(store, args.resume, args.trials)
+        spec = stored_spec(store, args.resume, args.trials, args.time_budget)
         search = prepare_search(spec)
-        done = sum(t.state.finished for t in store.trials(args.resume))
-        with _SearchProgress(spec, quiet=args.json, done=done) as progress:
+        with _SearchProgress(spec, quiet=args.json, done=store.trials(args.resume)) as progress:
             report = search.run(store, on_trial=progress.update, resume=True)
     return _print_search(args, spec, store, report)
 
 
 def _print_search(args: argparse.Namespace, spec: Any, store: Any, report: Any) -> int:
+    name, loop = report.study.name, report.loop
     if args.json:
         _print_json({
-            "study": report.study.name, "storage": store.url, "trials": len(report.trials),
+            "study": name, "storage": store.url, "trials": len(report.trials), "loop": loop,
             "front": [_trial_json(t) for t in report.front],
         })
     else:
         from archetype.report import print_front
 
         print_front(report.study, report.trials, report.front)
-        print(f"stored: study '{report.study.name}' in {store.url} ({len(report.trials)} trials)")
+        screened = f", {loop['screened']} more screened out before training" if loop.get("screened") else ""
+        print(f"stored: study '{name}' in {store.url} ({loop.get('evaluated', len(report.trials))} trials "
+              f"evaluated{screened})")
+    stopped = loop.get("stopped_by")
+    if stopped == "time budget":
+        print(f"archetype search: the time budget of {loop['time_budget_s']:g} s is spent after "
+              f"{loop['evaluated']} of {spec.trials} trials; to go on: archetype search --resume {name} "
+              f"--time-budget <more> --storage {store.url}", file=sys.stderr)
+    elif stopped == "screened cap":
+        print(f"archetype search: {loop['screened']} candidates were predicted over the budget "
+              f"and screened out (the cap is {loop['screen_cap']}, 20 per trial): the budget looks out of reach of this "
+              "space; raise --latency-ms or give a space of smaller operators", file=sys.stderr)
     if not report.front:
         budget = spec.latency_budget()
         measured = [t.values["latency_ms"] for t in report.trials if "latency_ms" in t.values]
         fastest = f"; the fastest measured {min(measured):.4f} ms" if measured else ""
         what = f"the latency budget of {budget:g} ms" if budget is not None else "the constraints"
         print(
-            f"archetype search: error: no trial met {what}{fastest}; study '{report.study.name}' is stored",
+            f"archetype search: error: no trial met {what}{fastest}; study '{name}' is stored",
             file=sys.stderr,
         )
         return EXIT_USAGE
+    print(f"next: archetype front {name} --storage {store.url}  (or archetype dashboard --storage {store.url})",
+          file=sys.stderr)
     return 0
 
 
@@ -532,8 +548,8 @@ def _ops(args: argparse.Namespace) -> int:
 
 
 def _spaces(args: argparse.Namespace) -> int:
+    from archetype.runtime.data import load_dataset
     from archetype.searchspace import get_space, list_spaces
-    from archetype.worker.data import load_dataset
 
     data = load_dataset(args.data)
     rows = []
@@ -555,9 +571,9 @@ def _sample(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
+    from archetype.runtime.data import load_dataset
     from archetype.searchspace import get_space
     from archetype.searchspace.sample_check import check_samples
-    from archetype.worker.data import load_dataset
 
     if args.n < 1:
         raise ArchetypeError(f"-n must be a positive integer, got {args.n}")
@@ -581,12 +597,12 @@ def _latency(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from archetype.latency_predictor import check_predictions
+    from archetype.latency_tables import LatencyTable
+    from archetype.runtime.data import load_dataset
+    from archetype.runtime.targets import get_target
     from archetype.searchspace import get_space
     from archetype.store import Store
-    from archetype.worker.data import load_dataset
-    from archetype.worker.latency_predictor import check_predictions
-    from archetype.worker.latency_table import LatencyTable
-    from archetype.worker.targets import get_target
 
     if args.latency_command == "fit":
         return _latency_fit(args)
@@ -660,12 +676,12 @@ def _latency_fit(args: argparse.Namespace) -> int:
 
 
 def _latency_fit_stored(args: argparse.Namespace) -> int:
+    from archetype.latency_predictor import LatencyPredictor
+    from archetype.latency_tables import LatencyTable
+    from archetype.runtime.data import load_dataset
+    from archetype.runtime.targets import get_target
     from archetype.searchspace import get_space
     from archetype.store import Store
-    from archetype.worker.data import load_dataset
-    from archetype.worker.latency_predictor import LatencyPredictor
-    from archetype.worker.latency_table import LatencyTable
-    from archetype.worker.targets import get_target
 
     if not args.space:
         raise ArchetypeError("latency fit needs --csv FILE --device NAME, or --space with the store's samples")
@@ -799,22 +815,33 @@ def _print_json(data: Any) -> None:
 
 
 class _SearchProgress:
-    """A progress bar on stderr with the best accuracy within budget so far."""
+    """Progress on stderr in every mode: evaluated trials against ``--trials``, screened ones apart, the best within
+    budget and the time left; a bar on a terminal, else a plain line at most once a second."""
 
-    def __init__(self, spec: Any, quiet: bool, done: int = 0) -> None:
+    def __init__(self, spec: Any, quiet: bool, done: Sequence[Any] = ()) -> None:
+        import time
+
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self._spec = spec
+        from archetype.strategies import supernet_strategies
+
+        self._spec, self._clock = spec, time.monotonic
+        self._start, self._last_line = self._clock(), 0.0
         self._best: float | None = None
         self._counts: dict[str, int] = {}
+        self._screened = 0
+        console = Console(stderr=True)
+        self._plain = quiet or not console.is_terminal
         self._progress = Progress(
             TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[status]}"),
-            console=Console(stderr=True), disable=quiet, transient=False,
+            TextColumn("{task.fields[status]}"), console=console, disable=self._plain, transient=False,
         )
-        total = spec.trials + (spec.finalists if spec.strategy == "oneshot" else 0)
-        self._task = self._progress.add_task("search", total=total, completed=done, status="")
+        self._total = spec.trials + (spec.finalists if spec.strategy in supernet_strategies() else 0)
+        self._task = self._progress.add_task("search", total=self._total, completed=0, status="")
+        for trial in done:
+            if trial.state.finished:
+                self._count(trial)
 
     def __enter__(self) -> _SearchProgress:
         self._progress.start()
@@ -822,19 +849,45 @@ class _SearchProgress:
 
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()
+        if self._plain:
+            self._line()
 
-    def update(self, trial: Any) -> None:
+    def _count(self, trial: Any) -> None:
         from archetype.pareto import is_feasible
+        from archetype.trial_loop import is_screened
 
-        state = trial.state.value
-        self._counts[state] = self._counts.get(state, 0) + 1
+        if is_screened(trial):
+            self._screened += 1
+        else:
+            state = trial.state.value
+            self._counts[state] = self._counts.get(state, 0) + 1
+            self._progress.advance(self._task)
         if is_feasible(trial, self._spec.constraints):
             acc = trial.values.get("accuracy")
             if acc is not None and (self._best is None or acc > self._best):
                 self._best = acc
+
+    def _status(self) -> str:
         best = f"best within budget {self._best:.3f}" if self._best is not None else "none within budget yet"
         counts = " ".join(f"{k} {v}" for k, v in sorted(self._counts.items()))
-        self._progress.update(self._task, advance=1, status=f"{counts} | {best}")
+        screened = f" | screened out {self._screened}" if self._screened else ""
+        budget = self._spec.time_budget_s
+        left = f" | time budget {budget:g} s" if budget is not None else ""
+        return f"{counts}{screened} | {best}{left}"
+
+    def _line(self) -> None:
+        evaluated = sum(self._counts.values())
+        elapsed = int(self._clock() - self._start)
+        self._progress.console.print(f"[{elapsed // 60}:{elapsed % 60:02d}] search {evaluated}/{self._total} "
+                                     f"{self._status()}", highlight=False, markup=False)
+
+    def update(self, trial: Any) -> None:
+        self._count(trial)
+        if not self._plain:
+            self._progress.update(self._task, status=self._status())
+        elif self._clock() - self._last_line >= 1.0:
+            self._last_line = self._clock()
+            self._line()
 
 
 class _CompressProgress:

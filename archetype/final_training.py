@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from archetype.errors import SpecError
+from archetype.runtime.data import Dataset, Split, load_dataset
+from archetype.runtime.devices import resolve_device
+from archetype.runtime.targets import get_target
+from archetype.runtime.training import evaluate_accuracy, recipe, train
 from archetype.searchspace.architecture import Architecture
-from archetype.worker.data import Dataset, Split, load_dataset
-from archetype.worker.devices import resolve_device
 from archetype.worker.evaluator import model_size_mb
-from archetype.worker.targets import get_target
-from archetype.worker.training import evaluate_accuracy, recipe, train
 
 REPORT_VERSION = 1
 _TRIAL = re.compile(r"^(?P<study>[^:]+):(?P<number>\d+)$")
@@ -69,8 +69,8 @@ def run_final_training(
     options: FinalTrainOptions, store: Any, on_epoch: Callable[[int, float], None] | None = None
 ) -> FinalModel:
     """Check every input, train, measure and write ``options.out`` whole; SpecError before any work on bad input."""
-    from archetype.compress.onnx_export import export_onnx
     from archetype.compress.pipeline import check_out_dir
+    from archetype.runtime.onnx_export import export_onnx
 
     match = _TRIAL.match(options.trial)
     if match is None:

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 from archetype.objectives import within_budget
 from archetype.result import Result, TrialState
+from archetype.runtime.data import load_dataset
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
 from archetype.spec import RunSpec
 from archetype.store import TrialRecord
 from archetype.trial_loop import TrialLoop
-from archetype.worker.data import load_dataset
 from archetype.worker.evaluator import Budget, EpochReport, Evaluator
 from archetype.worker.executor import Executor, InlineExecutor, RayExecutor, RayRuntime, TrialLimits
 from archetype.worker.supernet_training import SupernetConfig, SupernetTrainer, train_on_ray
@@ -42,7 +42,7 @@ class MeasuredLatency:
     """The default latency callable: the architecture built and measured on the target, cached by key."""
 
     def __init__(self, target: str, threads: int = 1) -> None:
-        from archetype.worker.targets import get_target
+        from archetype.runtime.targets import get_target
 
         self.target = get_target(target, threads=threads)
         self._cache: dict[str, float] = {}
@@ -151,7 +151,7 @@ class SupernetScoring:
                 runtime.stop()
 
     def _train_finalists(self, loop: TrialLoop, executor: Executor, evaluator: Evaluator) -> None:
-        """The best scored candidates within the constraints not yet trained, and finalists an earlier driver left running."""
+        """Train the best scored candidates within the constraints not trained yet, and those a driver left running."""
         trials = loop.store.trials(loop.study)
         scored = {t.arch_key for t in trials if SCORE_TIMING in t.timings}
         trained = [t for t in trials if not is_scored(t, scored)]

@@ -7,17 +7,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from archetype.errors import SpecError, StorageError
+from archetype.latency_screen import open_latency_screen
 from archetype.oneshot import SupernetScoring
 from archetype.pareto import feasible_front
+from archetype.runtime.data import load_dataset
+from archetype.runtime.devices import cuda_present, resolve_device
+from archetype.runtime.targets import get_target
+from archetype.runtime.training import recipe
 from archetype.searchspace.space import SearchSpace
 from archetype.searchspace.spaces import get_space
-from archetype.spec import RunSpec
+from archetype.spec import SCHEDULERS, RunSpec
 from archetype.store import Store, StudyExistsError, StudyRecord, TrialRecord
 from archetype.strategies import Strategy, make_strategy
 from archetype.trial_loop import TrialLoop
-from archetype.worker.data import load_dataset
-from archetype.worker.devices import cuda_present, resolve_device
-from archetype.worker.evaluator import Budget, Evaluator, TrainingEvaluator
+from archetype.worker.evaluator import Evaluator, TrainingEvaluator
 from archetype.worker.executor import (
     Executor,
     InlineExecutor,
@@ -26,9 +29,6 @@ from archetype.worker.executor import (
     default_trial_memory_mb,
     default_trial_timeout_s,
 )
-from archetype.worker.latency_screen import open_latency_screen
-from archetype.worker.targets import get_target
-from archetype.worker.training import recipe
 
 _NAME_TRIES = 20  # searches started at once on one store may pick the same free study name
 
@@ -77,7 +77,7 @@ class Search:
         name = self._reopen(store) if resume else self._create_study(store)
         loop = TrialLoop(store, name, self.strategy, trials=spec.trials, epochs=spec.epochs, retries=spec.retries,
                          screen=None if self.scoring is not None else screen, on_trial=on_trial,
-                         time_budget_s=getattr(spec, "time_budget_s", None))
+                         time_budget_s=spec.time_budget_s)
         if resume:
             candidate = self.scoring.candidates(store.trials(name)) if self.scoring is not None else None
             loop.resume(self.space, **({"candidate": candidate} if candidate is not None else {}))
@@ -89,11 +89,12 @@ class Search:
         try:
             if self.scoring is not None:
                 self.scoring.run(loop, executor, self.evaluator, screen.predict if screen is not None else None)
-            elif spec.scheduler == "asha" and executor is None:
-                from archetype.worker.tune_runner import run_with_tune
+            elif spec.scheduler is not None and executor is None:
+                from archetype.tune import run_with_tune
 
                 run_with_tune(loop, self.evaluator, workers=spec.workers, cpus_per_trial=spec.trial_cpus(),
-                              gpus_per_trial=spec.trial_gpus(), ray_address=spec.ray_address)
+                              gpus_per_trial=spec.trial_gpus(), asha=SCHEDULERS.get(spec.scheduler)(),
+                              ray_address=spec.ray_address)
             else:
                 if executor is None:
                     executor = InlineExecutor() if self.evaluator.runs_inline else RayExecutor(
@@ -196,21 +197,25 @@ def resume_search(
     study: str,
     *,
     trials: int | None = None,
+    time_budget: Any = None,
     executor: Executor | None = None,
     evaluator: Evaluator | None = None,
     on_trial: Callable[[TrialRecord], None] | None = None,
 ) -> SearchReport:
-    """Continue a stored study (after its driver stopped) up to its trials, or to ``trials`` if given."""
-    spec = stored_spec(store, study, trials)
+    """Continue a stored study (after its driver stopped) up to its trials and time, or ``trials``/``time_budget``."""
+    spec = stored_spec(store, study, trials, time_budget)
     return prepare_search(spec, evaluator).run(store, executor=executor, on_trial=on_trial, resume=True)
 
 
-def stored_spec(store: Store, study: str, trials: int | None = None) -> RunSpec:
-    """The run spec a study was launched with (its number of trials replaced by ``trials`` if given)."""
+def stored_spec(store: Store, study: str, trials: int | None = None, time_budget: Any = None) -> RunSpec:
+    """The run spec a study was launched with; ``trials`` and ``time_budget`` (its whole time) replace its own."""
     fields = {**store.get_study(study).spec, "study": study}
     fields.setdefault("recipe", "plain")  # studies stored before recipes existed trained with the plain schedule
     if trials is not None:
         fields["trials"] = trials
+    if time_budget is not None:
+        fields.pop("time_budget", None)
+        fields["time_budget_s"] = time_budget
     return RunSpec.from_mapping(fields, where=f"the run spec stored with study {study!r}")
 
 

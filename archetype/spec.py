@@ -15,22 +15,23 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from archetype.errors import SpecError
 from archetype.objectives import DEFAULT_OBJECTIVES, Constraint, Direction, Objective
 from archetype.registry import Registry
+from archetype.runtime.devices import available_cpus, check_device_name, resolve_device
+from archetype.runtime.training import RECIPES
 from archetype.searchspace.bounds import ArchitectureLimits
 from archetype.searchspace.operator import PRECISIONS
 from archetype.searchspace.yaml_space import safe_load_bounded
+from archetype.strategies import supernet_strategies
 from archetype.validation import checked, count, number, text
-from archetype.worker.devices import available_cpus, check_device_name, resolve_device
-from archetype.worker.training import RECIPES
 
 if TYPE_CHECKING:
-    from archetype.worker.tune_runner import AshaSettings
+    from archetype.tune import AshaSettings
 
 CEILINGS = {"trials": 1_000_000, "epochs": 10_000, "workers": 4096, "supernets": 64, "finalists": 10_000}
 """The largest counts a run spec may ask for: more is a typo, not a search."""
 
 
 def _load_schedulers() -> None:
-    from archetype.worker.tune_runner import AshaSettings
+    from archetype.tune import AshaSettings
 
     SCHEDULERS.add("asha", AshaSettings)
 
@@ -63,7 +64,7 @@ class RunSpec:
     gpus_per_trial: float | None = number(None, positive=False, requirement=GPU_SHARE)
     # where candidates train: auto (CUDA when present), cpu, cuda, cuda:N
     device: str = Field("auto", strict=True, description="be a device name")
-    # the training preset of each candidate (archetype.worker.training.RECIPES)
+    # the training preset of each candidate (archetype.runtime.training.RECIPES)
     recipe: str = Field("quick", strict=True, description=f"be one of {', '.join(RECIPES)}")
     study: str | None = text(None)  # default: "<space>-<n>"
     ray_address: str | None = text(None)  # None: a local Ray runtime
@@ -143,16 +144,19 @@ class RunSpec:
     @model_validator(mode="after")
     def _agree(self) -> RunSpec:
         """The checks that span fields, once each field is valid."""
-        if self.supernets != 1 and self.strategy != "oneshot":
-            raise SpecError(f"supernets={self.supernets} needs strategy 'oneshot', not {self.strategy!r}")
-        if self.strategy == "oneshot" and self.scheduler is not None:
-            raise SpecError("strategy 'oneshot' scores candidates on a supernet; it runs without a scheduler")
+        supernet = supernet_strategies()
+        if self.supernets != 1 and self.strategy not in supernet:
+            needs = " or ".join(repr(name) for name in supernet)
+            raise SpecError(f"supernets={self.supernets} needs strategy {needs}, not {self.strategy!r}")
+        if self.strategy in supernet and self.scheduler is not None:
+            raise SpecError(f"strategy {self.strategy!r} scores candidates on a supernet; it runs without a scheduler")
         if self.gpus_per_trial and self.device == "cpu":
             raise SpecError(f"gpus_per_trial={self.gpus_per_trial} with device 'cpu': give device auto or cuda")
         if self.precision and self.precision != ("fp32",) and self.target != "cpu-ort":
             raise SpecError(f"a per-slot precision is measured on target 'cpu-ort', not {self.target!r}")
-        if self.precision and self.strategy == "oneshot":
-            raise SpecError("strategy 'oneshot' scores candidates on an fp32 supernet: it cannot search a precision")
+        if self.precision and self.strategy in supernet:
+            raise SpecError(f"strategy {self.strategy!r} scores candidates on an fp32 supernet: "
+                            "it cannot search a precision")
         self._check_benchmark()
         names = [o.name for o in self.objectives]
         if not names or len(set(names)) != len(names):
@@ -173,9 +177,9 @@ class RunSpec:
             return
         if self.metric is None:
             raise SpecError(f"benchmark {self.benchmark!r} needs metric: the table column that gives accuracy")
-        if self.strategy == "oneshot" or self.scheduler is not None or self.precision:
-            raise SpecError("a benchmark table answers evaluations by lookup: no oneshot strategy, scheduler or "
-                            "precision")
+        if self.strategy in supernet_strategies() or self.scheduler is not None or self.precision:
+            raise SpecError("a benchmark table answers evaluations by lookup: no supernet-scored strategy, "
+                            "scheduler or precision")
         if self.latency_column is None and any(c.name == "latency_ms" for c in self.constraints):
             raise SpecError(f"benchmark {self.benchmark!r} with a latency budget needs latency_column: the device "
                             "whose latency column answers latency_ms")

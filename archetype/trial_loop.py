@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from archetype.errors import ArchetypeError, SpecError
-from archetype.worker.latency_screen import LatencyScreen
+from archetype.latency_screen import LatencyScreen
 from archetype.result import Result, TrialState
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
@@ -163,7 +163,7 @@ class TrialLoop:
     # the steps
 
     def propose(self) -> tuple[int, Architecture, int] | None:
-        """The next candidate to evaluate as ``(trial id, arch, attempt)``, stored as running; None when the budget is spent.
+        """The next candidate to evaluate as (trial id, arch, attempt), stored running; None once the budget is spent.
 
         Trials left running by an earlier driver come first. Candidates the screen sets aside are stored,
         told and counted on the way.

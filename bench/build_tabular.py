@@ -24,11 +24,14 @@ from pathlib import Path
 
 import torch
 
+from archetype.runtime.measure import MeasureProtocol
+from archetype.runtime.targets import get_target
+from archetype.runtime.training import TrainConfig
 from archetype.worker.evaluator import Budget, TrainingEvaluator
-from archetype.worker.measure import MeasureProtocol
-from archetype.worker.tabular import DEFAULT_TABLE, enumerate_space, tabular_space, write_table
-from archetype.worker.targets import get_target
-from archetype.worker.training import TrainConfig
+from archetype.worker.tabular import enumerate_space, tabular_space, write_table
+
+CHECKOUT_TABLE = Path(__file__).resolve().parents[1] / "worker" / "tables" / "digits-tabular.json.gz"
+"""The packaged digits table in this checkout, rewritten in place (``archetype.worker.tabular.DEFAULT_TABLE``)."""
 
 KEPT = ("accuracy", "latency_ms", "latency_spread", "params", "macs", "size_mb")
 
@@ -38,7 +41,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--target", default="cpu-torch")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=DEFAULT_TABLE)
+    parser.add_argument("--out", type=Path, default=CHECKOUT_TABLE)
     parser.add_argument("--limit", type=int, default=None, help="only the first N architectures (a quick check)")
     parser.add_argument("--latency-rounds", type=int, default=3, help="more latency measurements per architecture")
     args = parser.parse_args()

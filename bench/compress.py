@@ -37,19 +37,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from user_models import MobileNetV2, ResNet18, vgg
 
-from archetype.compress.onnx_export import export_onnx_bytes
 from archetype.compress.pipeline import CompressionPipeline, CompressionResult
 from archetype.compress.pruning import output_layers
-from archetype.compress.quantization import OrtInt8Model, quantize_onnx_static
+from archetype.compress.quantization import OrtInt8Model
 from archetype.compress.step import (
     Budget,
     CompressionContext,
     count_params_and_macs,
     deployed_size_mb,
 )
-from archetype.worker.data import Dataset, load_dataset, sample_split
-from archetype.worker.targets import get_target
-from archetype.worker.training import TrainConfig, evaluate_accuracy, train
+from archetype.runtime.data import Dataset, load_dataset, sample_split
+from archetype.runtime.onnx_export import export_onnx_bytes
+from archetype.runtime.quantization import quantize_onnx_static
+from archetype.runtime.targets import get_target
+from archetype.runtime.training import TrainConfig, evaluate_accuracy, train
 
 MODELS: dict[str, tuple[str, Callable[[], nn.Module], float]] = {
     "mobilenetv2": ("MobileNetV2-style", MobileNetV2, 0.25),
@@ -71,7 +72,7 @@ def ours(source: nn.Module, context: CompressionContext, state: dict) -> nn.Modu
 
 def ort_int8(source: nn.Module, context: CompressionContext, state: dict) -> nn.Module:
     example = context.example()
-    int8 = quantize_onnx_static(export_onnx_bytes(source, example, dynamic_batch=True), context.dataset.train)
+    int8 = quantize_onnx_static(export_onnx_bytes(source, example, dynamic_batch=True), context.dataset.train.x)
     params, macs = count_params_and_macs(source, example)
     return OrtInt8Model(int8, source, params, macs)
 

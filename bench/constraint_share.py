@@ -115,12 +115,12 @@ def mobilenet_v2(input_type: Image, classes: int) -> Architecture:
 def run_mnist(args: argparse.Namespace) -> None:
     import torch
 
+    from archetype.runtime.data import load_dataset
+    from archetype.runtime.targets import get_target
     from archetype.search import run_search
     from archetype.spec import RunSpec
     from archetype.store import Store
-    from archetype.worker.data import load_dataset
     from archetype.worker.executor import InlineExecutor
-    from archetype.worker.targets import get_target
 
     torch.set_num_threads(1)
     data = load_dataset("mnist", 0)

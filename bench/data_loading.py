@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from archetype.errors import SpecError
+from archetype.runtime import image_folder
+from archetype.runtime.cifar import CIFAR10, write_cifar_archive
+from archetype.runtime.data import Dataset, Split, load_dataset
+from archetype.runtime.image_folder import write_image_folder
 from archetype.searchspace import get_space
-from archetype.worker import image_folder
-from archetype.worker.cifar import CIFAR10, write_cifar_archive
-from archetype.worker.data import Dataset, Split, load_dataset
-from archetype.worker.image_folder import write_image_folder
 
 
 def rgb32(images: int) -> tuple[np.ndarray, np.ndarray]:

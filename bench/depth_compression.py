@@ -31,10 +31,10 @@ from archetype.compress.depth_compression import (
     optimal_merges,
     solve,
 )
+from archetype.runtime.data import Dataset, Split, load_dataset
+from archetype.runtime.targets import get_target
+from archetype.runtime.training import TrainConfig, evaluate_accuracy, train
 from archetype.searchspace import Architecture, Image
-from archetype.worker.data import Dataset, Split, load_dataset
-from archetype.worker.targets import get_target
-from archetype.worker.training import TrainConfig, evaluate_accuracy, train
 
 
 def _mobilenet_v2(input_type: str, stem_stride: int, blocks: list[tuple[int, int, int, int]], classes: int) -> dict:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA checks for a bare GPU machine (torch and numpy, nothing installed from this repo): the CUDA tests
-# of tests/worker/test_devices.py and the GPU rows of bench/training_speed.py on synthetic 28x28 data.
+# of tests/runtime/test_devices.py and the GPU rows of bench/training_speed.py on synthetic 28x28 data.
 # About 2-3 minutes on one GPU. Output goes to $OUT (default bench/out) and to the terminal.
 #     bash bench/gpu_checks.sh            # PYTHON=python3.12 to pick the interpreter
 set -u
@@ -14,7 +14,7 @@ PKG=$(mktemp -d)
 trap 'rm -rf "$PKG"' EXIT
 mkdir "$PKG/archetype"
 for f in archetype/*; do ln -s "$PWD/$f" "$PKG/archetype/"; done
-for p in searchspace strategies worker compress dashboard; do ln -s "$PWD/$p" "$PKG/archetype/$p"; done
+for p in searchspace strategies worker runtime compress dashboard; do ln -s "$PWD/$p" "$PKG/archetype/$p"; done
 export PYTHONPATH="$PKG"
 
 { nvidia-smi || true; "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
@@ -23,7 +23,7 @@ export PYTHONPATH="$PKG"
 echo "== CUDA tests" | tee "$OUT/cuda_tests.txt"
 if "$PY" -c "import pytest" 2>/dev/null; then
     # run from the folder of links, so that the checkout's own archetype/ folder does not shadow the mapped package
-    cp tests/worker/test_devices.py "$PKG/"
+    cp tests/runtime/test_devices.py "$PKG/"
     (cd "$PKG" && timeout 150 "$PY" -m pytest -q -rs -p no:cacheprovider -o addopts="" --import-mode=importlib \
         --rootdir="$PKG" --noconftest test_devices.py) 2>&1 | tee -a "$OUT/cuda_tests.txt"
 else  # no pytest there: run each test function of the module with a stand-in for the few pytest names it uses
@@ -44,7 +44,7 @@ def raises(kind, match=None):
         raise AssertionError(f"did not raise {kind}")
 
 sys.modules["pytest"] = types.SimpleNamespace(mark=types.SimpleNamespace(skipif=Skip), raises=raises)
-spec = importlib.util.spec_from_file_location("test_devices", "tests/worker/test_devices.py")
+spec = importlib.util.spec_from_file_location("test_devices", "tests/runtime/test_devices.py")
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 failed = 0

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from archetype.latency_predictor import check_predictions, draw_architectures, measure_architecture
+from archetype.latency_tables import LatencyTable
+from archetype.runtime.data import load_dataset
+from archetype.runtime.measure import MeasureProtocol
+from archetype.runtime.targets import get_target
 from archetype.searchspace import get_space, list_spaces
 from archetype.store import Store
-from archetype.worker.data import load_dataset
-from archetype.worker.latency_predictor import check_predictions, draw_architectures, measure_architecture
-from archetype.worker.latency_table import LatencyTable
-from archetype.worker.measure import MeasureProtocol
-from archetype.worker.targets import get_target
 
 
 def measure_once(args: argparse.Namespace, target: object) -> None:

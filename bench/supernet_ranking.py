@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from scipy import stats
 
+from archetype.runtime.data import load_dataset
+from archetype.runtime.training import TrainConfig, evaluate_accuracy, train
 from archetype.searchspace import get_space
 from archetype.searchspace.supernet_mixture import downsampling_pattern
-from archetype.worker.data import load_dataset
 from archetype.worker.supernet_training import SupernetConfig, SupernetTrainer
-from archetype.worker.training import TrainConfig, evaluate_accuracy, train
 
 
 def distinct_architectures(space, count: int, seed: int) -> list:

@@ -31,10 +31,10 @@ import time
 import numpy as np
 import torch
 
+from archetype.runtime.data import Dataset, Split, load_dataset
+from archetype.runtime.devices import available_cpus, default_batch_size
+from archetype.runtime.training import TrainConfig, evaluate_accuracy, recipe, train
 from archetype.searchspace import Architecture, Image, get_space
-from archetype.worker.data import Dataset, Split, load_dataset
-from archetype.worker.devices import available_cpus, default_batch_size
-from archetype.worker.training import TrainConfig, evaluate_accuracy, recipe, train
 
 OLD = {"recipe": "plain", "threads": 1}  # the loop before recipes: bare AdamW + cosine, batch 64, one thread
 

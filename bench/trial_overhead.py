@@ -1,6 +1,6 @@
 """The search driver's own cost per trial at trial 100, 1,000 and 10,000 of a tabular study, for every strategy.
 
-Each strategy searches the digits table (``bench/data/digits-tabular.json.gz``: evaluation is a
+Each strategy searches the digits table (``worker/tables/digits-tabular.json.gz``: evaluation is a
 lookup) through ``Search.run`` on a SQLite store, one trial at a time on the inline executor. Per trial
 it splits the wall time between two trials stored into: the strategy's ``ask`` + ``tell`` (the
 sampler's inherent cost), the lookup, and the rest, which is the driver's overhead (screen, start,

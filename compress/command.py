@@ -11,10 +11,10 @@ from archetype.compress.model_source import ONNX_STEPS, LoadedModel, load_model
 from archetype.compress.pipeline import CompressionPipeline, CompressionResult, OnStep, check_out_dir
 from archetype.compress.step import Budget, CompressionContext
 from archetype.errors import SpecError
-from archetype.worker.data import load_dataset
-from archetype.worker.devices import resolve_device
-from archetype.worker.targets import get_target
-from archetype.worker.training import TrainConfig
+from archetype.runtime.data import load_dataset
+from archetype.runtime.devices import resolve_device
+from archetype.runtime.targets import get_target
+from archetype.runtime.training import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from torch import nn
 
 from archetype.errors import SpecError
 from archetype.searchspace.network import ArchitectureNetwork
-from archetype.searchspace.ops.mobile import _InvertedResidualModule
-from archetype.searchspace.ops.residual import _ResidualModule
+from archetype.searchspace.ops.mobile import InvertedResidualModule
+from archetype.searchspace.ops.residual import ResidualModule
 
 Pair = tuple[int, int]
 Shape = tuple[int, int, int]  # (C, H, W) of one sample
@@ -133,7 +133,7 @@ class _ChainBuilder:
 
     @staticmethod
     def accepts(module: nn.Module) -> bool:
-        kinds = (nn.Conv2d, nn.BatchNorm2d, nn.Sequential, nn.Identity, _InvertedResidualModule, _ResidualModule)
+        kinds = (nn.Conv2d, nn.BatchNorm2d, nn.Sequential, nn.Identity, InvertedResidualModule, ResidualModule)
         return isinstance(module, kinds + ACTIVATION_TYPES + POOLING_TYPES)
 
     def walk(self, name: str, module: nn.Module) -> None:
@@ -159,9 +159,9 @@ class _ChainBuilder:
         elif isinstance(module, nn.Sequential):
             for child_name, child in module.named_children():
                 self.walk(f"{name}.{child_name}", child)
-        elif isinstance(module, _InvertedResidualModule):
+        elif isinstance(module, InvertedResidualModule):
             self._residual(name, module.body, module.residual, None)
-        elif isinstance(module, _ResidualModule):
+        elif isinstance(module, ResidualModule):
             if not isinstance(module.shortcut, nn.Identity):
                 raise UnsupportedNetworkError(
                     f"module '{name}': a residual block with a projection shortcut is not a chain"

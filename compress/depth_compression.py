@@ -36,8 +36,8 @@ from archetype.compress.conv_chain import (
     merge_network,
 )
 from archetype.errors import SpecError
-from archetype.worker.data import Dataset, sample_dataset
-from archetype.worker.training import TrainConfig, evaluate_accuracy, train
+from archetype.runtime.data import Dataset, sample_dataset
+from archetype.runtime.training import TrainConfig, evaluate_accuracy, train
 
 LatencyOf = Callable[[nn.Module, tuple[int, ...]], float]
 """``latency_of(module, input_shape) -> ms`` for a batch-1 input of shape (1, C, H, W)."""

@@ -23,9 +23,9 @@ from archetype.compress.depth_compression import (
 )
 from archetype.compress.step import CompressionContext, StepReport, register_step
 from archetype.errors import SpecError
+from archetype.runtime.targets import OnnxRuntimeCpuTarget
+from archetype.runtime.training import TrainConfig
 from archetype.searchspace.types import Image
-from archetype.worker.targets import OnnxRuntimeCpuTarget
-from archetype.worker.training import TrainConfig
 
 
 @dataclass(frozen=True)

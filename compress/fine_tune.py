@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from archetype.errors import SpecError
-from archetype.worker.data import Dataset, sample_dataset
-from archetype.worker.training import LossFn, TrainConfig, evaluate_accuracy, train
+from archetype.runtime.data import Dataset, sample_dataset
+from archetype.runtime.training import LossFn, TrainConfig, evaluate_accuracy, train
 
 
 @dataclass(frozen=True)

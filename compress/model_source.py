@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from archetype.compress.onnx_export import _quiet_torch
 from archetype.errors import SpecError
+from archetype.runtime.data import Dataset
+from archetype.runtime.onnx_export import quiet_torch
+from archetype.runtime.training import TrainConfig, recipe, train
 from archetype.searchspace.bounds import ArchitectureLimits
-from archetype.worker.data import Dataset
-from archetype.worker.training import TrainConfig, recipe, train
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _TRIAL = re.compile(r"^(?P<study>[^:]+):(?P<number>\d+)$")
@@ -166,7 +166,7 @@ def load_exported_program(path: Path) -> nn.Module:
     """The module of a ``torch.export.save`` file, loaded without running code from it; SpecError otherwise."""
     _check_pt2_archive(path)
     try:
-        with tensors_only_unpickling(), _quiet_torch():  # torch logs a traceback on a file it cannot read
+        with tensors_only_unpickling(), quiet_torch():  # torch logs a traceback on a file it cannot read
             program = torch.export.load(path)
         _check_graph_targets(path, program.graph_module)  # the graph as read, before torch adds its input guards
         module = program.module()

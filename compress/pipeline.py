@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from archetype.compress.onnx_export import export_onnx
 from archetype.compress.step import (
     CompressionContext,
     DeployedModel,
@@ -30,8 +29,9 @@ from archetype.compress.step import (
     timed,
 )
 from archetype.errors import ArchetypeError, SpecError
-from archetype.worker.data import Dataset
-from archetype.worker.measure import SideBySide
+from archetype.runtime.data import Dataset
+from archetype.runtime.measure import SideBySide
+from archetype.runtime.onnx_export import export_onnx
 
 FORMAT_VERSION = 1
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from archetype.compress.step import CompressionContext, StepReport, register_step
 from archetype.errors import SpecError
-from archetype.worker.training import evaluate_accuracy
+from archetype.runtime.training import evaluate_accuracy
 
 IMPORTANCES = ("magnitude", "taylor", "bn_scale")
 

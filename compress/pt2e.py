@@ -14,9 +14,9 @@ from torch import nn
 from archetype.compress.step import DeployedModel, count_params_and_macs
 from archetype.errors import ArchetypeError, SpecError
 from archetype.result import megabytes
+from archetype.runtime.data import Split
+from archetype.runtime.targets import Target, TorchCpuTarget
 from archetype.searchspace.types import TensorType
-from archetype.worker.data import Split
-from archetype.worker.targets import Target, TorchCpuTarget
 
 
 class Pt2eInt8Model(DeployedModel):

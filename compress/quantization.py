@@ -1,4 +1,4 @@
-"""INT8 quantization: ONNX Runtime static QDQ (per-channel weights, calibrated on real images) and PyTorch PT2E.
+"""INT8 quantization: the runtime's static QDQ recipe (calibrated on real images) in ONNX Runtime, and PyTorch PT2E.
 
 The mixed-precision policy keeps in fp32 the layers whose quantization costs
 the most accuracy, one at a time, until the accuracy is within the allowed drop.
@@ -6,17 +6,14 @@ the most accuracy, one at a time, until the accuracy is within the allowed drop.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from archetype.compress.onnx_export import export_onnx_bytes
 from archetype.compress.step import (
     CompressionContext,
     DeployedModel,
@@ -26,11 +23,17 @@ from archetype.compress.step import (
 )
 from archetype.errors import ArchetypeError, SpecError
 from archetype.result import megabytes
+from archetype.runtime.data import Split
+from archetype.runtime.onnx_export import export_onnx_bytes
+from archetype.runtime.quantization import (
+    accuracy_of,
+    cpu_session,
+    quantizable_nodes,
+    quantize_onnx_static,
+    session_outputs,
+)
+from archetype.runtime.targets import OnnxRuntimeCpuTarget, Target
 from archetype.searchspace.types import TensorType
-from archetype.worker.data import Split
-from archetype.worker.targets import OnnxRuntimeCpuTarget, Target
-
-QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 
 
 class OrtInt8Model(DeployedModel):
@@ -45,23 +48,14 @@ class OrtInt8Model(DeployedModel):
         fp32_layers: Sequence[str] = (),
     ) -> None:
         super().__init__()
-        import onnxruntime as ort
-
         self.onnx_model = onnx_model
         self.fp32_model = fp32_model  # the PyTorch module it was quantized from
         self.params, self.macs = params, macs
         self.fp32_layers = list(fp32_layers)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.intra_op_num_threads = 1
-        self._session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
-        self._input = self._session.get_inputs()[0].name
-        self._batch = 1 if self._session.get_inputs()[0].shape[0] == 1 else 256  # a free batch runs in chunks
+        self._session = cpu_session(onnx_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        chunks = [self._session.run(None, {self._input: x[i : i + self._batch].detach().numpy()})[0]
-                  for i in range(0, len(x), self._batch)]
-        return torch.from_numpy(np.concatenate(chunks))
+        return session_outputs(self._session, x)
 
     def deployed_size_mb(self) -> float:
         return megabytes(len(self.onnx_model))
@@ -90,69 +84,13 @@ class OrtInt8Model(DeployedModel):
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"_batch": 1, **state})
-        import onnxruntime as ort
-
-        self._session = ort.InferenceSession(self.onnx_model, providers=["CPUExecutionProvider"])
+        self.__dict__.update(state)
+        self._session = cpu_session(self.onnx_model)
 
 
 class OnnxSourceModel(OrtInt8Model):
     """An fp32 ONNX classifier handed to ``compress`` as the source: it runs in ONNX Runtime and only the ONNX steps
     (quantize) apply to it; its MACs are not counted."""
-
-
-def _calibration_reader(split: Split, samples: int, input_name: str) -> Any:
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class ImagesReader(CalibrationDataReader):
-        """Real training images, one at a time, for the activation ranges."""
-
-        def __init__(self) -> None:
-            self._batches: Iterator[torch.Tensor] = iter(split.x[:samples].split(1))
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self._batches, None)
-            return None if batch is None else {input_name: batch.numpy()}
-
-    return ImagesReader()
-
-
-def quantizable_nodes(onnx_model: bytes) -> list[str]:
-    """The names of the nodes static quantization turns int8 (convolutions and matrix products)."""
-    import onnx
-
-    return [n.name for n in onnx.load_from_string(onnx_model).graph.node if n.op_type in QUANTIZED_OPS]
-
-
-def quantize_onnx_static(
-    onnx_model: bytes, calibration: Split, *, samples: int = 256, exclude: Sequence[str] = (), per_channel: bool = True
-) -> bytes:
-    """ONNX Runtime static quantization in QDQ format: int8 weights (per channel), activations calibrated."""
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    input_name = onnx.load_from_string(onnx_model).graph.input[0].name
-    with tempfile.TemporaryDirectory(prefix="archetype-int8-") as folder:
-        fp32, prepared, int8 = (Path(folder) / name for name in ("fp32.onnx", "pre.onnx", "int8.onnx"))
-        fp32.write_bytes(onnx_model)
-        try:
-            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-        except Exception:  # pre-processing only helps; quantize the export as it is
-            prepared = fp32
-        quantize_static(
-            str(prepared), str(int8), _calibration_reader(calibration, samples, input_name),
-            quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude),
-        )
-        return int8.read_bytes()
-
-
-def accuracy_of(onnx_model: bytes, split: Split) -> float:
-    """Top-1 accuracy of an ONNX classifier on ``split``, one sample at a time."""
-    model = OrtInt8Model(onnx_model)
-    with torch.inference_mode():
-        return float((model(split.x).argmax(1) == split.y).float().mean())
 
 
 @dataclass(frozen=True)
@@ -183,7 +121,7 @@ def mixed_precision_policy(
     the next most sensitive layer (the one whose quantization alone costs the most accuracy, measured)."""
 
     def quantize(exclude: Sequence[str] = ()) -> bytes:
-        return quantize_onnx_static(onnx_fp32, calibration, samples=config.calibration_samples, exclude=exclude,
+        return quantize_onnx_static(onnx_fp32, calibration.x, samples=config.calibration_samples, exclude=exclude,
                                     per_channel=config.per_channel)
 
     fp32_accuracy = accuracy_of(onnx_fp32, validation)

@@ -14,13 +14,13 @@ from torch import nn
 from archetype.compress.fine_tune import FineTuneConfig, FineTuneReport, fine_tune
 from archetype.errors import SpecError
 from archetype.registry import Registry
+from archetype.runtime.data import Dataset
+from archetype.runtime.measure import SideBySide
+from archetype.runtime.targets import Target
+from archetype.runtime.training import TrainConfig, evaluate_accuracy
 from archetype.searchspace.network import model_size_mb
 from archetype.searchspace.types import TensorType
 from archetype.validation import checked, number
-from archetype.worker.data import Dataset
-from archetype.worker.measure import SideBySide
-from archetype.worker.targets import Target
-from archetype.worker.training import TrainConfig, evaluate_accuracy
 
 ConfigType = TypeVar("ConfigType")
 

@@ -22,8 +22,8 @@ from torch import nn
 
 from archetype.compress.fine_tune import FineTuneConfig, distillation_loss
 from archetype.compress.step import CompressionContext, StepReport, register_step
-from archetype.worker.data import Dataset, sample_dataset
-from archetype.worker.training import LossFn, TrainConfig, TrainingError, torch_threads
+from archetype.runtime.data import Dataset, sample_dataset
+from archetype.runtime.training import LossFn, TrainConfig, TrainingError, torch_threads
 
 
 def truncated_rank(singular_values: torch.Tensor, tau: float, min_rank: int = 1) -> int:

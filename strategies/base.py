@@ -142,6 +142,11 @@ def list_strategies() -> list[str]:
     return STRATEGIES.names()
 
 
+def supernet_strategies() -> list[str]:
+    """The strategies whose candidates the driver scores on a supernet rather than trains."""
+    return [name for name, cls in STRATEGIES.items() if cls.scoring == "supernet"]
+
+
 def make_strategy(
     name: str,
     space: SearchSpace,

@@ -1,4 +1,5 @@
-"""Fixtures shared across the suite: a throwaway PostgreSQL server for the session."""
+"""Fixtures shared across the suite: a throwaway PostgreSQL server for the session, a small conv-small architecture
+for digits and a quick latency protocol."""
 
 from __future__ import annotations
 
@@ -9,6 +10,31 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from archetype.runtime.measure import MeasureProtocol
+from archetype.searchspace import Architecture, Image, get_space
+
+QUICK = MeasureProtocol(warmup=5, blocks=3, min_block_ms=2.0, retries=0)
+"""A short latency protocol: tests check that targets measure, not what they measure."""
+
+TINY = {
+    "input": "Image[1,8,8]",
+    "slots": [
+        {"slot": "stem", "op": "conv_bn_act", "params": {"width": 16, "kernel": 3, "stride": 1}},
+        {"slot": "stage1.block1", "op": "conv_bn_act", "params": {"width": 24, "kernel": 3, "stride": 1}},
+        {"slot": "stage1.down", "op": "pool", "params": {"kind": "max"}},
+        {"slot": "stage2.block1", "op": "conv_bn_act", "params": {"width": 32, "kernel": 3, "stride": 1}},
+        {"slot": "stage2.block2", "op": "identity", "params": {}},
+        {"slot": "head", "op": "classifier_head", "params": {"classes": 10}},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_arch() -> Architecture:
+    """A three-conv network of conv-small for 8x8 digits, validated against the space."""
+    space = get_space("conv-small", Image(1, 8, 8), 10)
+    return space.validate(Architecture.from_json(TINY, space))
 
 
 def _load_postgres_server() -> ModuleType:
@@ -66,7 +92,7 @@ def digits_rgb32(per_class: int) -> tuple[object, object]:
 
 def write_image_folder(root: Path, per_class: int = 20) -> Path:
     """A folder ``root/digit<d>/<n>.png`` of digits as RGB 32x32 PNG images."""
-    from archetype.worker.image_folder import write_image_folder as write
+    from archetype.runtime.image_folder import write_image_folder as write
 
     images, labels = digits_rgb32(per_class)
     return write(root, images, labels, [f"digit{d}" for d in range(10)])
@@ -80,8 +106,8 @@ def write_cifar_archive(path: Path, per_class: int = 12, classes: int = 10) -> P
     """
     import numpy as np
 
-    from archetype.worker.cifar import CIFAR10, CIFAR100
-    from archetype.worker.cifar import write_cifar_archive as write
+    from archetype.runtime.cifar import CIFAR10, CIFAR100
+    from archetype.runtime.cifar import write_cifar_archive as write
 
     images, labels = digits_rgb32(per_class)
     order = np.random.default_rng(0).permutation(len(labels))

@@ -15,15 +15,15 @@ import torch
 from archetype.errors import SpecError
 from archetype.objectives import Constraint
 from archetype.result import Result, TrialState, megabytes
+from archetype.runtime.data import load_dataset
+from archetype.runtime.measure import MeasureProtocol
+from archetype.runtime.targets import get_target
+from archetype.runtime.training import TrainConfig, evaluate_accuracy, torch_threads
+from archetype.runtime.training import train as train_model
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.bounds import ArchitectureLimits
 from archetype.searchspace.network import model_size_mb
 from archetype.validation import checked, count
-from archetype.worker.data import load_dataset
-from archetype.worker.measure import MeasureProtocol
-from archetype.worker.targets import get_target
-from archetype.worker.training import TrainConfig, evaluate_accuracy, torch_threads
-from archetype.worker.training import train as train_model
 
 PRE_TRAINING_VALUES = ("params", "macs", "size_mb", "latency_ms", "latency_spread")
 

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from archetype.errors import SpecError
+from archetype.runtime.training import torch_threads
 from archetype.worker.latency_features import ArchFeatures, LatencyFeaturizer
-from archetype.worker.training import torch_threads
 
 LEARNED_MODELS = ("gbdt", "gcn")
 """The model families a learned predictor chooses among."""

@@ -10,14 +10,14 @@ from __future__ import annotations
 import onnx
 from torch import nn
 
-from archetype.compress.onnx_export import export_onnx_bytes
-from archetype.compress.quantization import QUANTIZED_OPS, accuracy_of, quantize_onnx_static
 from archetype.errors import SpecError
+from archetype.runtime.data import Split
+from archetype.runtime.measure import Latency
+from archetype.runtime.onnx_export import export_onnx_bytes
+from archetype.runtime.quantization import QUANTIZED_OPS, accuracy_of, quantize_onnx_static
+from archetype.runtime.targets import OnnxRuntimeCpuTarget, Target, example_input
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.network import module_name
-from archetype.worker.data import Split
-from archetype.worker.measure import Latency
-from archetype.worker.targets import OnnxRuntimeCpuTarget, Target, example_input
 
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 LATENCY_CALIBRATION = 16
@@ -53,7 +53,7 @@ def quantize_slots(onnx_fp32: bytes, arch: Architecture, calibration: Split, sam
         return onnx_fp32
     by_slot = quantizable_nodes_by_slot(onnx_fp32)
     exclude = [name for slot, names in by_slot.items() if slot not in int8 for name in names]
-    return quantize_onnx_static(onnx_fp32, calibration, samples=samples, exclude=exclude)
+    return quantize_onnx_static(onnx_fp32, calibration.x, samples=samples, exclude=exclude)
 
 
 def mixed_latency(model: nn.Module, arch: Architecture, target: OnnxRuntimeCpuTarget, calibration: Split) -> Latency:

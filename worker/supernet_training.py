@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from archetype.errors import SpecError
+from archetype.runtime.data import Dataset, Split
+from archetype.runtime.devices import check_device_name, resolve_device
+from archetype.runtime.training import TrainingError, batch_slices, evaluate_accuracy, torch_threads
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
 from archetype.searchspace.supernet import Supernet, extreme_architecture
 from archetype.searchspace.supernet_mixture import BalancedAssignment, downsampling_pattern
-from archetype.worker.data import Dataset, Split
-from archetype.worker.devices import check_device_name, resolve_device
-from archetype.worker.training import TrainingError, batch_slices, evaluate_accuracy, torch_threads
 
 CHECKPOINT_VERSION = 1
 CONFIG_POOL = 256  # architectures drawn once to find the configurations a mixture balances over
@@ -342,7 +342,7 @@ def train_on_ray(
 
 
 def _train_task(space: SearchSpace, data: str, config: SupernetConfig, checkpoint: str | None) -> dict[str, Any]:
-    from archetype.worker.data import load_dataset
+    from archetype.runtime.data import load_dataset
 
     trainer = SupernetTrainer(space, load_dataset(data, config.seed), config, checkpoint)
     trainer.train()

@@ -2,7 +2,7 @@
 
 Two kinds: a published table (NAS-Bench-201's CSV, read by ``published_table``) answers a
 search of the ``nb201`` space from its accuracy and device-latency columns; and the
-project's own digits table (``bench/data/digits-tabular.json.gz``, rebuilt by
+project's own digits table (``worker/tables/digits-tabular.json.gz``, rebuilt by
 ``bench/build_tabular.py``) holds accuracy, latency and size of each architecture of
 ``tabular_space()`` trained on digits under one protocol.
 """
@@ -15,6 +15,8 @@ import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,7 +32,8 @@ from archetype.worker.evaluator import Budget, EpochReport, Evaluator
 from archetype.worker.published_table import PublishedTable, load_published_table
 
 TABLE_VERSION = 1
-DEFAULT_TABLE = Path(__file__).resolve().parent.parent / "bench" / "data" / "digits-tabular.json.gz"
+DEFAULT_TABLE: Traversable = files("archetype.worker") / "tables" / "digits-tabular.json.gz"
+"""The digits table, shipped as package data so that it is found outside a checkout (provenance: its README)."""
 
 
 DIGITS_INPUT = Image(1, 8, 8)
@@ -103,11 +106,11 @@ class TabularBenchmark:
     protocol: Mapping[str, Any]  # how the table was measured: data, epochs, seed, target, machine
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_TABLE) -> TabularBenchmark:
+    def load(cls, path: str | Path | Traversable = DEFAULT_TABLE) -> TabularBenchmark:
         """Read a table written by ``bench/build_tabular.py``; SpecError if missing or of another version."""
-        path = Path(path)
+        path = Path(path) if isinstance(path, str) else path
         try:
-            with gzip.open(path, "rt") as f:
+            with path.open("rb") as raw, gzip.open(raw, "rt") as f:
                 data = json.load(f)
         except OSError as exc:
             raise SpecError(f"{path}: cannot read the tabular benchmark: {exc}") from None

@@ -58,7 +58,7 @@ class DepthwiseSeparableConv(Operator):
         return conv_macs(x.C, x.C, self.kernel, y.H, y.W, groups=x.C) + conv_macs(x.C, self.width, 1, y.H, y.W)
 
 
-class _InvertedResidualModule(nn.Module):
+class InvertedResidualModule(nn.Module):
     def __init__(self, body: nn.Module, residual: bool) -> None:
         super().__init__()
         self.body = body
@@ -101,7 +101,7 @@ class _InvertedBottleneck(Operator):
         if squeeze:
             layers.append(_SqueezeExcite(hidden, squeeze, ACTIVATIONS[self.activation]))  # (B, C*e, H/s, W/s)
         layers.append(conv_bn(hidden, self.width, 1, act=None))  # (B, width, H/s, W/s)
-        return _InvertedResidualModule(nn.Sequential(*layers), self.output_type(x) == x)
+        return InvertedResidualModule(nn.Sequential(*layers), self.output_type(x) == x)
 
     def params(self, x: Image) -> int:
         hidden, squeeze = self._hidden(x), self._squeeze(x)
@@ -344,7 +344,7 @@ class FBNetBlock(Operator):
             conv_bn(hidden, hidden, kernel, self.stride, groups=hidden),  # (B, C*e, H/s, W/s)
             conv_bn(hidden, self.width, 1, groups=groups, act=None),  # (B, width, H/s, W/s)
         ]
-        return _InvertedResidualModule(nn.Sequential(*layers), self.output_type(x) == x)
+        return InvertedResidualModule(nn.Sequential(*layers), self.output_type(x) == x)
 
     def params(self, x: Image) -> int:
         if self.choice == "skip":

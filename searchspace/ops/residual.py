@@ -28,7 +28,7 @@ def _projection_macs(x: Image, y: Image, stride: int) -> int:
     return 0 if stride == 1 and x.C == y.C else conv_macs(x.C, y.C, 1, y.H, y.W)
 
 
-class _ResidualModule(nn.Module):
+class ResidualModule(nn.Module):
     """relu(drop_path(body(x)) + shortcut(x))."""
 
     def __init__(self, body: nn.Module, shortcut: nn.Module, drop: float) -> None:
@@ -79,7 +79,7 @@ class BasicBlock(_StridedBlock):
             conv_bn(x.C, self.width, 3, self.stride),  # (B, width, H/s, W/s)
             conv_bn(self.width, self.width, 3, act=None),
         )
-        return _ResidualModule(body, _projection(x.C, self.width, self.stride), self.drop_path)
+        return ResidualModule(body, _projection(x.C, self.width, self.stride), self.drop_path)
 
     def params(self, x: Image) -> int:
         total = conv_params(x.C, self.width, 3) + conv_params(self.width, self.width, 3) + 2 * bn_params(self.width)
@@ -116,7 +116,7 @@ class Bottleneck(_StridedBlock):
             conv_bn(inner, inner, 3, self.stride),  # (B, width/4, H/s, W/s)
             conv_bn(inner, self.width, 1, act=None),  # (B, width, H/s, W/s)
         )
-        return _ResidualModule(body, _projection(x.C, self.width, self.stride), self.drop_path)
+        return ResidualModule(body, _projection(x.C, self.width, self.stride), self.drop_path)
 
     def params(self, x: Image) -> int:
         inner = self.width // 4
@@ -229,7 +229,7 @@ class Res2NetBlock(_StridedBlock):
             _HierarchicalConv(inner, self.scales, self.stride),  # (B, width/4, H/s, W/s)
             conv_bn(inner, self.width, 1, act=None),  # (B, width, H/s, W/s)
         )
-        return _ResidualModule(body, _projection(x.C, self.width, self.stride), self.drop_path)
+        return ResidualModule(body, _projection(x.C, self.width, self.stride), self.drop_path)
 
     def params(self, x: Image) -> int:
         inner = self.width // 4
@@ -294,7 +294,7 @@ class ResNeStBlock(_StridedBlock):
             nn.AvgPool2d(3, self.stride, 1) if self.stride > 1 else nn.Identity(),  # (B, width/4, H/s, W/s)
             conv_bn(inner, self.width, 1, act=None),  # (B, width, H/s, W/s)
         )
-        return _ResidualModule(body, _projection(x.C, self.width, self.stride), self.drop_path)
+        return ResidualModule(body, _projection(x.C, self.width, self.stride), self.drop_path)
 
     def params(self, x: Image) -> int:
         inner = self.width // 4

@@ -14,8 +14,8 @@ import torch
 from archetype.cli import main
 from archetype.objectives import DEFAULT_OBJECTIVES, Constraint
 from archetype.result import Result, TrialState
+from archetype.runtime.data import load_dataset
 from archetype.store import Store
-from archetype.worker.data import load_dataset
 
 TINY = {
     "input": "Image[1,8,8]",

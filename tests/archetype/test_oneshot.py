@@ -12,13 +12,13 @@ import pytest
 
 from archetype.errors import SpecError
 from archetype.objectives import Constraint
+from archetype.runtime.measure import MeasureProtocol
+from archetype.runtime.training import TrainConfig
 from archetype.search import prepare_search, stored_spec
 from archetype.spec import RunSpec
 from archetype.store import Store
 from archetype.worker.evaluator import TrainingEvaluator
 from archetype.worker.executor import InlineExecutor
-from archetype.worker.measure import MeasureProtocol
-from archetype.worker.training import TrainConfig
 
 QUICK = MeasureProtocol(warmup=5, blocks=3, min_block_ms=2.0, retries=0)
 

@@ -14,12 +14,12 @@ import pytest
 from archetype.compress.step import STEPS, list_steps, register_step
 from archetype.errors import SpecError
 from archetype.registry import Registry
+from archetype.runtime.data import DATASETS, FILE_FORMATS, list_datasets, register_dataset, register_file_format
+from archetype.runtime.targets import TARGETS, list_targets, register_target
 from archetype.searchspace.operator import OPERATORS, list_operators, operator
 from archetype.searchspace.spaces import SPACES, list_spaces, register_space
 from archetype.spec import SCHEDULERS
 from archetype.strategies.base import STRATEGIES, list_strategies, register_strategy
-from archetype.worker.data import DATASETS, FILE_FORMATS, list_datasets, register_dataset, register_file_format
-from archetype.worker.targets import TARGETS, list_targets, register_target
 
 EVERY_REGISTRY = [OPERATORS, STRATEGIES, STEPS, TARGETS, DATASETS, FILE_FORMATS, SPACES, SCHEDULERS]
 

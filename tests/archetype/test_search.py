@@ -16,10 +16,10 @@ import ray.cloudpickle
 from archetype.errors import SpecError
 from archetype.result import Result, TrialState
 from archetype.search import prepare_search, resume_search
-from archetype.trial_loop import is_screened, stored_trials
 from archetype.searchspace import Architecture
 from archetype.spec import RunSpec
 from archetype.store import Store
+from archetype.trial_loop import is_screened, stored_trials
 from archetype.worker.evaluator import Budget, Evaluator
 from archetype.worker.executor import InlineExecutor, RayExecutor
 
@@ -208,11 +208,11 @@ class KeyRecordingEvaluator(FormulaEvaluator):
 def test_a_latency_table_prunes_hopeless_candidates_without_evaluating_them(store: Store) -> None:
     from dataclasses import replace
 
+    from archetype.latency_tables import OVERHEAD_KEY, LatencyTable, space_instances
     from archetype.objectives import Constraint
+    from archetype.runtime.targets import get_target
     from archetype.searchspace.operator import make_operator
     from archetype.store import LatencyRecord
-    from archetype.worker.latency_table import OVERHEAD_KEY, LatencyTable, space_instances
-    from archetype.worker.targets import get_target
 
     spec = replace(SPEC, target="cpu-torch", trials=12)
     space = prepare_search(spec, FormulaEvaluator()).space

@@ -8,9 +8,9 @@ import pytest
 
 from archetype.compress.step import Budget as CompressionBudget
 from archetype.errors import SpecError
+from archetype.runtime.training import TrainConfig
 from archetype.validation import checked, count, field_default, number, text
 from archetype.worker.evaluator import Budget
-from archetype.worker.training import TrainConfig
 
 
 @checked(frozen=True, subject="demo")

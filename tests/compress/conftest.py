@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from archetype.compress.step import Budget, CompressionContext, count_params_and_macs
+from archetype.runtime.data import Dataset, load_dataset
+from archetype.runtime.measure import Latency
+from archetype.runtime.targets import Target, example_input
+from archetype.runtime.training import TrainConfig, train
 from archetype.searchspace.types import TensorType
-from archetype.worker.data import Dataset, load_dataset
-from archetype.worker.measure import Latency
-from archetype.worker.targets import Target, example_input
-from archetype.worker.training import TrainConfig, train
 
 
 class MacsTarget(Target):

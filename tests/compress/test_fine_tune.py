@@ -10,7 +10,7 @@ from torch import nn
 
 from archetype.compress.fine_tune import FineTuneConfig, distillation_loss, fine_tune
 from archetype.errors import SpecError
-from archetype.worker.training import TrainConfig, evaluate_accuracy
+from archetype.runtime.training import TrainConfig, evaluate_accuracy
 
 
 def test_distillation_follows_the_teacher_not_the_labels(digits, trained_conv_net) -> None:
@@ -48,7 +48,7 @@ def test_early_stopping_keeps_the_best_epoch(digits, trained_conv_net) -> None:
     assert report.epochs == 2 and report.best_epoch == 1  # no gain of a whole 1.0: stops after one more epoch
     assert [(e, n) for e, n, _ in epochs] == [(1, 6), (2, 6)]
     generator = torch.Generator().manual_seed(0)  # the same validation subset fine_tune drew
-    from archetype.worker.data import sample_split
+    from archetype.runtime.data import sample_split
 
     sample_split(digits.train, 256, generator)
     val = sample_split(digits.val, 512, generator)

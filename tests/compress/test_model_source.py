@@ -161,7 +161,7 @@ def test_code_in_a_pt2_graph_is_refused(tmp_path: Path, save_pt2, field: str, va
 
 
 def test_an_onnx_model_runs_in_onnx_runtime(tmp_path: Path, trained_conv_net: nn.Module, digits) -> None:
-    from archetype.compress.onnx_export import export_onnx
+    from archetype.runtime.onnx_export import export_onnx
 
     path = export_onnx(trained_conv_net, digits.train.x[:1], tmp_path / "model.onnx")
     loaded = load_model(str(path))
@@ -173,7 +173,7 @@ def test_an_onnx_model_runs_in_onnx_runtime(tmp_path: Path, trained_conv_net: nn
 
 
 def test_an_onnx_model_takes_only_the_onnx_steps(tmp_path: Path, capsys, trained_conv_net, digits) -> None:
-    from archetype.compress.onnx_export import export_onnx
+    from archetype.runtime.onnx_export import export_onnx
 
     path = export_onnx(trained_conv_net, digits.train.x[:1], tmp_path / "model.onnx")
     assert main(_compress_argv(tmp_path, str(path), "--pipeline", "prune,quantize")) == 2
@@ -193,7 +193,7 @@ def test_a_broken_onnx_file_is_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_an_onnx_model_is_quantized_end_to_end(tmp_path: Path, capsys, trained_conv_net, digits) -> None:
-    from archetype.compress.onnx_export import export_onnx
+    from archetype.runtime.onnx_export import export_onnx
 
     path = export_onnx(trained_conv_net, digits.train.x[:1], tmp_path / "model.onnx")
     argv = _compress_argv(tmp_path, str(path), "--pipeline", "quantize", "--max-accuracy-drop", "5", "--json")

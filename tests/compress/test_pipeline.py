@@ -104,8 +104,8 @@ def test_outputs_take_any_batch_and_the_speedup_is_timed_side_by_side(trained_co
     import onnxruntime as ort
     import torch
 
-    from archetype.worker.measure import MeasureProtocol
-    from archetype.worker.targets import TorchCpuTarget
+    from archetype.runtime.measure import MeasureProtocol
+    from archetype.runtime.targets import TorchCpuTarget
 
     class TimedMacsTarget(macs_target):
         """Steps judged by MACs (deterministic), the final comparison timed for real in eager PyTorch."""

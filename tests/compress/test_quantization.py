@@ -9,16 +9,10 @@ import onnx
 import pytest
 import torch
 
-from archetype.compress.onnx_export import export_onnx
-from archetype.compress.quantization import (
-    OrtInt8Model,
-    QuantizationConfig,
-    accuracy_of,
-    mixed_precision_policy,
-    quantizable_nodes,
-    quantize_onnx_static,
-)
-from archetype.worker.training import evaluate_accuracy
+from archetype.compress.quantization import OrtInt8Model, QuantizationConfig, mixed_precision_policy
+from archetype.runtime.onnx_export import export_onnx
+from archetype.runtime.quantization import accuracy_of, quantizable_nodes, quantize_onnx_static
+from archetype.runtime.training import evaluate_accuracy
 
 
 def _fp32_onnx(model: torch.nn.Module, example: torch.Tensor) -> bytes:
@@ -28,7 +22,7 @@ def _fp32_onnx(model: torch.nn.Module, example: torch.Tensor) -> bytes:
 
 def test_int8_model_runs_and_agrees_with_fp32_on_digits(digits, trained_conv_net) -> None:
     fp32 = _fp32_onnx(trained_conv_net, digits.train.x[:1])
-    int8 = quantize_onnx_static(fp32, digits.train, samples=128)
+    int8 = quantize_onnx_static(fp32, digits.train.x, samples=128)
     ops = {n.op_type for n in onnx.load_from_string(int8).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     weights = [t for t in onnx.load_from_string(int8).graph.initializer if t.data_type == onnx.TensorProto.INT8]
@@ -76,11 +70,10 @@ def test_pt2e_int8_model_agrees_with_fp32_on_digits(digits, trained_conv_net) ->
 
 
 def test_an_int8_model_with_a_free_batch_runs_batches_as_it_runs_rows(trained_conv_net, digits) -> None:
-    from archetype.compress.onnx_export import export_onnx_bytes
-    from archetype.compress.quantization import OrtInt8Model, quantize_onnx_static
+    from archetype.runtime.onnx_export import export_onnx_bytes
 
     int8 = quantize_onnx_static(export_onnx_bytes(trained_conv_net, digits.train.x[:1], dynamic_batch=True),
-                                digits.train, samples=64)
+                                digits.train.x, samples=64)
     model = OrtInt8Model(int8)
     x = digits.test.x[:300]  # more than one chunk of 256
     rows = torch.cat([model(x[i:i + 1]) for i in range(len(x))])

@@ -18,7 +18,7 @@ from archetype.compress.tucker import (
     truncated_rank,
     tucker_step,
 )
-from archetype.worker.training import TrainConfig, evaluate_accuracy
+from archetype.runtime.training import TrainConfig, evaluate_accuracy
 
 
 def test_truncated_rank_is_the_smallest_within_the_tolerance() -> None:

@@ -12,13 +12,13 @@ import pytest
 
 from archetype.objectives import DEFAULT_OBJECTIVES, Constraint
 from archetype.result import Result, TrialState
+from archetype.runtime.measure import MeasureProtocol
+from archetype.runtime.training import TrainConfig
 from archetype.search import SearchReport, run_search
 from archetype.spec import RunSpec
 from archetype.store import Store
 from archetype.worker.evaluator import TrainingEvaluator
 from archetype.worker.executor import InlineExecutor
-from archetype.worker.measure import MeasureProtocol
-from archetype.worker.training import TrainConfig
 
 BUDGET_MS = 5.0
 SEARCH = RunSpec(

@@ -231,7 +231,7 @@ def _offsets(size: int) -> list[int]:
 def _originals() -> dict[str, bytes]:
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
     with tempfile.TemporaryDirectory(prefix="arc-orig-") as name:
-        from archetype.compress.onnx_export import export_onnx
+        from archetype.runtime.onnx_export import export_onnx
 
         onnx = export_onnx(model, torch.randn(1, 1, 8, 8), Path(name) / "m.onnx").read_bytes()
     return {".pt2": _pt2_bytes(), ".onnx": onnx, "weights": _torch_saved(model.state_dict()),

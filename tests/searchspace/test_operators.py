@@ -16,8 +16,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from archetype.compress.onnx_export import OPSET
 from archetype.errors import SpecError
+from archetype.runtime.onnx_export import OPSET
 from archetype.searchspace import (
     Image,
     Operator,

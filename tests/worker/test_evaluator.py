@@ -12,12 +12,12 @@ import pytest
 from archetype.compress.step import deployed_size_mb
 from archetype.objectives import Constraint
 from archetype.result import TrialState
+from archetype.runtime.training import TrainConfig
 from archetype.searchspace import Architecture
 from archetype.searchspace.network import ArchitectureNetwork
 from archetype.worker.evaluator import Budget, TrainingEvaluator
-from archetype.worker.training import TrainConfig
 
-from .conftest import QUICK
+from ..conftest import QUICK
 
 SIZE_VALUES = {"params", "macs", "size_mb"}
 LATENCY_VALUES = {"latency_ms", "latency_spread"}

@@ -6,14 +6,14 @@ import numpy as np
 import onnx
 import pytest
 
-from archetype.compress.onnx_export import export_onnx_bytes
 from archetype.result import TrialState
+from archetype.runtime.data import load_dataset
+from archetype.runtime.onnx_export import export_onnx_bytes
+from archetype.runtime.targets import example_input
 from archetype.searchspace.architecture import Choice
 from archetype.worker import precision
-from archetype.worker.data import load_dataset
 from archetype.worker.evaluator import Budget, TrainingEvaluator
 from archetype.worker.tabular import tabular_space
-from archetype.worker.targets import example_input
 
 
 def _with(arch, int8: set[str]):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from archetype.errors import SpecError
+from archetype.runtime.data import load_dataset
 from archetype.searchspace import Image, get_space
-from archetype.worker.data import load_dataset
 from archetype.worker.supernet_training import SupernetConfig, SupernetTrainer
 
 QUICK = SupernetConfig(epochs=1, batch_size=128, checkpoint_every=3, bn_batches=2)

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from archetype.result import TrialState
+from archetype.runtime.data import load_dataset
+from archetype.runtime.training import TrainConfig
 from archetype.searchspace import Image, get_space
-from archetype.worker.data import load_dataset
 from archetype.worker.evaluator import Budget, TrainingEvaluator
 from archetype.worker.executor import RayExecutor, TrialLimits, default_trial_timeout_s, resident_mb
-from archetype.worker.training import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ from archetype.compress.conv_chain import (
     merge_network,
 )
 from archetype.searchspace import Architecture
-from archetype.searchspace.ops.mobile import _InvertedResidualModule
-from archetype.searchspace.ops.residual import _ResidualModule
+from archetype.searchspace.ops.mobile import InvertedResidualModule
+from archetype.searchspace.ops.residual import ResidualModule
 
 ATOL = 1e-4
 
@@ -92,7 +92,7 @@ def test_residual_inside_a_block_folds_into_the_centre_tap(randomise_bn) -> None
     torch.manual_seed(2)
     body = nn.Sequential(_conv(6, 12, 1), nn.BatchNorm2d(12), _conv(12, 12, 3, groups=12), nn.BatchNorm2d(12),
                          _conv(12, 6, 1), nn.BatchNorm2d(6))
-    model = randomise_bn(nn.Sequential(_InvertedResidualModule(body, True)))
+    model = randomise_bn(nn.Sequential(InvertedResidualModule(body, True)))
     chain = extract_chain(model, (6, 7, 7))
     assert chain.residuals == [(0, 3)]
     span = PaddedSpan(chain.units, chain.inner_residuals((0, 3))).eval()
@@ -110,7 +110,7 @@ def test_residual_inside_a_block_folds_into_the_centre_tap(randomise_bn) -> None
 
 def test_residual_around_3x3_convs_with_a_nested_residual(randomise_bn) -> None:
     torch.manual_seed(3)
-    inner = _ResidualModule(nn.Sequential(_conv(4, 4, 3), nn.BatchNorm2d(4)), nn.Identity(), 0.0)
+    inner = ResidualModule(nn.Sequential(_conv(4, 4, 3), nn.BatchNorm2d(4)), nn.Identity(), 0.0)
     inner.act = nn.Identity()
     model = randomise_bn(nn.Sequential(_conv(4, 4, 3, groups=4), nn.BatchNorm2d(4), inner, _conv(4, 4, 3)))
     chain = extract_chain(model, (4, 6, 6))

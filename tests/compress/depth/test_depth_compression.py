@@ -24,11 +24,11 @@ from archetype.compress.depth_compression import (
     solve,
     time_steps,
 )
-from archetype.compress.onnx_export import export_onnx
 from archetype.errors import SpecError
+from archetype.runtime.data import load_dataset
+from archetype.runtime.onnx_export import export_onnx
+from archetype.runtime.training import TrainConfig
 from archetype.searchspace import Architecture
-from archetype.worker.data import load_dataset
-from archetype.worker.training import TrainConfig
 
 ATOL = 1e-4
 

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from archetype.runtime.targets import Target
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.operator import OperatorTypeError, make_operator
 from archetype.searchspace.space import Candidate, SearchSpace
 from archetype.searchspace.types import TensorType, parse_type
 from archetype.store import LatencyRecord, Store
 from archetype.worker.evaluator import describe_exception
-from archetype.worker.targets import Target
 
 WRITE_EVERY_S = 2.0
 """Measured entries are written to the store at least this often (and when a build stops, however it stops)."""

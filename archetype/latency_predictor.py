@@ -23,6 +23,9 @@ import numpy as np
 import torch
 
 from archetype.errors import ArchetypeError
+from archetype.latency_tables import LatencyTable, OperatorInstance, arch_instances
+from archetype.runtime.measure import Latency
+from archetype.runtime.targets import Target
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
 from archetype.store import LatencyRecord
@@ -33,9 +36,6 @@ from archetype.worker.latency_learned import (
     LearnedLatencyPredictor,
     fit_learned_predictor,
 )
-from archetype.worker.latency_table import LatencyTable, OperatorInstance, arch_instances
-from archetype.worker.measure import Latency
-from archetype.worker.targets import Target
 
 MIN_SAMPLES = MIN_FIT_SAMPLES
 """Fewer measured architectures than this and the predictor is the table alone."""

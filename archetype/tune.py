@@ -1,8 +1,9 @@
 """Searching through Ray Tune: the strategy proposes as a Tune searcher, ASHA stops weak candidates on epochs.
 
 Tune drives the trials; the searcher (which runs in the driver) proposes and stores
-through the study's ``TrialLoop``, so a study looks the same whichever way it ran. A candidate ASHA stops early is stored as PRUNED with the accuracy it
-had reached; resuming works as for the plain executor.
+through the study's ``TrialLoop``, so a study looks the same whichever way it ran. A
+candidate ASHA stops early is stored as PRUNED with the accuracy it had reached;
+resuming works as for the plain executor.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any
 
 from archetype.result import Result
 from archetype.searchspace.architecture import Architecture
+from archetype.trial_loop import TrialLoop
 from archetype.worker.evaluator import Budget, Evaluator
 from archetype.worker.executor import RayRuntime
-from archetype.trial_loop import TrialLoop
 
 RESULT = "archetype_result"
 """The reported metric that carries the whole Result as JSON (Tune flattens nested dicts)."""

@@ -9,15 +9,15 @@ import pytest
 from torch import nn
 
 from archetype.errors import SpecError
+from archetype.latency_predictor import LatencyPredictor, check_predictions, draw_architectures
+from archetype.latency_screen import LatencyScreen, open_latency_screen
+from archetype.latency_tables import OVERHEAD_KEY, LatencyTable, arch_instances, space_instances
 from archetype.result import TrialState
+from archetype.runtime.measure import Latency
+from archetype.runtime.targets import Target
 from archetype.searchspace import Image, SearchSpace, Vector, get_space
 from archetype.searchspace.space import Candidate, Slot
 from archetype.store import Store
-from archetype.worker.latency_predictor import LatencyPredictor, check_predictions, draw_architectures
-from archetype.worker.latency_screen import LatencyScreen, open_latency_screen
-from archetype.worker.latency_table import OVERHEAD_KEY, LatencyTable, arch_instances, space_instances
-from archetype.worker.measure import Latency
-from archetype.worker.targets import Target
 
 OVERHEAD_MS = 0.01
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from archetype.worker.data import load_dataset
-from archetype.worker.training import TrainConfig, TrainingError, evaluate_accuracy, train
+from archetype.runtime.data import load_dataset
+from archetype.runtime.training import TrainConfig, TrainingError, evaluate_accuracy, train
 
 
 @pytest.fixture(scope="module")

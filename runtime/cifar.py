@@ -14,7 +14,7 @@ import numpy as np
 
 from archetype.array_pickle import load_array_pickle
 from archetype.errors import SpecError
-from archetype.worker.data import (
+from archetype.runtime.data import (
     Dataset,
     check_labels,
     register_file_format,

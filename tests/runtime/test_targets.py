@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from archetype.errors import SpecError
+from archetype.runtime.targets import Target, get_target, list_targets, usable_targets
 from archetype.searchspace import Architecture, Image, get_space
-from archetype.worker.targets import Target, get_target, list_targets, usable_targets
 
-from .conftest import QUICK
+from ..conftest import QUICK
 
 ARCH = {
     "input": "Image[1,8,8]",
@@ -52,17 +52,23 @@ def test_cuda_targets_refuse_a_machine_without_cuda():
 
 
 @pytest.mark.slow
-def test_int8_target_runs_a_quantized_graph(arch, tmp_path):
+def test_int8_target_runs_the_one_int8_recipe(arch, tmp_path):
     import onnx
 
-    from archetype.compress.onnx_export import export_onnx
-    from archetype.worker.targets import example_input
+    from archetype.runtime.onnx_export import export_onnx
+    from archetype.runtime.quantization import RECIPE
+    from archetype.runtime.targets import example_input
 
     target = get_target("cpu-ort-int8", protocol=QUICK)
-    assert "int8" in target.fingerprint()["quantization"]
+    assert target.fingerprint()["quantization"] == RECIPE and "int8" in RECIPE
     exported = export_onnx(arch.build(), example_input(arch.input), tmp_path / "model.onnx")
-    ops = {node.op_type for node in onnx.load(str(target.prepare(exported, arch.input))).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    graph = onnx.load(str(target.prepare(exported, arch.input))).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
+    initializers = {t.name: t for t in graph.initializer}
+    zero_points = [initializers[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
+    activations = [z for z in zero_points if not z.dims]  # a weight's zero points are per channel
+    assert activations and {z.data_type for z in activations} == {onnx.TensorProto.UINT8}  # the recipe's uint8
+    assert any(t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4 for t in graph.initializer)
 
 
 @pytest.mark.parametrize("name", usable_targets())

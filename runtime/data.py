@@ -126,7 +126,7 @@ FileLoader = Callable[[str, int], Dataset]
 
 
 def _load_builtin_formats() -> None:
-    from archetype.worker import cifar, image_folder  # noqa: F401
+    from archetype.runtime import cifar, image_folder  # noqa: F401
 
 
 DATASETS: Registry[DatasetLoader] = Registry("data set")

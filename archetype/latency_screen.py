@@ -6,13 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from archetype.errors import SpecError
+from archetype.latency_predictor import LatencyPredictor
+from archetype.latency_tables import LatencyTable
 from archetype.result import Result, TrialState
+from archetype.runtime.targets import get_target
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
 from archetype.store import Store
-from archetype.worker.latency_predictor import LatencyPredictor
-from archetype.worker.latency_table import LatencyTable
-from archetype.worker.targets import get_target
 
 
 @dataclass(frozen=True)

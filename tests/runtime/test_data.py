@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from archetype.errors import SpecError
-from archetype.worker.data import (
+from archetype.runtime.data import (
     Normalisation,
     list_datasets,
     load_dataset,
@@ -184,7 +184,7 @@ def test_uint8_samples_stay_uint8_and_standardise_per_channel_with_train_statist
 def test_fitting_reads_a_large_split_in_chunks_with_the_same_result(monkeypatch):
     x = np.random.default_rng(3).integers(0, 256, size=(50, 2, 3, 3), dtype=np.uint8)
     whole = Normalisation.fit(x)
-    monkeypatch.setattr("archetype.worker.data._STATISTICS_CHUNK", 7)
+    monkeypatch.setattr("archetype.runtime.data._STATISTICS_CHUNK", 7)
     chunked = Normalisation.fit(x)
     assert chunked.mean == pytest.approx(whole.mean) and chunked.std == pytest.approx(whole.std)
     assert whole.mean == pytest.approx(x.mean(axis=(0, 2, 3)).tolist())

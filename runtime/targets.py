@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from archetype.compress.onnx_export import export_onnx
 from archetype.errors import SpecError
 from archetype.registry import Registry
+from archetype.runtime.measure import Latency, MeasureProtocol, SideBySide
+from archetype.runtime.onnx_export import export_onnx
+from archetype.runtime.quantization import RECIPE, quantize_onnx_static
+from archetype.runtime.training import torch_threads
 from archetype.searchspace.types import TensorType
-from archetype.worker.measure import Latency, MeasureProtocol, SideBySide
-from archetype.worker.training import torch_threads
 
 TargetClass = TypeVar("TargetClass", bound="type[Target]")
 
@@ -160,38 +161,28 @@ class OnnxRuntimeCpuTarget(Target):
 
 @register_target("cpu-ort-int8")
 class OnnxRuntimeInt8CpuTarget(OnnxRuntimeCpuTarget):
-    """ONNX Runtime on the CPU after static INT8 quantization: QDQ format, per-channel weights.
+    """ONNX Runtime on the CPU after the one INT8 recipe (``runtime.quantization``), calibrated on
+    ``synthetic_calibration``: a target has no data, so its activation scales come from noise."""
 
-    The activation scales are calibrated on ``CALIBRATION_BATCHES`` synthetic
-    inputs (seeded normal noise of the input type), not on real data: the
-    quantized graph runs the same kernels whatever the scales, so its latency is
-    right, but its accuracy is not what a model calibrated on data would reach.
-    """
-
-    CALIBRATION_BATCHES: ClassVar[int] = 8
+    CALIBRATION_SAMPLES: ClassVar[int] = 8
 
     def prepare(self, path: Path, input_type: TensorType) -> Path:
-        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-        batches = [example_input(input_type, seed=seed).numpy() for seed in range(1, self.CALIBRATION_BATCHES + 1)]
-        name = _onnxruntime().InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
-
-        class SyntheticInputs(CalibrationDataReader):
-            def __init__(self) -> None:
-                self._feeds = iter([{name: batch} for batch in batches])
-
-            def get_next(self) -> dict[str, np.ndarray] | None:
-                return next(self._feeds, None)
-
         quantized = path.with_name("model.int8.onnx")
-        quantize_static(
-            str(path), str(quantized), SyntheticInputs(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-        )
+        calibration = synthetic_calibration(input_type, self.CALIBRATION_SAMPLES)
+        quantized.write_bytes(quantize_onnx_static(path.read_bytes(), calibration, samples=len(calibration)))
         return quantized
 
     def fingerprint(self) -> dict[str, str]:
-        return {**super().fingerprint(), "quantization": "static int8 QDQ, per-channel weights"}
+        return {**super().fingerprint(), "quantization": RECIPE}
+
+
+def synthetic_calibration(input_type: TensorType, samples: int) -> torch.Tensor:
+    """``samples`` seeded noise inputs of ``input_type``: the calibration of a target, which has no real data.
+
+    The quantized graph runs the same kernels whatever its scales, so a latency
+    measured after it is right; an accuracy of it is not what real calibration reaches.
+    """
+    return torch.cat([example_input(input_type, seed=seed) for seed in range(1, samples + 1)])
 
 
 @register_target("cuda-ort")

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from archetype.errors import SpecError
-from archetype.worker import image_folder
-from archetype.worker.data import load_dataset
+from archetype.runtime import image_folder
+from archetype.runtime.data import load_dataset
 
 
 @pytest.fixture(autouse=True)

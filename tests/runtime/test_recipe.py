@@ -10,12 +10,10 @@ import torch
 from torch import nn
 
 from archetype.errors import SpecError
-from archetype.searchspace import Architecture, Image, get_space
-from archetype.searchspace.ops.layers import DropPath
-from archetype.worker.augmentation import mix_batch, padded_crop, random_flip, random_resized_crop
-from archetype.worker.data import load_dataset
-from archetype.worker.lamb import Lamb
-from archetype.worker.training import (
+from archetype.runtime.augmentation import mix_batch, padded_crop, random_flip, random_resized_crop
+from archetype.runtime.data import load_dataset
+from archetype.runtime.lamb import Lamb
+from archetype.runtime.training import (
     RECIPES,
     TrainConfig,
     WeightAverage,
@@ -25,6 +23,8 @@ from archetype.worker.training import (
     train,
     warmup_cosine,
 )
+from archetype.searchspace import Architecture, Image, get_space
+from archetype.searchspace.ops.layers import DropPath
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from archetype.errors import SpecError
-from archetype.worker.data import load_dataset
+from archetype.runtime.data import load_dataset
 
 
 @pytest.fixture(autouse=True)

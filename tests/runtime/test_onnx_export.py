@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from archetype.compress.onnx_export import ExportError, export_onnx
 from archetype.errors import ArchetypeError
+from archetype.runtime.onnx_export import ExportError, export_onnx
 
 
 def _convnet() -> nn.Module:

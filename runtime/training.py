@@ -21,16 +21,16 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from archetype.errors import SpecError
-from archetype.validation import checked, count, number, share
-from archetype.worker.augmentation import mix_batch, padded_crop, random_flip, random_resized_crop
-from archetype.worker.data import Dataset, Split
-from archetype.worker.devices import (
+from archetype.runtime.augmentation import mix_batch, padded_crop, random_flip, random_resized_crop
+from archetype.runtime.data import Dataset, Split
+from archetype.runtime.devices import (
     autocast_dtype,
     available_cpus,
     check_device_name,
     default_batch_size,
     resolve_device,
 )
+from archetype.validation import checked, count, number, share
 
 Optimizer = Literal["adamw", "lamb"]
 Crop = Literal["none", "pad", "resized"]  # none | pad (shift by up to 1/8 of the side) | resized (random-resized crop)
@@ -231,7 +231,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     plain = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": plain, "weight_decay": 0.0}]
     if config.optimizer == "lamb":
-        from archetype.worker.lamb import Lamb
+        from archetype.runtime.lamb import Lamb
 
         return Lamb(groups, lr=config.lr)
     return torch.optim.AdamW(groups, lr=config.lr)

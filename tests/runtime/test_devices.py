@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from archetype.errors import SpecError
+from archetype.runtime import training
+from archetype.runtime.augmentation import padded_crop
+from archetype.runtime.data import Dataset, Split
+from archetype.runtime.devices import autocast_dtype, default_batch_size, resolve_device
+from archetype.runtime.training import evaluate_accuracy, recipe, train
 from archetype.searchspace import Architecture, Image
-from archetype.worker import training
-from archetype.worker.augmentation import padded_crop
-from archetype.worker.data import Dataset, Split
-from archetype.worker.devices import autocast_dtype, default_batch_size, resolve_device
-from archetype.worker.training import evaluate_accuracy, recipe, train
 
 CUDA = torch.cuda.is_available()
 NO_CUDA = f"no CUDA device: torch {torch.__version__} (CUDA build {torch.version.cuda}) sees none"

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from archetype.worker.measure import Latency, MeasureProtocol, measure_latency
+from archetype.runtime.measure import Latency, MeasureProtocol, measure_latency
 
 
 class CountingRun:
@@ -87,7 +87,7 @@ class FakeClock:
 
 
 def test_side_by_side_alternates_blocks_and_reports_the_ratio(monkeypatch):
-    from archetype.worker import measure
+    from archetype.runtime import measure
 
     clock = FakeClock()
     monkeypatch.setattr(measure.time, "perf_counter_ns", lambda: clock.now)
@@ -102,7 +102,7 @@ def test_side_by_side_alternates_blocks_and_reports_the_ratio(monkeypatch):
 
 
 def test_side_by_side_refuses_a_bad_protocol():
-    from archetype.worker.measure import measure_side_by_side
+    from archetype.runtime.measure import measure_side_by_side
 
     with pytest.raises(ValueError, match="rounds=0"):
         measure_side_by_side(lambda: None, lambda: None, rounds=0)

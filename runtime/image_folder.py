@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from archetype.errors import SpecError
-from archetype.worker.data import Dataset, register_file_format, standardised_dataset, stratified_indices
+from archetype.runtime.data import Dataset, register_file_format, standardised_dataset, stratified_indices
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg"})
 SPLITS = ("train", "val", "test")

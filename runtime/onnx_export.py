@@ -60,7 +60,7 @@ def export_onnx(
     temp = Path(temp_name)
     try:
         try:
-            with _quiet_torch():
+            with quiet_torch():
                 program = torch.onnx.export(
                     model, (example,), None, dynamo=True, opset_version=OPSET, external_data=False, verbose=False,
                     dynamic_shapes=dynamic_shapes,
@@ -123,7 +123,7 @@ def _flat_outputs(output: object) -> list[np.ndarray]:
 
 
 @contextlib.contextmanager
-def _quiet_torch() -> Iterator[None]:
+def quiet_torch() -> Iterator[None]:
     """Silence the exporter's progress lines, warnings and logged graph dumps."""
     torch_logger = logging.getLogger("torch")
     level = torch_logger.level
