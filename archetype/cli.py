@@ -411,9 +411,11 @@ def _print_search(args: argparse.Namespace, spec: Any, store: Any, report: Any) 
               f"{loop['evaluated']} of {spec.trials} trials; to go on: archetype search --resume {name} "
               f"--time-budget <more> --storage {store.url}", file=sys.stderr)
     elif stopped == "screened cap":
+        from archetype.trial_loop import SCREEN_CAP
+
         print(f"archetype search: {loop['screened']} candidates were predicted over the budget "
-              f"and screened out (the cap is {loop['screen_cap']}, 20 per trial): the budget looks out of reach of this "
-              "space; raise --latency-ms or give a space of smaller operators", file=sys.stderr)
+              f"and screened out (the cap is {loop['screen_cap']}, {SCREEN_CAP} per trial): the budget looks "
+              "out of reach of this space; raise --latency-ms or give a space of smaller operators", file=sys.stderr)
     if not report.front:
         budget = spec.latency_budget()
         measured = [t.values["latency_ms"] for t in report.trials if "latency_ms" in t.values]

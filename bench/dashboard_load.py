@@ -186,8 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         figures = dashboard_times(served, args.trials, args.repeats) | listing_times(listed, args.repeats)
 
     other = json.loads(args.compare.read_text()) if args.compare else {}
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?") if Path("/proc/cpuinfo").exists() else "?"
+    try:
+        from archetype.runtime.targets import cpu_description
+    except ImportError:  # a checkout from before the runtime room, timed for --compare
+        cpu = "CPU not read"
+    else:
+        cpu = cpu_description()
     print(f"{args.trials}-trial study served, {args.large}-trial study listed; median of {args.repeats}; "
           f"{cpu}, {os.cpu_count()} cores")
     header = f"{'':<48} {'ms':>10}" + (f" {'compared':>10} {'ratio':>7}" if other else "")

@@ -29,6 +29,7 @@ import numpy as np
 
 from archetype.errors import SpecError
 from archetype.objectives import DEFAULT_OBJECTIVES, Constraint
+from archetype.runtime.targets import cpu_description
 from archetype.search import Search
 from archetype.spec import RunSpec
 from archetype.store import Store
@@ -107,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[name] = measure(name, table, checkpoints[-1], Path(folder))
             except (ImportError, SpecError) as exc:  # nni-* need the nni extra
                 print(f"  {name}: skipped ({exc})", file=sys.stderr)
+    print(f"CPU: {cpu_description()}")
     header = "".join(f"{f'driver@{n}':>14}{f'sampler@{n}':>15}" for n in checkpoints)
     print(f"{'strategy (ms/trial)':<20}{header}")
     for name, rows in results.items():

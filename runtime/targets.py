@@ -280,6 +280,18 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def cpu_description() -> str:
+    """The CPU's model and SIMD flags, printed beside every timing: figures from other CPUs are not comparable."""
+    flags: list[str] = []
+    try:
+        line = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+        flags = line.partition(":")[2].split()
+    except OSError:
+        pass
+    simd = sorted(flag for flag in flags if flag.startswith(("avx2", "avx512", "amx", "neon", "asimd")))
+    return f"{_cpu_model()} ({' '.join(simd) or 'no SIMD flags read'})"
+
+
 def _version(distribution: str) -> str:
     try:
         return version(distribution)
