@@ -176,16 +176,16 @@ def hypervolume_reference(
     for objective in objectives:
         bad_side = "<=" if objective.direction is Direction.MINIMIZE else ">="
         bounds = [c.bound for c in constraints if c.name == objective.name and c.op == bad_side]
+        if bounds:
+            reference[objective.name] = min(bounds) if bad_side == "<=" else max(bounds)
+            continue
         seen = [
             t.values[objective.name] for t in trials
             if getattr(t.state, "value", t.state) == "complete" and objective.name in t.values
         ]
-        if bounds:
-            reference[objective.name] = min(bounds) if bad_side == "<=" else max(bounds)
-        elif seen:
-            reference[objective.name] = min(seen) if objective.direction is Direction.MAXIMIZE else max(seen)
-        else:
+        if not seen:
             return {}
+        reference[objective.name] = min(seen) if objective.direction is Direction.MAXIMIZE else max(seen)
     return reference
 
 

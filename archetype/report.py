@@ -22,16 +22,20 @@ _METRICS = (("accuracy", "accuracy", "{:.4f}"), ("latency_ms", "latency ms", "{:
 
 
 def _arch_line(trial: Any) -> str:
-    """``conv_bn_act > inverted_residual > ...``: the operators, skipping identities (read from the stored outline,
-    the architecture not decoded); a benchmark cell space's architecture in its published encoding."""
-    outline = trial.outline
-    space = outline.macro.get("space")
+    """``conv_bn_act > inverted_residual > ...``: the operators stored beside the architecture, skipping identities;
+    a benchmark cell space's architecture in its published encoding."""
+    space = trial.outline.macro.get("space")
     if space in ("nb201", "fbnet"):
         from archetype.searchspace.architecture import Architecture
 
         cell = Architecture.from_json(trial.arch)
         return cell.to_nb201() if space == "nb201" else "-".join(cell.to_fbnet())
-    return " > ".join(op for op in outline.operators if op != "identity")
+    return operator_summary(trial.operators)
+
+
+def operator_summary(operators: Sequence[str]) -> str:
+    """``conv_bn_act > inverted_residual > ...``: an architecture's operators in order, skipping identities."""
+    return " > ".join(op for op in operators if op != "identity")
 
 
 def trial_fields(trial: Any) -> dict[str, Any]:

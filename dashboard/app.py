@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from html import escape
 from pathlib import Path
 from string import Template
@@ -66,12 +68,26 @@ class _StudyViews:
             if cached is not None and cached[0] == version:
                 self._views.move_to_end(name)
                 return cached[1]
-        view = queries.study_view(self._store, name)
+        with _collection_paused():
+            view = queries.study_view(self._store, name)
         with self._lock:
             self._views[name] = (version, view)
             while len(self._views) > _STUDY_CACHE_SIZE:
                 self._views.popitem(last=False)
         return view
+
+
+@contextmanager
+def _collection_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a study view is built: it allocates tens of thousands of acyclic
+    objects, which would trigger full collections of everything the server holds; freed by reference counts."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def create_app(store: Store, token: str | None = None) -> FastAPI:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,16 +24,22 @@ class ProgressPoint:
 class SearchProgress:
     """The progress series of a study, with the objectives and reference point the hypervolume is measured to."""
 
-    points: list[ProgressPoint]
+    points: list[ProgressPoint]  # a step series: the first trial, each trial that changed a value, and the last
     best_objective: str | None
     hypervolume_objectives: list[str]
     reference: dict[str, float]  # the study's one reference point (``archetype.pareto.hypervolume_reference``)
 
 
 def search_progress(
-    trials: Sequence[Any], objectives: Sequence[Objective], constraints: Sequence[Constraint]
+    trials: Sequence[Any], objectives: Sequence[Objective], constraints: Sequence[Constraint],
+    feasible: AbstractSet[int] | None = None,
 ) -> SearchProgress:
-    """The progress over ``trials`` (ordered by number); its last hypervolume is what ``archetype front`` prints."""
+    """The progress over ``trials`` (ordered by number); its last hypervolume is what ``archetype front`` prints.
+
+    ``feasible``: the numbers of the feasible trials where the caller has them already (else each is checked).
+    """
+    if feasible is None:
+        feasible = {t.number for t in trials if is_feasible(t, constraints)}
     primary = objectives[0] if objectives else None
     measured = list(objectives) if len(objectives) >= 2 else []
     reference = hypervolume_reference(trials, measured, constraints) if measured else {}
@@ -41,7 +48,7 @@ def search_progress(
     best: float | None = None
     points = []
     for trial in trials:
-        if is_feasible(trial, constraints):
+        if trial.number in feasible:
             if primary is not None and primary.name in trial.values:
                 value = trial.values[primary.name]
                 best = value if best is None or primary.better(value, best) else best
@@ -50,5 +57,6 @@ def search_progress(
                 if not any(dominates(q, values, measured) or q == values for q in front):
                     front = [q for q in front if not dominates(values, q, measured)] + [values]
                     volume = hypervolume(front, measured, reference)
-        points.append(ProgressPoint(trial.number, volume, best))
+        if not points or (volume, best) != (points[-1].hypervolume, points[-1].best) or trial is trials[-1]:
+            points.append(ProgressPoint(trial.number, volume, best))
     return SearchProgress(points, primary.name if primary else None, list(reference), reference)

@@ -11,9 +11,10 @@ from typing import Any
 from archetype.dashboard.progress import ProgressPoint, search_progress
 from archetype.errors import ArchetypeError
 from archetype.objectives import Direction
-from archetype.pareto import feasible_front, is_feasible
+from archetype.pareto import is_feasible, pareto_front
+from archetype.report import operator_summary
 from archetype.result import TrialState
-from archetype.store import ArchOutline, CompressionRunRecord, CompressionStepRecord, Store, StudyRecord, TrialOutcome
+from archetype.store import CompressionRunRecord, CompressionStepRecord, Store, StudyRecord, TrialOutcome
 
 WATERFALL_METRICS = ("latency_ms", "size_mb", "accuracy")
 
@@ -220,6 +221,11 @@ def study_row(store: Store, study: StudyRecord, counts: dict[str, int]) -> Study
         )
         if page.trials and primary.name in page.trials[0].values:
             best = page.trials[0].values[primary.name]
+    return _study_row(study, counts, best)
+
+
+def _study_row(study: StudyRecord, counts: dict[str, int], best: float | None) -> StudyRow:
+    primary = study.objectives[0] if study.objectives else None
     return StudyRow(
         name=study.name, space=study.space, target=study.target, status=study.status.value,
         objectives=[o.to_json() for o in study.objectives], budget=[str(c) for c in study.constraints],
@@ -232,26 +238,24 @@ def study_view(store: Store, name: str) -> StudyView:
     """The study page's data: every measured trial as a point, the feasible front, progress and front operators."""
     study = store.get_study(name)
     trials = store.trial_outcomes(name)
-    feasible = {t.number for t in trials if is_feasible(t, study.constraints)}
-    front = feasible_front([t for t in trials if t.number in feasible], study.objectives, study.constraints)
+    feasible_trials = [t for t in trials if is_feasible(t, study.constraints)]
+    feasible = {t.number for t in feasible_trials}
+    front = [feasible_trials[i] for i in pareto_front([t.values for t in feasible_trials], study.objectives)]
     front_numbers = {t.number for t in front}
     counts = Counter(str(t.state) for t in trials)
     metrics = sorted({metric for t in trials for metric in t.values})
-    summaries: dict[str, str] = {}  # by architecture JSON: an architecture evaluated again is read once
-    points = []
-    for t in trials:
-        if not t.values:
-            continue
-        summary = summaries.get(t.arch_json)
-        if summary is None:
-            summary = summaries[t.arch_json] = arch_summary(t.outline)
-        points.append(TrialPoint(
+    summaries: dict[tuple[str, ...], str] = {}  # many trials share their operators
+    points = [
+        TrialPoint(
             number=t.number, state=str(t.state), values=t.values, feasible=t.number in feasible,
-            on_front=t.number in front_numbers, summary=summary,
-        ))
-    progress = search_progress(trials, study.objectives, study.constraints)
+            on_front=t.number in front_numbers,
+            summary=summaries.get(t.operators) or summaries.setdefault(t.operators, operator_summary(t.operators)),
+        )
+        for t in trials if t.values
+    ]
+    progress = search_progress(trials, study.objectives, study.constraints, feasible)
     return StudyView(
-        study=study_row(store, study, dict(counts)),
+        study=_study_row(study, dict(counts), progress.points[-1].best if progress.points else None),
         metrics=metrics,
         points=points,
         front=sorted(front_numbers),
@@ -293,7 +297,7 @@ def trial_table(
     rows = [
         TrialRow(
             number=t.number, state=t.state.value, values=t.values, attempt=t.attempt,
-            within_budget=is_feasible(t, study.constraints), summary=arch_summary(t.outline), error=t.error,
+            within_budget=is_feasible(t, study.constraints), summary=operator_summary(t.operators), error=t.error,
         )
         for t in page.trials
     ]
@@ -359,11 +363,6 @@ def waterfall(run: CompressionRunRecord, metric: str) -> Waterfall | None:
     values.append(kept)
     notes.append("the model kept")
     return Waterfall(metric, labels, measures, values, notes)
-
-
-def arch_summary(outline: ArchOutline) -> str:
-    """``conv_bn_act > inverted_residual > ...``: the operators in order, skipping identities."""
-    return " > ".join(op for op in outline.operators if op != "identity")
 
 
 def _architecture(arch: dict[str, Any]) -> tuple[list[SlotView], str | None, str | None]:

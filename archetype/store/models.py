@@ -120,6 +120,7 @@ class Trial(Base):
     number: Mapped[int] = mapped_column(Integer)
     arch: Mapped[dict[str, Any]] = mapped_column(JSON)
     arch_key: Mapped[str] = mapped_column(String(16))
+    operators: Mapped[str] = mapped_column(Text, default="", server_default="")  # of arch, in slot order
     state: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     timings: Mapped[dict[str, float]] = mapped_column(JSON)  # seconds per phase

@@ -69,23 +69,19 @@ MAX_PAGE_SIZE = 1000
 _METRIC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,63}")
 
 
-class _SlotOperator(BaseModel):
-    """A slot of a stored architecture, read for its operator's name only."""
-
-    op: str
-
-
 class ArchOutline(BaseModel):
-    """A stored architecture's operators in slot order and its macro settings, read from its JSON text
-    without building the rest (the parameters of every slot): what listings of big studies show."""
+    """A stored architecture's macro settings, read from its JSON text without building its slots."""
 
-    slots: list[_SlotOperator] = []
     macro: dict[str, Any] = {}
 
-    @property
-    def operators(self) -> list[str]:
-        """The operator of each slot, in order."""
-        return [slot.op for slot in self.slots]
+
+def arch_operators(arch: Mapping[str, Any]) -> str:
+    """The operators of ``arch``'s slots in order, space-separated: stored beside the architecture so that
+    listings and the dashboard of big studies show them without decoding it."""
+    slots = arch.get("slots")
+    if not isinstance(slots, list):
+        return ""
+    return " ".join(str(slot["op"]) for slot in slots if isinstance(slot, Mapping) and "op" in slot)
 
 
 @dataclass(frozen=True)
@@ -133,6 +129,7 @@ class TrialRecord:
     started_at: datetime
     finished_at: datetime | None
     arch_json: str = field(repr=False)  # decoded on first use of ``arch``: listings of big studies skip it
+    operators: tuple[str, ...] = ()  # the architecture's operators in slot order, stored beside it
 
     @cached_property
     def arch(self) -> dict[str, Any]:
@@ -141,7 +138,7 @@ class TrialRecord:
 
     @cached_property
     def outline(self) -> ArchOutline:
-        """The architecture's operators and macro settings, read without decoding the rest."""
+        """The architecture's macro settings, read without decoding the rest."""
         return ArchOutline.model_validate_json(self.arch_json)
 
     def result(self) -> Result:
@@ -198,6 +195,7 @@ class TrialOutcome:
     state: TrialState
     arch_json: str = field(repr=False)  # decoded on first use of ``arch``
     values: dict[str, float] = field(default_factory=dict)
+    operators: tuple[str, ...] = ()  # the architecture's operators in slot order, stored beside it
 
     @cached_property
     def arch(self) -> dict[str, Any]:
@@ -206,7 +204,7 @@ class TrialOutcome:
 
     @cached_property
     def outline(self) -> ArchOutline:
-        """The architecture's operators and macro settings, read without decoding the rest."""
+        """The architecture's macro settings, read without decoding the rest."""
         return ArchOutline.model_validate_json(self.arch_json)
 
 
@@ -421,7 +419,8 @@ class Store:
                 now = _utcnow()
                 rows = [
                     {"study_id": study_id, "number": (last or 0) + i + 1, "arch": _json_safe(arch),
-                     "arch_key": arch_key, "attempt": 1, "started_at": now, **_result_columns(result, now)}
+                     "arch_key": arch_key, "operators": arch_operators(arch), "attempt": 1, "started_at": now,
+                     **_result_columns(result, now)}
                     for i, (arch, arch_key, result) in enumerate(chunk)
                 ]
                 ids = connection.execute(
@@ -482,12 +481,16 @@ class Store:
         with self._storage_errors(f"read the trials of study {study_name!r}"), session_scope(self._engine) as session:
             connection = session.connection()
             study_id = self._study_id(connection, study_name)
-            chosen = select(TRIALS.c.id, TRIALS.c.number, TRIALS.c.state, _ARCH_TEXT).where(
+            chosen = select(TRIALS.c.id, TRIALS.c.number, TRIALS.c.state, _ARCH_TEXT, TRIALS.c.operators).where(
                 TRIALS.c.study_id == study_id
             )
             rows = connection.execute(chosen.order_by(TRIALS.c.number)).all()
             values = _values_of(connection, select(TRIALS.c.id).where(TRIALS.c.study_id == study_id))
-            return [TrialOutcome(number, TrialState(state), arch, values[id_]) for id_, number, state, arch in rows]
+            states = {state.value: state for state in TrialState}
+            return [
+                TrialOutcome(number, states[state], arch, values[id_], tuple(operators.split()))
+                for id_, number, state, arch, operators in rows
+            ]
 
     def trial_page(
         self,
@@ -518,7 +521,7 @@ class Store:
                 feasible = _within_budget(study)
                 where.append(feasible if within_budget else not_(feasible))
             total = session.scalar(select(func.count()).select_from(Trial).where(*where)) or 0
-            chosen = select(Trial).where(*where)
+            chosen = select(Trial.id).where(*where)  # sorted by id alone; only the page's rows are read whole
             if sort in TRIAL_SORT_COLUMNS:
                 column = getattr(Trial, sort)
                 chosen = chosen.order_by(column.desc() if descending else column.asc())
@@ -529,9 +532,13 @@ class Store:
                     metric.value.is_(None), metric.value.desc() if descending else metric.value.asc()
                 )
             chosen = chosen.order_by(Trial.number.desc() if descending else Trial.number.asc())
-            rows = session.scalars(chosen.offset(offset).limit(limit)).all()
-            values = _values_of_ids(session.connection(), [row.id for row in rows])
-            return TrialPage(total, offset, [_trial_record(row, values[row.id]) for row in rows])
+            ids = list(session.scalars(chosen.offset(offset).limit(limit)))
+            rows = {
+                row.id: row for start in range(0, len(ids), _IN_CHUNK)
+                for row in session.scalars(select(Trial).where(Trial.id.in_(ids[start:start + _IN_CHUNK])))
+            }
+            values = _values_of_ids(session.connection(), ids)
+            return TrialPage(total, offset, [_trial_record(rows[id_], values[id_]) for id_ in ids])
 
     # compression runs
 
@@ -803,7 +810,7 @@ def _insert_trial(
     return connection.execute(
         insert(TRIALS).values(
             study_id=study_id, number=number.scalar_subquery(), arch=_json_safe(arch), arch_key=arch_key,
-            attempt=attempt, started_at=now, **columns,
+            operators=arch_operators(arch), attempt=attempt, started_at=now, **columns,
         ).returning(*TRIALS.c)
     ).one()
 
@@ -941,6 +948,7 @@ def _trial_record(row: Trial | Row[Any], values: dict[str, float]) -> TrialRecor
         fingerprint=dict(row.fingerprint),
         started_at=row.started_at,
         finished_at=row.finished_at,
+        operators=tuple(row.operators.split()),
     )
 
 

@@ -59,7 +59,7 @@ def test_show_prints_a_page_with_operator_lines_without_decoding(listed_study, d
         page = store.trials(study, offset=10, limit=5)
         others = store.trials(study, offset=20, limit=5)
     for trial in page:
-        assert " > ".join(op for op in trial.outline.operators if op != "identity")[:30] in out
+        assert " > ".join(op for op in trial.operators if op != "identity")[:30] in out
     assert not any(f"trial {t.number} failed" in out for t in others if t.error)
 
 

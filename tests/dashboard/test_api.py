@@ -50,7 +50,12 @@ def test_the_study_view_holds_the_stored_front_and_every_measured_trial(client, 
         feasible = trial.state is TrialState.COMPLETE and all(c.satisfied(trial.values) for c in study.constraints)
         assert point["feasible"] == feasible
     assert {"latency_ms", "params", "macs"} <= set(view["metrics"])
-    assert [p["number"] for p in view["progress"]] == [t.number for t in trials]
+    steps = view["progress"]  # the first trial, each trial that changed the hypervolume or the best, the last
+    assert steps[0]["number"] == trials[0].number and steps[-1]["number"] == trials[-1].number
+    assert [p["number"] for p in steps] == sorted({p["number"] for p in steps})
+    changes = [(p["hypervolume"], p["best"]) for p in steps[1:-1]]
+    assert all(change != before for change, before in zip(changes, [(steps[0]["hypervolume"], steps[0]["best"]),
+                                                                 *changes], strict=False))
     slots = len(trials[0].arch["slots"])
     assert sum(o["count"] for o in view["operators"]) == len(front) * slots
 

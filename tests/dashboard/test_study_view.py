@@ -1,4 +1,4 @@
-"""The study view and trials table of a study with many trials: architectures read as outlines, not decoded."""
+"""The study view and trials table of a study with many trials: operators read as stored, architectures not decoded."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_the_study_view_decodes_only_the_front_members(listed_study, decodes) ->
         view = queries.study_view(store, study)
         trials = store.trials(study)
     front = feasible_front(trials, store.get_study(study).objectives, store.get_study(study).constraints)
-    assert decodes.decoded == len(front)  # the operators the front chose; every point's hover text is an outline
+    assert decodes.decoded == len(front)  # the operators the front chose; hover texts are the stored operators
     constraints = store.get_study(study).constraints
     expected = [
         (t.number, t.state.value, t.values, is_feasible(t, constraints), _ops_line(t.arch_json)) for t in trials

@@ -46,13 +46,16 @@ STUDY: dict[str, Any] = {
 ARCH = {"input": "Image[1,8,8]", "slots": [{"slot": "stem", "op": "conv_bn_act", "params": {"width": 8}}]}
 
 TRIALS: list[dict[str, Any]] = [
-    {"id": 1, "study_id": 1, "number": 1, "arch": ARCH, "arch_key": "00000000000000a1", "state": "complete",
+    {"id": 1, "study_id": 1, "number": 1, "arch": ARCH, "operators": "conv_bn_act",
+     "arch_key": "00000000000000a1", "state": "complete",
      "error": None, "timings": {"train": 1.5, "measure": 0.25}, "attempt": 1, "target": "cpu-ort",
      "fingerprint": {"cpu": "x86_64", "onnxruntime": "1.19"}, "started_at": CREATED, "finished_at": FINISHED},
-    {"id": 2, "study_id": 1, "number": 2, "arch": ARCH, "arch_key": "00000000000000a2", "state": "failed",
+    {"id": 2, "study_id": 1, "number": 2, "arch": ARCH, "operators": "conv_bn_act",
+     "arch_key": "00000000000000a2", "state": "failed",
      "error": "evaluation raised in the worker: RuntimeError: loss is NaN", "timings": {"train": 0.5},
      "attempt": 2, "target": "cpu-ort", "fingerprint": {}, "started_at": CREATED, "finished_at": FINISHED},
-    {"id": 3, "study_id": 1, "number": 3, "arch": ARCH, "arch_key": "00000000000000a3", "state": "pruned",
+    {"id": 3, "study_id": 1, "number": 3, "arch": ARCH, "operators": "conv_bn_act",
+     "arch_key": "00000000000000a3", "state": "pruned",
      "error": None, "timings": {"measure": 0.2}, "attempt": 1, "target": "cpu-ort", "fingerprint": {},
      "started_at": CREATED, "finished_at": FINISHED},
 ]

@@ -85,6 +85,7 @@ def test_a_frozen_store_upgrades_to_the_newest_revision_with_its_rows_intact(fro
     assert [(t.number, t.state) for t in trials] == [
         (1, TrialState.COMPLETE), (2, TrialState.FAILED), (3, TrialState.PRUNED)]
     assert trials[0].values == {"accuracy": 0.9125, "latency_ms": 0.0625}
+    assert [t.operators for t in trials] == [("conv_bn_act",)] * 3  # stored beside the architecture from 0008 on
     assert trials[1].error == builder.TRIALS[1]["error"]
     assert trials[0].finished_at == builder.FINISHED
 

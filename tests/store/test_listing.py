@@ -38,7 +38,7 @@ def test_listing_reads_operators_without_decoding_an_architecture(listed_study, 
     with Store.open(url) as store:
         listed = store.trials(study)
         outcomes = store.trial_outcomes(study)
-    outlines = [(t.outline.operators, t.outline.macro) for t in [*listed, *outcomes]]
+    outlines = [(list(t.operators), t.outline.macro) for t in [*listed, *outcomes]]
     assert decodes.decoded == 0
     stored = [json.loads(t.arch_json) for t in [*listed, *outcomes]]
     assert outlines == [([s["op"] for s in arch["slots"]], arch.get("macro", {})) for arch in stored]
@@ -66,4 +66,4 @@ def test_a_page_reads_back_with_its_values_on_every_backend(store: Store, study:
     store.record_trials(study, [(arch, f"{i:016d}", result) for i, result in enumerate(results)])
     page = store.trials(study, offset=3, limit=4)
     assert [(t.number, t.values) for t in page] == [(i + 1, results[i].values) for i in range(3, 7)]
-    assert [t.outline.operators for t in page] == [["conv_bn_act"]] * 4
+    assert [t.operators for t in page] == [("conv_bn_act",)] * 4
