@@ -8,6 +8,7 @@ from typing import Generic, TypeVar
 from archetype.errors import SpecError
 
 T = TypeVar("T")
+C = TypeVar("C", bound=type)
 
 
 class Registry(Generic[T]):
@@ -33,6 +34,17 @@ class Registry(Generic[T]):
     def register(self, name: str) -> Callable[[T], T]:
         """A decorator that registers what it decorates under ``name``."""
         return lambda plugin: self.add(name, plugin)
+
+    def register_named(self, name: str) -> Callable[[C], C]:
+        """A class decorator that registers the class under ``name`` and sets its ``name`` to it, so that
+        an instance knows what it was looked up as."""
+
+        def decorate(cls: C) -> C:
+            self.add(name, cls)  # type: ignore[arg-type]
+            cls.name = name  # type: ignore[attr-defined]
+            return cls
+
+        return decorate
 
     def get(self, name: str) -> T:
         """The plug-in called ``name``; SpecError in one line naming the known ones otherwise."""

@@ -30,12 +30,9 @@ def _arch_line(trial: Any) -> str:
 
         cell = Architecture.from_json(trial.arch)
         return cell.to_nb201() if space == "nb201" else "-".join(cell.to_fbnet())
+    from archetype.store import operator_summary  # the store's SQL stack loads only where trials are shown
+
     return operator_summary(trial.operators)
-
-
-def operator_summary(operators: Sequence[str]) -> str:
-    """``conv_bn_act > inverted_residual > ...``: an architecture's operators in order, skipping identities."""
-    return " > ".join(op for op in operators if op != "identity")
 
 
 def trial_fields(trial: Any) -> dict[str, Any]:

@@ -12,9 +12,15 @@ from archetype.dashboard.progress import ProgressPoint, search_progress
 from archetype.errors import ArchetypeError
 from archetype.objectives import Direction
 from archetype.pareto import is_feasible, pareto_front
-from archetype.report import operator_summary
 from archetype.result import TrialState
-from archetype.store import CompressionRunRecord, CompressionStepRecord, Store, StudyRecord, TrialOutcome
+from archetype.store import (
+    CompressionRunRecord,
+    CompressionStepRecord,
+    Store,
+    StudyRecord,
+    TrialOutcome,
+    operator_summary,
+)
 
 WATERFALL_METRICS = ("latency_ms", "size_mb", "accuracy")
 

@@ -71,13 +71,7 @@ TARGETS: Registry[type[Target]] = Registry("target")
 
 def register_target(name: str) -> Callable[[TargetClass], TargetClass]:
     """Register a ``Target`` subclass under ``name`` (also set as its ``name``)."""
-
-    def decorate(cls: TargetClass) -> TargetClass:
-        TARGETS.add(name, cls)
-        cls.name = name
-        return cls
-
-    return decorate
+    return TARGETS.register_named(name)
 
 
 def list_targets() -> list[str]:

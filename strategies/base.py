@@ -129,13 +129,7 @@ STRATEGIES: Registry[type[Strategy]] = Registry("strategy", load=_load_builtin)
 
 def register_strategy(name: str) -> Callable[[S], S]:
     """Register a strategy class under ``name`` (used by ``--strategy``)."""
-
-    def register(cls: S) -> S:
-        STRATEGIES.add(name, cls)
-        cls.name = name
-        return cls
-
-    return register
+    return STRATEGIES.register_named(name)
 
 
 def list_strategies() -> list[str]:

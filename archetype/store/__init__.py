@@ -23,6 +23,7 @@ from archetype.store.storage import (
     TrialOutcome,
     TrialPage,
     TrialRecord,
+    operator_summary,
 )
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "TrialRecord",
     "head_revision",
     "open_engine",
+    "operator_summary",
     "resolve_url",
     "session_scope",
 ]

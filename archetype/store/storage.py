@@ -6,7 +6,7 @@ import json
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -82,6 +82,11 @@ def arch_operators(arch: Mapping[str, Any]) -> str:
     if not isinstance(slots, list):
         return ""
     return " ".join(str(slot["op"]) for slot in slots if isinstance(slot, Mapping) and "op" in slot)
+
+
+def operator_summary(operators: Sequence[str]) -> str:
+    """``conv_bn_act > inverted_residual > ...``: stored operators as listings show them, skipping identities."""
+    return " > ".join(op for op in operators if op != "identity")
 
 
 @dataclass(frozen=True)
