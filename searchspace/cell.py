@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -214,16 +214,23 @@ class CellSpace(SearchSpace):
 
     def encode(self, arch: Architecture) -> list[float]:
         """A graph encoding: each cell's adjacency (upper triangle, an edge counts unless it is ``zero``), then a
-        one-hot of every edge's operator (with its values) among its slot's alternatives."""
+        one-hot of every edge's operator (with its values) among its slot's alternatives, then per cell whether
+        nothing flows from its input to its output (no ``live_edges``): such a cell makes the network's output
+        a constant, which a compiler folds away, so its latency is of another kind than its operators say."""
         chosen = {c.slot: c for c in arch.choices}
         vec: list[float] = []
+        passes: list[float] = []
         for cell in self.cells:
-            present = {e for s, e in cell.edge_list(chosen) if chosen[s].op != "zero"}
+            listed = cell.edge_list(chosen)
+            real = [chosen[s].op != "zero" for s, _ in listed]
+            present = {e for (_, e), r in zip(listed, real, strict=True) if r}
             vec += [1.0 if (i, j) in present else 0.0 for i, j in itertools.combinations(range(cell.nodes), 2)]
+            live = live_edges(cell.nodes, [e for _, e in listed], real, sums_intermediates=bool(cell.inputs))
+            passes.append(0.0 if any(live) else 1.0)
         for slot in self.slots:
             picked = chosen[slot.name]
             vec += [1.0 if alt == (picked.op, picked.params) else 0.0 for alt in slot_alternatives(slot)]
-        return vec
+        return vec + passes
 
     def graph(self, arch: Architecture) -> nx.DiGraph:
         """The whole network: fixed pieces as nodes, each placed cell's nodes as ``piece/n<j>`` (``op="sum"``), and
@@ -270,6 +277,24 @@ def _typed(x: TensorType, choice: Choice, categories: tuple[str, ...]) -> SlotTy
 
     (t,) = infer_types(x, (choice,), categories={choice.slot: categories} if categories else None)
     return t
+
+
+def live_edges(
+    nodes: int, edges: Sequence[tuple[int, int]], real: Sequence[bool], *, sums_intermediates: bool = False
+) -> list[bool]:
+    """Which of a cell's ``edges`` (i, j) carry data from node 0 to its last node: the ``real`` ones (not
+    ``zero``) on such a path. With ``sums_intermediates`` the last node sums every intermediate node too."""
+    order = sorted(range(len(edges)), key=lambda k: edges[k][1])
+    reached = {0}
+    for k in order:
+        if real[k] and edges[k][0] in reached:
+            reached.add(edges[k][1])
+    last = nodes - 1
+    reaching = {last, *(range(1, last) if sums_intermediates else ())}
+    for k in reversed(sorted(range(len(edges)), key=lambda k: edges[k][0])):
+        if real[k] and edges[k][1] in reaching:
+            reaching.add(edges[k][0])
+    return [real[k] and i in reached and j in reaching for k, (i, j) in enumerate(edges)]
 
 
 def slot_alternatives(slot: Slot) -> list[tuple[str, tuple[tuple[str, Any], ...]]]:

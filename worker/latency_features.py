@@ -19,6 +19,7 @@ import numpy as np
 
 from archetype.errors import SpecError
 from archetype.searchspace.architecture import Architecture
+from archetype.searchspace.cell import live_edges
 from archetype.searchspace.nb201 import FBNET_CHOICES, NB201_EDGES, NB201_OPS, parse_fbnet, parse_nb201
 from archetype.searchspace.space import SearchSpace
 
@@ -63,16 +64,7 @@ def _nb201_op_cost(op: str) -> tuple[float, float, float]:
 
 def nb201_live_edges(ops: Sequence[str]) -> list[bool]:
     """Which edges carry data from the cell input to its output (an edge off every such path computes nothing)."""
-    real = [op != "none" for op in ops]
-    reach_in = {0}
-    for k, (i, j) in enumerate(NB201_EDGES):
-        if real[k] and i in reach_in:
-            reach_in.add(j)
-    reach_out = {3}
-    for k, (i, j) in reversed(list(enumerate(NB201_EDGES))):
-        if real[k] and j in reach_out:
-            reach_out.add(i)
-    return [real[k] and i in reach_in and j in reach_out for k, (i, j) in enumerate(NB201_EDGES)]
+    return live_edges(4, NB201_EDGES, [op != "none" for op in ops])
 
 
 class NB201Featurizer:

@@ -10,7 +10,7 @@ import torch
 
 from archetype.errors import SpecError, TypeCheckError
 from archetype.searchspace import Architecture, Candidate, Choice, Image, get_space
-from archetype.searchspace.cell import Cell, CellSpace, Piece
+from archetype.searchspace.cell import Cell, CellSpace, Piece, live_edges
 from archetype.searchspace.nb201 import NB201_EDGES, NB201_OPS, format_nb201
 from archetype.searchspace.spaces.nb201 import nb201_architecture, nb201_space
 
@@ -46,9 +46,13 @@ def test_cell_architecture_json_key_and_graph_encoding() -> None:
     assert again.key == arch.key and again.to_nb201() == BEST and again.params() == arch.params()
     assert Architecture.from_nb201(BEST, cells_per_stage=1).key != arch.key
     enc = Architecture.from_nb201(format_nb201(["none", *["skip_connect"] * 5])).encode()
-    assert len(enc) == 6 + 6 * 5
+    assert len(enc) == 6 + 6 * 5 + 1
     assert enc[:6] == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # edge 0->1 is zero: no adjacency
     assert [enc[6 + 5 * k: 11 + 5 * k].index(1.0) for k in range(6)] == [0, 1, 1, 1, 1, 1]
+    assert enc[-1] == 0.0  # data flows through the cell
+    cut = Architecture.from_nb201(format_nb201(["nor_conv_3x3", "nor_conv_3x3", "nor_conv_3x3", "none", "none",
+                                                "none"])).encode()
+    assert cut[-1] == 1.0  # nothing reaches node 3: the network's output is a constant
     g = arch.graph()
     edge_ops = [d for d in g.nodes.values() if d.get("kind") == "cell"]
     assert len(edge_ops) == 15 * 6
@@ -201,3 +205,20 @@ def test_bad_cell_yaml_is_one_line_naming_file_and_line(tmp_path, change, said) 
     with pytest.raises(SpecError, match=said) as info:
         get_space(str(path), Image(3, 32, 32), 10)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("ops, expected", [
+    (["nor_conv_3x3"] * 6, [True] * 6),
+    (["none"] * 6, [False] * 6),
+    (["none", "nor_conv_3x3", "nor_conv_3x3", "none", "nor_conv_3x3", "none"], [False] * 6),  # no path to node 3
+    (["skip_connect", "none", "none", "none", "avg_pool_3x3", "nor_conv_1x1"], [True, False, False, False, True,
+                                                                                 False]),
+])
+def test_live_edges_are_the_real_edges_on_a_path_from_input_to_output(ops, expected) -> None:
+    assert live_edges(4, NB201_EDGES, [op != "none" for op in ops]) == expected
+
+
+def test_a_cell_summing_its_intermediate_nodes_keeps_every_reached_edge_live() -> None:
+    edges = [(0, 1), (1, 2), (0, 2)]
+    assert live_edges(4, edges, [True, True, False], sums_intermediates=True) == [True, True, False]
+    assert live_edges(4, edges, [True, True, False]) == [False, False, False]  # nothing reaches node 3
