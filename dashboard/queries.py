@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -250,12 +251,11 @@ def study_view(store: Store, name: str) -> StudyView:
     front_numbers = {t.number for t in front}
     counts = Counter(str(t.state) for t in trials)
     metrics = sorted({metric for t in trials for metric in t.values})
-    summaries: dict[tuple[str, ...], str] = {}  # many trials share their operators
+    summary_of = functools.cache(operator_summary)  # many trials share their operators
     points = [
         TrialPoint(
             number=t.number, state=str(t.state), values=t.values, feasible=t.number in feasible,
-            on_front=t.number in front_numbers,
-            summary=summaries.get(t.operators) or summaries.setdefault(t.operators, operator_summary(t.operators)),
+            on_front=t.number in front_numbers, summary=summary_of(t.operators),
         )
         for t in trials if t.values
     ]

@@ -291,7 +291,7 @@ def live_edges(
             reached.add(edges[k][1])
     last = nodes - 1
     reaching = {last, *(range(1, last) if sums_intermediates else ())}
-    for k in reversed(sorted(range(len(edges)), key=lambda k: edges[k][0])):
+    for k in sorted(range(len(edges)), key=lambda k: edges[k][0], reverse=True):
         if real[k] and edges[k][1] in reaching:
             reaching.add(edges[k][0])
     return [real[k] and i in reached and j in reaching for k, (i, j) in enumerate(edges)]

@@ -84,6 +84,11 @@ def arch_operators(arch: Mapping[str, Any]) -> str:
     return " ".join(str(slot["op"]) for slot in slots if isinstance(slot, Mapping) and "op" in slot)
 
 
+def _stored_operators(text: str) -> tuple[str, ...]:
+    """The operators ``arch_operators`` stored, back as a tuple."""
+    return tuple(text.split())
+
+
 def operator_summary(operators: Sequence[str]) -> str:
     """``conv_bn_act > inverted_residual > ...``: stored operators as listings show them, skipping identities."""
     return " > ".join(op for op in operators if op != "identity")
@@ -493,7 +498,7 @@ class Store:
             values = _values_of(connection, select(TRIALS.c.id).where(TRIALS.c.study_id == study_id))
             states = {state.value: state for state in TrialState}
             return [
-                TrialOutcome(number, states[state], arch, values[id_], tuple(operators.split()))
+                TrialOutcome(number, states[state], arch, values[id_], _stored_operators(operators))
                 for id_, number, state, arch, operators in rows
             ]
 
@@ -953,7 +958,7 @@ def _trial_record(row: Trial | Row[Any], values: dict[str, float]) -> TrialRecor
         fingerprint=dict(row.fingerprint),
         started_at=row.started_at,
         finished_at=row.finished_at,
-        operators=tuple(row.operators.split()),
+        operators=_stored_operators(row.operators),
     )
 
 
