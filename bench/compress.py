@@ -2,11 +2,12 @@
 would pick instead, every result timed side by side with its source on cpu-ort, 1 thread.
 
     .venv/bin/python bench/compress.py [--models mobilenetv2,resnet18,vgg] [--epochs 3] [--fine-tune-epochs 2]
-        [--max-accuracy-drop 0.3] [--peers ours,ort-int8,torch-pruning,nncf,modelopt,mct] [--train-samples N]
+        [--max-accuracy-drop 0.3] [--pipeline STEPS] [--sources DIR] [--train-samples N]
+        [--peers ours,ort-int8,torch-pruning,nncf,modelopt,mct]
 
 Per model: train the source on MNIST (seeded), then one row per method:
 
-- ours: ``archetype compress``'s pipeline prune,tucker,depth,quantize with the latency budget
+- ours: ``archetype compress``'s default pipeline (or ``--pipeline``) with the latency budget
   ``--budget`` x the source's latency (default per model: 1/4 for MobileNetV2 and ResNet-18, 1/8 for VGG)
   and at most ``--max-accuracy-drop`` pp of test accuracy lost;
 - ort-int8: ONNX Runtime static INT8 (QDQ, per-channel, 256 calibration images) of the source alone;
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from user_models import MobileNetV2, ResNet18, vgg
 
+from archetype.compress.command import CompressOptions
 from archetype.compress.pipeline import CompressionPipeline, CompressionResult
 from archetype.compress.pruning import output_layers
 from archetype.compress.quantization import OrtInt8Model
@@ -49,15 +51,16 @@ from archetype.compress.step import (
 from archetype.runtime.data import Dataset, load_dataset, sample_split
 from archetype.runtime.onnx_export import export_onnx_bytes
 from archetype.runtime.quantization import quantize_onnx_static
-from archetype.runtime.targets import get_target
+from archetype.runtime.targets import cpu_description, get_target
 from archetype.runtime.training import TrainConfig, evaluate_accuracy, train
+from archetype.validation import field_default
 
 MODELS: dict[str, tuple[str, Callable[[], nn.Module], float]] = {
     "mobilenetv2": ("MobileNetV2-style", MobileNetV2, 0.25),
     "resnet18": ("ResNet-18-style", ResNet18, 0.25),
     "vgg": ("VGG-style", vgg, 0.125),
 }
-PIPELINE = ["prune", "tucker", "depth", "quantize"]
+PIPELINE = list(field_default(CompressOptions, "pipeline"))
 
 
 class PeerUnavailable(Exception):
@@ -65,7 +68,7 @@ class PeerUnavailable(Exception):
 
 
 def ours(source: nn.Module, context: CompressionContext, state: dict) -> nn.Module:
-    result: CompressionResult = CompressionPipeline(PIPELINE, context).run(source)
+    result: CompressionResult = CompressionPipeline(state["pipeline"], context).run(source)
     state["ours"] = result
     return result.model
 
@@ -175,11 +178,13 @@ def main() -> None:
     parser.add_argument("--fine-tune-epochs", type=int, default=2)
     parser.add_argument("--max-accuracy-drop", type=float, default=0.3)
     parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument("--pipeline", default=",".join(PIPELINE), help="our steps (default: the command's)")
     parser.add_argument("--train-samples", type=int, help="train on this many samples only (a smoke run)")
     parser.add_argument("--test-samples", type=int, help="score on this many test samples only (a smoke run)")
+    parser.add_argument("--sources", type=Path, help="keep the trained source models here and reuse them")
     parser.add_argument("--rounds", type=int, default=15, help="side-by-side timing rounds")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    # torch trains and fine-tunes on every core, as the command does; ONNX Runtime times at 1 thread
     dataset: Dataset = load_dataset(args.data)
     generator = torch.Generator().manual_seed(0)
     if args.train_samples or args.test_samples:
@@ -197,15 +202,23 @@ def main() -> None:
         torch.manual_seed(0)
         source = factory()
         start = time.perf_counter()
-        train(source, dataset, TrainConfig(epochs=args.epochs, lr=3e-3))
+        cached = args.sources / f"{key}-{args.epochs}.pt" if args.sources else None
+        how = f"loaded from {cached}" if cached is not None and cached.exists() else "trained"
+        if cached is not None and cached.exists():
+            source.load_state_dict(torch.load(cached, weights_only=True))
+        else:
+            train(source, dataset, TrainConfig(epochs=args.epochs, lr=3e-3))
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(source.state_dict(), cached)
         source.eval()
         source_accuracy = evaluate_accuracy(source, dataset.test)
-        print(f"{label}: trained in {time.perf_counter() - start:.0f} s, test accuracy {source_accuracy:.4f}",
+        print(f"{label}: {how} in {time.perf_counter() - start:.0f} s, test accuracy {source_accuracy:.4f}",
               file=sys.stderr, flush=True)
         probe = CompressionContext(target, dataset, Budget(1.0))
         source_ms = sorted(probe.latency_ms(source) for _ in range(3))[1]
         budget = Budget((args.budget or default_budget) * source_ms, max_accuracy_drop=args.max_accuracy_drop)
-        state: dict = {}
+        state: dict = {"pipeline": args.pipeline.split(",")}
         for name in args.peers.split(","):
             context = CompressionContext(target, dataset, budget, TrainConfig(epochs=args.fine_tune_epochs, lr=1e-3),
                                          progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
@@ -238,7 +251,8 @@ def main() -> None:
             print(f"  {label} / {name}: {rows[-1][2]} ({rows[-1][3]}), drop {rows[-1][7]} pp, {seconds:.0f} s",
                   file=sys.stderr, flush=True)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    print(f"\n{args.data}, cpu-ort 1 thread, side by side over {args.rounds} rounds; budget per model; at most "
+    print(f"\n{cpu_description()}\nours: --pipeline {args.pipeline}")
+    print(f"{args.data}, cpu-ort 1 thread, side by side over {args.rounds} rounds; budget per model; at most "
           f"{args.max_accuracy_drop:g} pp; fine-tuning {args.fine_tune_epochs} epochs")
     for r in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(c.ljust(w) if i in (0, 1, 10) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))

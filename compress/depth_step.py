@@ -21,7 +21,7 @@ from archetype.compress.depth_compression import (
     optimal_merges,
     solve,
 )
-from archetype.compress.step import CompressionContext, StepReport, register_step
+from archetype.compress.step import CompressionContext, DeployedModel, StepReport, register_step
 from archetype.errors import SpecError
 from archetype.runtime.targets import OnnxRuntimeCpuTarget
 from archetype.runtime.training import TrainConfig
@@ -103,6 +103,9 @@ def fastest_ms(chain: ConvChain, merges: OptimalMerges, importance: ImportanceTa
 def depth_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module, StepReport]:
     """Remove activations and merge the convolutions between them, by the two-stage DP under the budget."""
     config = context.config("depth", DepthConfig())
+    if isinstance(model, DeployedModel):
+        return model, StepReport("depth", message="the model is already int8; depth compression merges fp32 "
+                                 "convolutions (run depth before joint or quantize to merge them)")
     try:
         chain = extract_chain(model, context.input_type.dims())
     except SpecError as exc:

@@ -90,6 +90,19 @@ def output_layers(model: nn.Module, classes: int) -> list[nn.Module]:
     ]
 
 
+def pruning_groups(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module]) -> list[str]:
+    """The names of the layers that root torch-pruning's channel groups (channels that must be pruned together,
+    across residual additions and depthwise layers), in graph order; groups touching ``ignored`` are left out."""
+    import torch_pruning as tp
+
+    names = {module: name for name, module in model.named_modules()}
+    order = {module: index for index, module in enumerate(names)}
+    graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=example)
+    roots = [group[0].dep.target.module for group in graph.get_all_groups(ignored_layers=ignored,
+                                                                       root_module_types=[nn.Conv2d, nn.Linear])]
+    return [names[m] for m in sorted((m for m in roots if m in names), key=order.__getitem__)]
+
+
 def prunable_blocks(model: nn.Module) -> list[nn.Module]:
     """The blocks holding convolutions: the children with a conv, below any module in which only one child has one.
 

@@ -157,9 +157,20 @@ def quantize_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Mod
 
         quantized = quantize_pt2e(model, context.dataset.train, example, config.calibration_samples)
         return quantized, StepReport("quantize", {"flow": "pt2e"}, "int8 by PT2E (X86InductorQuantizer)")
+    quantized, details = quantize_module(model, context, context.budget.max_accuracy_drop / 100, config)
+    kept = f", {len(quantized.fp32_layers)} layers kept fp32" if quantized.fp32_layers else ""
+    return quantized, StepReport("quantize", details, f"int8 QDQ, per-channel weights{kept}; "
+                                 f"top-1 agrees with PyTorch on {details['top1_agreement']:.1%}")
+
+
+def quantize_module(
+    model: nn.Module, context: CompressionContext, max_drop: float, config: QuantizationConfig
+) -> tuple[OrtInt8Model, dict[str, Any]]:
+    """``model`` in int8 by the one recipe on cpu-ort, layers kept fp32 while validation accuracy is more than
+    ``max_drop`` (a fraction) below the module's; its details. ArchetypeError if it disagrees with PyTorch."""
+    example = context.example()
     onnx_fp32 = export_onnx_bytes(model, example, dynamic_batch=True)  # the int8 file keeps a free batch
-    policy = mixed_precision_policy(onnx_fp32, context.dataset.train, context.dataset.val,
-                                    context.budget.max_accuracy_drop / 100, config)
+    policy = mixed_precision_policy(onnx_fp32, context.dataset.train, context.dataset.val, max_drop, config)
     agreement = _top1_agreement(model, policy.onnx_model, context.dataset.val.x[:256])
     if agreement < 0.9:
         raise ArchetypeError(f"the int8 model agrees with PyTorch on only {agreement:.0%} of validation samples")
@@ -168,9 +179,7 @@ def quantize_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Mod
     details = {"flow": "onnxruntime-qdq", "per_channel": config.per_channel, "fp32_layers": policy.fp32_layers,
                "val_accuracy_int8": policy.accuracy, "val_accuracy_fp32": policy.fp32_accuracy,
                "top1_agreement": agreement, "sensitivity": policy.sensitivity}
-    kept = f", {len(policy.fp32_layers)} layers kept fp32" if policy.fp32_layers else ""
-    return quantized, StepReport("quantize", details, f"int8 QDQ, per-channel weights{kept}; "
-                                 f"top-1 agrees with PyTorch on {agreement:.1%}")
+    return quantized, details
 
 
 def _quantize_onnx_source(

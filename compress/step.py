@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,10 +92,15 @@ class CompressionContext:
         if self.progress is not None:
             self.progress(text)
 
-    def fine_tune_model(self, model: nn.Module, step: str) -> FineTuneReport:
-        """Fine-tune ``model`` in place after ``step``: distilled from the teacher, on a subset, early-stopped."""
+    def fine_tune_model(self, model: nn.Module, step: str, longer: int = 1) -> FineTuneReport:
+        """Fine-tune ``model`` in place after ``step``: distilled from the teacher, on a subset, early-stopped;
+        ``longer`` times the epochs and the patience (a repair)."""
         config = self.config("fine_tune", FineTuneConfig())
-        return fine_tune(model, self.dataset, self.fine_tune, config, self.teacher,
+        recipe = self.fine_tune
+        if longer > 1:
+            recipe = replace(recipe, epochs=recipe.epochs * longer)
+            config = replace(config, patience=config.patience * longer)
+        return fine_tune(model, self.dataset, recipe, config, self.teacher,
                          lambda e, n, a: self.say(f"{step}: fine-tune epoch {e}/{n}, validation accuracy {a:.4f}"))
 
     @property
@@ -199,6 +204,7 @@ StepFunction = TypeVar("StepFunction", bound=Step)
 
 def _load_builtin_steps() -> None:
     import archetype.compress.depth_step
+    import archetype.compress.joint_policy
     import archetype.compress.pruning
     import archetype.compress.quantization
     import archetype.compress.tucker  # noqa: F401

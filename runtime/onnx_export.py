@@ -85,6 +85,23 @@ def export_onnx_bytes(model: nn.Module, example: torch.Tensor, dynamic_batch: bo
         return export_onnx(model, example, Path(folder) / "model.onnx", dynamic_batch=dynamic_batch).read_bytes()
 
 
+def export_onnx_for_timing(model: nn.Module, example: torch.Tensor) -> bytes:
+    """A batch-of-one ONNX graph of ``model`` made for timing only, by the TorchScript tracer: some 20x faster than
+    ``export_onnx`` and times the same on ONNX Runtime, for tables that time hundreds of variants of one model.
+    Unverified and unfit for deployment (it traces one branch of any control flow): never written as a result."""
+    was_training = model.training
+    model.eval()
+    buffer = io.BytesIO()
+    try:
+        with quiet_torch(), torch.inference_mode():
+            torch.onnx.export(model, (example[:1],), buffer, dynamo=False, opset_version=OPSET)
+    except Exception as exc:
+        raise ExportError(f"cannot export {type(model).__name__} to ONNX: {_root_cause(exc)}") from exc
+    finally:
+        model.train(was_training)
+    return buffer.getvalue()
+
+
 def _check_outputs(
     onnx_path: Path, example: torch.Tensor, expected: list[np.ndarray], atol: float, rtol: float
 ) -> None:

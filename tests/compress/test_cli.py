@@ -112,3 +112,20 @@ def test_a_study_trial_is_trained_first_and_linked(tmp_path: Path, capsys) -> No
     with Store.open(f"sqlite:///{tmp_path / 'store.db'}") as store:
         run = store.compression_run("from-trial")
     assert (run.source_study, run.source_trial) == ("digits-1", trial.number)
+
+
+@pytest.mark.slow
+def test_the_default_pipeline_chooses_ratios_and_precision_together(tmp_path: Path, capsys, trained_conv_net) -> None:
+    path = tmp_path / "m.pt"
+    torch.save(trained_conv_net, path)  # a module with its layers: a .pt2 graph has no channel groups to prune
+    argv = _compress(tmp_path, str(path), "--epochs", "1", "--max-accuracy-drop", "5", "--json", "--trust-pickle")
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert [s["name"] for s in report["steps"]] == ["source", "joint", "depth", "quantize"]
+    joint = report["steps"][1]
+    assert set(joint["details"]["base_ms"]) == {"fp32", "int8"} and joint["details"]["tried"]
+    assert "joint: timing and scoring channel group 1/" in captured.err  # progress on stderr with --json too
+    if joint["accepted"]:  # 0.001 ms is out of reach: the fastest policy within 5 pp is kept
+        assert report["final"]["latency_ms"] < report["source"]["latency_ms"]
+        assert report["accuracy_drop_pp"] <= 5

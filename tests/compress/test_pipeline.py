@@ -84,15 +84,16 @@ def test_unknown_steps_and_bad_data_fail_before_anything_runs(trained_conv_net, 
         CompressionPipeline(["test-copy"], context_for()).run(wide)
 
 
-@pytest.mark.parametrize("name", ["prune", "tucker", "depth"])
+@pytest.mark.parametrize("name", ["prune", "tucker", "depth", "joint"])
 def test_each_builtin_step_returns_a_working_model_and_its_report(name, digits, trained_conv_net, context_for) -> None:
     from archetype.compress.depth_step import DepthConfig
+    from archetype.compress.joint_policy import JointConfig
     from archetype.compress.step import get_step, list_steps
     from archetype.compress.tucker import TuckerConfig
 
-    assert {"prune", "tucker", "depth", "quantize"} <= set(list_steps())
+    assert {"prune", "tucker", "depth", "quantize", "joint"} <= set(list_steps())
     context = context_for(latency_ms=0.3, depth=DepthConfig(importance_samples=128, knapsack_steps=200),
-                          tucker=TuckerConfig(initial_tau=0.5))
+                          tucker=TuckerConfig(initial_tau=0.5), joint=JointConfig(max_fine_tunes=1))
     model, report = get_step(name)(trained_conv_net, context)
     assert report.name == name and isinstance(report.details, dict)
     assert model(digits.test.x[:2]).shape == (2, 10)

@@ -76,3 +76,22 @@ def test_failures_raise_a_one_line_export_error_and_write_nothing(tmp_path, modu
     assert isinstance(raised.value, ArchetypeError)
     assert "\n" not in str(raised.value)
     assert list(tmp_path.iterdir()) == [], "a failed export leaves no file behind"
+
+
+def test_the_timing_export_computes_what_pytorch_computes_at_batch_one() -> None:
+    import onnxruntime as ort
+
+    from archetype.runtime.onnx_export import export_onnx_for_timing
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 3)).train()
+    example = torch.randn(5, 1, 6, 6)
+    graph = export_onnx_for_timing(model, example)
+    assert model.training  # the caller's mode is restored
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[0] == 1  # a batch of one: what the targets time
+    (got,) = session.run(None, {session.get_inputs()[0].name: example[:1].numpy()})
+    with torch.inference_mode():
+        want = model.eval()(example[:1]).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

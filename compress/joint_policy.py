@@ -1,0 +1,314 @@
+"""The joint step: a prune ratio per channel group and the precision, chosen together under the latency budget.
+
+1. Latency table, measured once on the target: the model with one channel group
+   pruned by each ratio, in fp32 and (on cpu-ort) in int8. A policy's latency is
+   predicted as the base minus the savings of its choices.
+2. Accuracy proxy table: the distillation loss (KL divergence to the source's
+   logits) on validation images of the model with one group pruned by each
+   ratio, batch-norm statistics re-estimated first; the int8 source's loss too.
+3. For each precision a multiple-choice knapsack picks one ratio per group, the
+   smallest summed proxy whose predicted latency fits; the pick is built and
+   measured, and the knapsack solved again with the miss added (measured
+   feedback, as NetAdapt does).
+4. Only the finalist with the best proxy is fine-tuned (distilled), an int8 one
+   then quantized with the mixed-precision policy. A near miss on accuracy is
+   fine-tuned again; one that still loses too much moves the latency target
+   towards the source's (a bisection in log space between what kept its
+   accuracy and what did not) and the next finalist is solved, before anything
+   is rejected.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archetype.compress.pruning import output_layers, prune_channels, pruning_groups
+from archetype.compress.quantization import OrtInt8Model, QuantizationConfig, quantize_module
+from archetype.compress.step import CompressionContext, StepReport, register_step
+from archetype.runtime.data import sample_split
+from archetype.runtime.onnx_export import export_onnx_bytes, export_onnx_for_timing
+from archetype.runtime.quantization import quantize_onnx_static
+from archetype.runtime.targets import OnnxRuntimeCpuTarget
+from archetype.runtime.training import evaluate_accuracy
+
+PRECISIONS = ("fp32", "int8")
+
+
+@dataclass(frozen=True)
+class JointConfig:
+    """How the joint step builds its tables, solves and fine-tunes."""
+
+    ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 0.875)  # channel fractions a group may lose (0 is always a choice)
+    precisions: tuple[str, ...] = PRECISIONS  # int8 only where the target runs the int8 recipe (cpu-ort)
+    proxy_samples: int = 256  # validation images scoring each proxy entry
+    recalibration_samples: int = 256  # training images re-estimating batch-norm statistics
+    feedback_rounds: int = 3  # measured re-solves of one policy
+    max_fine_tunes: int = 4  # fine-tuned policies at most, repairs included
+    knapsack_steps: int = 600  # the latency saving needed is cut into this many steps
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One choice: a ratio per channel group (by the group's root layer name) and the precision."""
+
+    ratios: dict[str, float]
+    precision: str
+    predicted_ms: float
+    proxy: float
+    measured_ms: float = math.nan
+
+    def rank(self, target_ms: float, tolerance: float = 0.03) -> tuple[int, float]:
+        """Sort key: the best proxy among policies within the target (give or take the timing noise), then the
+        fastest of the rest."""
+        if self.measured_ms <= target_ms * (1 + tolerance):
+            return 0, self.proxy
+        return 1, self.measured_ms
+
+    def to_json(self) -> dict[str, Any]:
+        return {"precision": self.precision, "ratios": {k: v for k, v in self.ratios.items() if v > 0},
+                "predicted_ms": self.predicted_ms, "measured_ms": self.measured_ms, "proxy": self.proxy}
+
+
+@dataclass
+class PolicyTables:
+    """The measured latency savings and proxy losses of one group at one ratio, and the bases they are taken from."""
+
+    groups: list[str]
+    base_ms: dict[str, float]  # precision -> the unpruned model's latency
+    saving_ms: dict[str, dict[tuple[str, float], float]]  # precision -> (group, ratio) -> ms saved
+    proxy: dict[tuple[str, float], float]  # (group, ratio) -> distillation loss added
+    int8_proxy: float = 0.0  # distillation loss the int8 recipe adds to the unpruned model
+
+
+def choose_ratios(
+    groups: Sequence[str],
+    ratios: Sequence[float],
+    saving: dict[tuple[str, float], float],
+    proxy: dict[tuple[str, float], float],
+    need_ms: float,
+    steps: int = 600,
+) -> dict[str, float]:
+    """One ratio per group (0 included) with the smallest summed proxy whose summed saving reaches ``need_ms``;
+    the largest saving when none reaches it. A multiple-choice knapsack over savings cut into ``steps``."""
+    choices = [0.0, *sorted(r for r in ratios if r > 0)]
+    if need_ms <= 0:
+        return dict.fromkeys(groups, 0.0)
+    reachable = sum(max(max(saving.get((g, r), 0.0), 0.0) for r in choices) for g in groups)
+    if reachable < need_ms:  # the fastest by the table: the most saved, ties (within 5%) to the larger ratio
+        top = {g: max(saving.get((g, r), 0.0) for r in choices) for g in groups}
+        return {g: max(r for r in choices if saving.get((g, r), 0.0) >= 0.95 * top[g]) for g in groups}
+    unit = need_ms / steps
+    # best[s]: (summed proxy, choice per group so far) reaching min(saving, need) of s steps
+    best: list[tuple[float, tuple[float, ...]] | None] = [None] * (steps + 1)
+    best[0] = (0.0, ())
+    for group in groups:
+        layer: list[tuple[float, tuple[float, ...]] | None] = [None] * (steps + 1)
+        for s, entry in enumerate(best):
+            if entry is None:
+                continue
+            for r in choices:
+                gain = 0 if r == 0 else math.floor(max(saving.get((group, r), 0.0), 0.0) / unit)
+                cost = entry[0] + (0.0 if r == 0 else max(proxy.get((group, r), math.inf), 0.0))
+                to = min(steps, s + gain)
+                if layer[to] is None or cost < layer[to][0]:
+                    layer[to] = (cost, (*entry[1], r))
+        best = layer
+    if best[steps] is None:  # rounding down lost the last step: the largest reached
+        reached = max(s for s, entry in enumerate(best) if entry is not None)
+        return dict(zip(groups, best[reached][1]))
+    return dict(zip(groups, best[steps][1]))
+
+
+class JointSearch:
+    """The tables and the policies of one model in one context."""
+
+    def __init__(self, model: nn.Module, context: CompressionContext, config: JointConfig) -> None:
+        self.model, self.context, self.config = model.eval(), context, config
+        self.example = context.example()
+        self.ignored = output_layers(model, context.dataset.num_classes)
+        self.groups = pruning_groups(model, self.example, self.ignored)
+        int8 = isinstance(context.target, OnnxRuntimeCpuTarget)
+        self.precisions = [p for p in config.precisions if p == "fp32" or int8]
+        generator = torch.Generator().manual_seed(context.seed)
+        self.proxy_split = sample_split(context.dataset.val, config.proxy_samples, generator)
+        self.recalibration = sample_split(context.dataset.train, config.recalibration_samples, generator).x
+        teacher = context.teacher if context.teacher is not None else model
+        with torch.inference_mode():
+            self.teacher_logits = teacher.eval()(self.proxy_split.x)
+        self.measurements = 0
+
+    def pruned(self, ratios: dict[str, float]) -> nn.Module:
+        """A copy of the model with each named group pruned by its ratio (magnitude importance)."""
+        candidate = copy.deepcopy(self.model)
+        modules = dict(candidate.named_modules())
+        chosen = {modules[name]: r for name, r in ratios.items() if r > 0}
+        if chosen:
+            prune_channels(candidate, self.example, chosen, ignored=output_layers(candidate,
+                                                                                  self.context.dataset.num_classes))
+        return candidate.eval()
+
+    def latency_ms(self, model: nn.Module, precision: str) -> float:
+        """The model's latency on the target in ``precision`` (int8 by the one recipe, few calibration images)."""
+        self.measurements += 1
+        target = self.context.target
+        if not isinstance(target, OnnxRuntimeCpuTarget):
+            return self.context.latency_ms(model)
+        onnx_model = export_onnx_for_timing(model, self.example)
+        if precision == "int8":
+            onnx_model = quantize_onnx_static(onnx_model, self.recalibration, samples=16)
+        return target.measure_onnx(onnx_model, self.context.input_type).median_ms
+
+    def proxy(self, model: nn.Module) -> float:
+        """The distillation loss to the source on the proxy images, after re-estimating batch-norm statistics."""
+        recalibrate_batch_norm(model, self.recalibration)
+        with torch.inference_mode():
+            logits = model(self.proxy_split.x)
+        return kl_to_teacher(logits, self.teacher_logits)
+
+    def tables(self) -> PolicyTables:
+        """Measure the latency savings and the proxy of every group at every ratio."""
+        config, say = self.config, self.context.say
+        base = {p: self.latency_ms(self.model, p) for p in self.precisions}
+        base_proxy = self.proxy(copy.deepcopy(self.model))
+        saving: dict[str, dict[tuple[str, float], float]] = {p: {} for p in self.precisions}
+        proxy: dict[tuple[str, float], float] = {}
+        for index, group in enumerate(self.groups):
+            say(f"joint: timing and scoring channel group {index + 1}/{len(self.groups)} ({group})")
+            for ratio in config.ratios:
+                candidate = self.pruned({group: ratio})
+                for precision in self.precisions:
+                    saving[precision][(group, ratio)] = base[precision] - self.latency_ms(candidate, precision)
+                proxy[(group, ratio)] = self.proxy(candidate) - base_proxy
+        int8_proxy = 0.0
+        if "int8" in self.precisions:
+            int8 = quantize_onnx_static(export_onnx_bytes(self.model, self.example, dynamic_batch=True),
+                                        self.context.dataset.train.x)
+            with torch.inference_mode():
+                plain = kl_to_teacher(self.model(self.proxy_split.x), self.teacher_logits)
+                int8_proxy = kl_to_teacher(OrtInt8Model(int8)(self.proxy_split.x), self.teacher_logits) - plain
+        return PolicyTables(self.groups, base, saving, proxy, max(int8_proxy, 0.0))
+
+    def solve(self, tables: PolicyTables, precision: str, target_ms: float) -> Policy:
+        """The policy of ``precision`` under ``target_ms``: solved, built, measured, solved again with the miss.
+
+        Savings compose multiplicatively (a layer pruned on both sides keeps the product of its shares), so the
+        knapsack runs on log-savings: ``-log(1 - saving / base)`` per entry, ``log(base / target)`` needed.
+        """
+        config, base = self.config, tables.base_ms[precision]
+        gains = {key: -math.log(max(1.0 - ms / base, 1e-3)) for key, ms in tables.saving_ms[precision].items()}
+        need = math.log(base / target_ms)
+        tried: list[Policy] = []
+        for _ in range(config.feedback_rounds):
+            ratios = choose_ratios(tables.groups, config.ratios, gains, tables.proxy, need, config.knapsack_steps)
+            predicted = base * math.exp(-sum(max(gains[(g, r)], 0.0) for g, r in ratios.items() if r > 0))
+            score = sum(tables.proxy[(g, r)] for g, r in ratios.items() if r > 0) + (
+                tables.int8_proxy if precision == "int8" else 0.0)
+            measured = self.latency_ms(self.pruned(ratios), precision)
+            tried.append(Policy(ratios, precision, predicted, score, measured))
+            miss = math.log(measured / target_ms)
+            if abs(miss) <= 0.03 or (miss < 0 and need <= 0):
+                break
+            need += miss
+        return min(tried, key=lambda p: p.rank(target_ms))
+
+
+def kl_to_teacher(logits: torch.Tensor, teacher_logits: torch.Tensor) -> float:
+    """KL(teacher || model) of the softmax outputs, mean over the samples."""
+    return float(F.kl_div(F.log_softmax(logits, 1), F.log_softmax(teacher_logits, 1), log_target=True,
+                          reduction="batchmean"))
+
+
+def recalibrate_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> None:
+    """Re-estimate every batch norm's running statistics on ``x`` (pruning upstream shifts them); weights unchanged."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    model.train()
+    with torch.no_grad():
+        for batch in x.split(batch_size):
+            model(batch)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.eval()
+
+
+@register_step("joint")
+def joint_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module, StepReport]:
+    """Per-group prune ratios and the precision chosen together by measured tables; only finalists fine-tuned."""
+    config = context.config("joint", JointConfig())
+    search = JointSearch(model, context, config)
+    if not search.groups:
+        return model, StepReport("joint", message="no channel groups to prune: no nn.Conv2d or nn.Linear layers "
+                                 "outside the output layer (a .pt2 graph has none; a factory with --weights has them)")
+    tables = search.tables()
+    val = context.dataset.val
+    teacher = context.teacher if context.teacher is not None else model
+    reference = evaluate_accuracy(teacher, val)
+    max_drop = context.budget.max_accuracy_drop / 100
+    budget_ms = context.budget.latency_ms
+    details: dict[str, Any] = {"groups": tables.groups, "base_ms": tables.base_ms, "int8_proxy": tables.int8_proxy,
+                               "tried": []}
+    best: tuple[nn.Module, Policy, float] | None = None  # the fastest policy within the accuracy limit
+    passing_ms, failing_ms = max(tables.base_ms.values()), None  # the unpruned model keeps its accuracy
+    target, fine_tunes, near_miss = budget_ms, 0, False
+    while fine_tunes < config.max_fine_tunes:
+        policy = min((search.solve(tables, p, target) for p in search.precisions), key=lambda p: p.rank(target))
+        if best is not None and policy.measured_ms >= best[1].measured_ms:
+            break  # no faster than what is already kept
+        candidate = search.pruned(policy.ratios)
+        tried: dict[str, Any] = {**policy.to_json(), "target_ms": target}
+        drop = math.inf
+        for attempt in ("fine-tune", "repair"):
+            if attempt == "repair" and (drop <= max_drop or drop > 2 * max_drop or fine_tunes >= config.max_fine_tunes):
+                break  # a repair only for a near miss
+            fine_tunes += 1
+            context.say(f"joint: {attempt} of a {policy.precision} policy at {policy.measured_ms:.4f} ms "
+                        f"(fine-tune {fine_tunes} of at most {config.max_fine_tunes})")
+            report = context.fine_tune_model(candidate, "joint", longer=2 if attempt == "repair" else 1)
+            tried[attempt] = report.to_json()
+            drop = reference - evaluate_accuracy(candidate.eval(), val)
+        deployed: nn.Module = candidate
+        if policy.precision == "int8" and drop <= max_drop:
+            deployed, tried["quantize"] = quantize_module(candidate, context, max_drop - drop,
+                                                          context.config("quantize", QuantizationConfig()))
+            drop = reference - evaluate_accuracy(deployed, val)
+        tried["val_accuracy_drop_pp"] = 100 * drop
+        details["tried"].append(tried)
+        if drop <= max_drop:
+            measured = context.latency_ms(deployed)
+            if best is None or measured < best[1].measured_ms:
+                best = (deployed, dataclasses.replace(policy, measured_ms=measured), reference - drop)
+            if measured <= budget_ms or failing_ms is None:
+                break  # the budget is met, or this is as fast as the tables allow
+            passing_ms = min(passing_ms, target)
+        else:
+            failing_ms, near_miss = target, drop <= 2 * max_drop
+        if passing_ms <= failing_ms * 1.05:
+            break
+        # bisection in log space between what passed and what failed; a quarter of the way after a near miss
+        target = failing_ms * (passing_ms / failing_ms) ** (0.25 if near_miss else 0.5)
+    details["measurements"] = search.measurements
+    details["fine_tunes"] = fine_tunes
+    if best is None:
+        return model, StepReport("joint", details, f"no policy kept the validation accuracy within "
+                                 f"{context.budget.max_accuracy_drop:g} pp after {fine_tunes} fine-tunes")
+    deployed, policy, accuracy = best
+    details["policy"] = policy.to_json()
+    details["val_accuracy"] = accuracy
+    pruned = sum(1 for r in policy.ratios.values() if r > 0)
+    return deployed, StepReport("joint", details, f"{policy.precision}, {pruned} of {len(tables.groups)} channel "
+                                f"groups pruned; chosen from {search.measurements} measurements and "
+                                f"{fine_tunes} fine-tunes")

@@ -1,0 +1,109 @@
+"""The joint step: one knapsack over per-group prune ratios, measured tables, finalists fine-tuned."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from archetype.compress.joint_policy import JointConfig, choose_ratios, joint_step, recalibrate_batch_norm
+from archetype.compress.pruning import output_layers, pruning_groups
+from archetype.compress.quantization import OrtInt8Model
+from archetype.compress.step import count_params_and_macs
+from archetype.runtime.targets import get_target
+
+
+def _brute_force(groups, choices, saving, proxy, need, unit):
+    best = math.inf
+    for combo in itertools.product(choices, repeat=len(groups)):
+        gain = sum(math.floor(saving.get((g, r), 0.0) / unit) for g, r in zip(groups, combo) if r > 0)
+        if gain * unit >= need - 1e-12:
+            best = min(best, sum(proxy[(g, r)] for g, r in zip(groups, combo) if r > 0))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_knapsack_finds_the_smallest_proxy_that_saves_enough(seed: int) -> None:
+    rng = random.Random(seed)
+    groups, ratios = ["a", "b", "c", "d"], (0.25, 0.5, 0.75)
+    saving = {(g, r): rng.uniform(0.0, 1.0) * r for g in groups for r in ratios}
+    proxy = {(g, r): rng.uniform(0.0, 1.0) * r for g in groups for r in ratios}
+    need = rng.uniform(0.2, 1.2)
+    steps = 400
+    chosen = choose_ratios(groups, ratios, saving, proxy, need, steps)
+    assert set(chosen) == set(groups) and set(chosen.values()) <= {0.0, *ratios}
+    assert sum(saving[(g, r)] for g, r in chosen.items() if r > 0) >= need - 1e-9
+    cost = sum(proxy[(g, r)] for g, r in chosen.items() if r > 0)
+    assert cost <= _brute_force(groups, [0.0, *ratios], saving, proxy, need, need / steps) + 1e-9
+
+
+def test_the_knapsack_takes_nothing_when_nothing_is_needed_and_the_most_when_too_much_is() -> None:
+    saving = {("a", 0.5): 1.0, ("a", 0.75): 2.0, ("b", 0.5): 3.0, ("b", 0.75): 2.5}
+    proxy = dict.fromkeys(saving, 1.0)
+    assert choose_ratios(["a", "b"], (0.5, 0.75), saving, proxy, 0.0) == {"a": 0.0, "b": 0.0}
+    assert choose_ratios(["a", "b"], (0.5, 0.75), saving, proxy, 100.0) == {"a": 0.75, "b": 0.5}
+
+
+def test_batch_norm_statistics_are_re_estimated_on_the_data_given() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3)).eval()
+    x = torch.randn(64, 1, 6, 6) * 2 + 1
+    recalibrate_batch_norm(model, x, batch_size=64)
+    with torch.no_grad():
+        conv = model[0](x)
+    assert not model.training
+    torch.testing.assert_close(model[1].running_mean, conv.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(model[1].running_var, conv.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-5)
+    assert model[1].momentum == 0.1  # the caller's momentum is put back
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("vgg", ["0", "3", "7", "10"]),
+    # the stem's channels run through the first block's depthwise conv to the residual sum (one group), each
+    # expansion is a group of its own, the second stage's outputs are coupled by its residual sum
+    ("mobilenetv2", ["features.1.conv.3", "features.2.conv.3", "features.3.conv.3", "features.3.conv.6"]),
+])
+def test_channel_groups_of_models_written_as_plain_pytorch(name, expected, user_models, digits) -> None:
+    torch.manual_seed(0)
+    model = user_models[name]().eval()
+    groups = pruning_groups(model, digits.train.x[:1], output_layers(model, 10))
+    assert groups == expected  # in the order of the modules; the output layers keep their classes
+
+
+def test_the_joint_step_meets_the_budget_within_the_accuracy_limit(trained_conv_net, context_for, digits) -> None:
+    example = digits.train.x[:1]
+    _, macs = count_params_and_macs(trained_conv_net, example)
+    source_ms = context_for().latency_ms(trained_conv_net)
+    context = context_for(latency_ms=0.6 * source_ms, epochs=1, drop=5.0, joint=JointConfig(max_fine_tunes=2))
+    model, report = joint_step(trained_conv_net, context)
+    assert model is not trained_conv_net
+    assert context.latency_ms(model) <= 0.6 * source_ms
+    assert count_params_and_macs(model, example)[1] < macs
+    assert report.details["fine_tunes"] <= 2 and report.details["tried"]
+    assert report.details["base_ms"] == {"fp32": pytest.approx(source_ms)}  # the MACs target has no int8
+    assert report.details["tried"][-1]["val_accuracy_drop_pp"] <= 5
+    assert model(digits.test.x[:3]).shape == (3, 10)
+
+
+def test_the_joint_step_keeps_nothing_that_loses_too_much_accuracy(trained_conv_net, context_for) -> None:
+    context = context_for(latency_ms=1e-4, epochs=0, drop=0.0, joint=JointConfig(max_fine_tunes=2))
+    model, report = joint_step(trained_conv_net, context)
+    assert model is trained_conv_net
+    assert "no policy kept the validation accuracy within 0 pp" in (report.message or "")
+    assert all(t["val_accuracy_drop_pp"] > 0 for t in report.details["tried"])
+
+
+def test_on_onnx_runtime_the_precision_is_chosen_with_the_ratios(trained_conv_net, context_for) -> None:
+    target = get_target("cpu-ort", threads=1)
+    source_ms = target.measure(trained_conv_net, context_for().input_type).median_ms
+    context = context_for(latency_ms=0.5 * source_ms, epochs=1, drop=5.0, target=target,
+                          joint=JointConfig(ratios=(0.5, 0.75), max_fine_tunes=1))
+    model, report = joint_step(trained_conv_net, context)
+    assert set(report.details["base_ms"]) == {"fp32", "int8"}
+    policy = report.details["policy"]
+    assert isinstance(model, OrtInt8Model) == (policy["precision"] == "int8")
+    assert model(context.dataset.test.x[:3]).shape == (3, 10)
