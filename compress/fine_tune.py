@@ -40,15 +40,20 @@ class FineTuneConfig:
                             f"{self.distill_weight}, {self.temperature}, {self.patience}")
 
 
+def kl_to_teacher(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``T^2 * KL(teacher_T || model_T)`` of the softened outputs, mean over the batch: the distillation term."""
+    return F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
+                    log_target=True, reduction="batchmean") * temperature**2
+
+
 def distillation_loss(teacher: nn.Module, temperature: float, weight: float) -> LossFn:
     """``(1 - weight) * CE(logits, y) + weight * T^2 * KL(teacher_T || student_T)``; the teacher runs frozen."""
     teacher.eval()
 
     def loss(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            soft = F.log_softmax(teacher(x) / temperature, dim=1)  # (B, classes)
-        student = F.log_softmax(logits / temperature, dim=1)
-        kd = F.kl_div(student, soft, log_target=True, reduction="batchmean") * temperature**2
+            teacher_logits = teacher(x)  # (B, classes)
+        kd = kl_to_teacher(logits, teacher_logits, temperature)
         return (1 - weight) * F.cross_entropy(logits, y) + weight * kd
 
     return loss

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from archetype.compress.fine_tune import kl_to_teacher
 from archetype.compress.pruning import output_layers, prune_channels, pruning_groups
 from archetype.compress.quantization import OrtInt8Model, QuantizationConfig, quantize_module
 from archetype.compress.step import CompressionContext, StepReport, register_step
@@ -38,7 +38,7 @@ from archetype.runtime.data import sample_split
 from archetype.runtime.onnx_export import export_onnx_bytes, export_onnx_for_timing
 from archetype.runtime.quantization import quantize_onnx_static
 from archetype.runtime.targets import OnnxRuntimeCpuTarget
-from archetype.runtime.training import evaluate_accuracy
+from archetype.runtime.training import evaluate_accuracy, recalibrate_batch_norm
 
 PRECISIONS = ("fp32", "int8")
 
@@ -134,16 +134,15 @@ class JointSearch:
     def __init__(self, model: nn.Module, context: CompressionContext, config: JointConfig) -> None:
         self.model, self.context, self.config = model.eval(), context, config
         self.example = context.example()
-        self.ignored = output_layers(model, context.dataset.num_classes)
-        self.groups = pruning_groups(model, self.example, self.ignored)
+        self.groups = pruning_groups(model, self.example, output_layers(model, context.dataset.num_classes))
         int8 = isinstance(context.target, OnnxRuntimeCpuTarget)
         self.precisions = [p for p in config.precisions if p == "fp32" or int8]
         generator = torch.Generator().manual_seed(context.seed)
         self.proxy_split = sample_split(context.dataset.val, config.proxy_samples, generator)
         self.recalibration = sample_split(context.dataset.train, config.recalibration_samples, generator).x
-        teacher = context.teacher if context.teacher is not None else model
+        self.teacher = context.teacher if context.teacher is not None else model
         with torch.inference_mode():
-            self.teacher_logits = teacher.eval()(self.proxy_split.x)
+            self.teacher_logits = self.teacher.eval()(self.proxy_split.x)
         self.measurements = 0
 
     def pruned(self, ratios: dict[str, float]) -> nn.Module:
@@ -169,10 +168,9 @@ class JointSearch:
 
     def proxy(self, model: nn.Module) -> float:
         """The distillation loss to the source on the proxy images, after re-estimating batch-norm statistics."""
-        recalibrate_batch_norm(model, self.recalibration)
+        recalibrate_batch_norm(model, self.recalibration.split(128))
         with torch.inference_mode():
-            logits = model(self.proxy_split.x)
-        return kl_to_teacher(logits, self.teacher_logits)
+            return float(kl_to_teacher(model(self.proxy_split.x), self.teacher_logits))
 
     def tables(self) -> PolicyTables:
         """Measure the latency savings and the proxy of every group at every ratio."""
@@ -193,8 +191,8 @@ class JointSearch:
             int8 = quantize_onnx_static(export_onnx_bytes(self.model, self.example, dynamic_batch=True),
                                         self.context.dataset.train.x)
             with torch.inference_mode():
-                plain = kl_to_teacher(self.model(self.proxy_split.x), self.teacher_logits)
-                int8_proxy = kl_to_teacher(OrtInt8Model(int8)(self.proxy_split.x), self.teacher_logits) - plain
+                plain = float(kl_to_teacher(self.model(self.proxy_split.x), self.teacher_logits))
+                int8_proxy = float(kl_to_teacher(OrtInt8Model(int8)(self.proxy_split.x), self.teacher_logits)) - plain
         return PolicyTables(self.groups, base, saving, proxy, max(int8_proxy, 0.0))
 
     def solve(self, tables: PolicyTables, precision: str, target_ms: float) -> Policy:
@@ -221,30 +219,6 @@ class JointSearch:
         return min(tried, key=lambda p: p.rank(target_ms))
 
 
-def kl_to_teacher(logits: torch.Tensor, teacher_logits: torch.Tensor) -> float:
-    """KL(teacher || model) of the softmax outputs, mean over the samples."""
-    return float(F.kl_div(F.log_softmax(logits, 1), F.log_softmax(teacher_logits, 1), log_target=True,
-                          reduction="batchmean"))
-
-
-def recalibrate_batch_norm(model: nn.Module, x: torch.Tensor, batch_size: int = 128) -> None:
-    """Re-estimate every batch norm's running statistics on ``x`` (pruning upstream shifts them); weights unchanged."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches
-    model.train()
-    with torch.no_grad():
-        for batch in x.split(batch_size):
-            model(batch)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    model.eval()
-
-
 @register_step("joint")
 def joint_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module, StepReport]:
     """Per-group prune ratios and the precision chosen together by measured tables; only finalists fine-tuned."""
@@ -255,8 +229,7 @@ def joint_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
                                  "outside the output layer (a .pt2 graph has none; a factory with --weights has them)")
     tables = search.tables()
     val = context.dataset.val
-    teacher = context.teacher if context.teacher is not None else model
-    reference = evaluate_accuracy(teacher, val)
+    reference = evaluate_accuracy(search.teacher, val)
     max_drop = context.budget.max_accuracy_drop / 100
     budget_ms = context.budget.latency_ms
     details: dict[str, Any] = {"groups": tables.groups, "base_ms": tables.base_ms, "int8_proxy": tables.int8_proxy,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -320,6 +320,29 @@ def stochastic_depth(model: nn.Module, rate: float) -> Iterator[None]:
     finally:
         for module, branch in zip(owners, saved):
             module.drop_path = branch
+
+
+def recalibrate_batch_norm(
+    model: nn.Module, batches: Iterable[torch.Tensor], norms: Sequence[nn.Module] | None = None
+) -> None:
+    """Re-estimate the running statistics of ``norms`` (every batch norm of ``model`` by default) as the plain
+    average over ``batches``, weights unchanged: what inherited or pruned weights need before they are scored.
+    Leaves ``model`` in eval mode, each norm with its momentum back."""
+    if norms is None:
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    model.train()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                model(batch)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+    model.eval()
 
 
 def device_of(model: nn.Module) -> torch.device:

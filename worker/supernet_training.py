@@ -29,7 +29,13 @@ from torch import nn
 from archetype.errors import SpecError
 from archetype.runtime.data import Dataset, Split
 from archetype.runtime.devices import check_device_name, resolve_device
-from archetype.runtime.training import TrainingError, batch_slices, evaluate_accuracy, torch_threads
+from archetype.runtime.training import (
+    TrainingError,
+    batch_slices,
+    evaluate_accuracy,
+    recalibrate_batch_norm,
+    torch_threads,
+)
 from archetype.searchspace.architecture import Architecture
 from archetype.searchspace.space import SearchSpace
 from archetype.searchspace.supernet import Supernet, extreme_architecture
@@ -216,20 +222,12 @@ class SupernetTrainer:
         net = self.supernets[self.supernet_for(arch) if supernet is None else supernet]
         net.activate(arch)
         norms = [m for shared in net.active_modules() for m in shared.modules() if isinstance(m, nn.BatchNorm2d)]
-        momenta = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over the calibration batches
-        net.train()
         train, size = self.dataset.train, self.config.batch_size
-        with torch.no_grad(), torch_threads(self.config.threads):
-            for i in range(self.config.bn_batches):
-                if i * size >= len(train):
-                    break
-                net(train.x[i * size : (i + 1) * size].to(self.device, non_blocking=True))
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        return net.eval()
+        batches = (train.x[i * size : (i + 1) * size].to(self.device, non_blocking=True)
+                   for i in range(self.config.bn_batches) if i * size < len(train))
+        with torch_threads(self.config.threads):
+            recalibrate_batch_norm(net, batches, norms)
+        return net
 
     def score(self, arch: Architecture, split: Split | None = None) -> float:
         """Validation accuracy of ``arch`` with inherited weights and recalibrated batch norm."""

@@ -8,9 +8,8 @@ import random
 
 import pytest
 import torch
-from torch import nn
 
-from archetype.compress.joint_policy import JointConfig, choose_ratios, joint_step, recalibrate_batch_norm
+from archetype.compress.joint_policy import JointConfig, choose_ratios, joint_step
 from archetype.compress.pruning import output_layers, pruning_groups
 from archetype.compress.quantization import OrtInt8Model
 from archetype.compress.step import count_params_and_macs
@@ -46,19 +45,6 @@ def test_the_knapsack_takes_nothing_when_nothing_is_needed_and_the_most_when_too
     proxy = dict.fromkeys(saving, 1.0)
     assert choose_ratios(["a", "b"], (0.5, 0.75), saving, proxy, 0.0) == {"a": 0.0, "b": 0.0}
     assert choose_ratios(["a", "b"], (0.5, 0.75), saving, proxy, 100.0) == {"a": 0.75, "b": 0.5}
-
-
-def test_batch_norm_statistics_are_re_estimated_on_the_data_given() -> None:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3)).eval()
-    x = torch.randn(64, 1, 6, 6) * 2 + 1
-    recalibrate_batch_norm(model, x, batch_size=64)
-    with torch.no_grad():
-        conv = model[0](x)
-    assert not model.training
-    torch.testing.assert_close(model[1].running_mean, conv.mean(dim=(0, 2, 3)))
-    torch.testing.assert_close(model[1].running_var, conv.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-5)
-    assert model[1].momentum == 0.1  # the caller's momentum is put back
 
 
 @pytest.mark.parametrize(("name", "expected"), [

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from archetype.runtime.data import load_dataset
-from archetype.runtime.training import TrainConfig, TrainingError, evaluate_accuracy, train
+from archetype.runtime.training import TrainConfig, TrainingError, evaluate_accuracy, recalibrate_batch_norm, train
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +78,16 @@ def test_evaluate_accuracy_restores_the_training_mode(digits, tiny_model):
 def test_train_config_refuses_impossible_settings(field):
     with pytest.raises(ValueError, match="invalid training config"):
         TrainConfig(**field)
+
+
+def test_batch_norm_statistics_are_re_estimated_on_the_data_given() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3)).eval()
+    x = torch.randn(64, 1, 6, 6) * 2 + 1
+    recalibrate_batch_norm(model, [x])
+    with torch.no_grad():
+        conv = model[0](x)
+    assert not model.training
+    torch.testing.assert_close(model[1].running_mean, conv.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(model[1].running_var, conv.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4, atol=1e-5)
+    assert model[1].momentum == 0.1  # the caller's momentum is put back
