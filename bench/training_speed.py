@@ -7,7 +7,10 @@ Parts (``--parts``, comma-separated):
   the ``quick`` recipe on 1 and 2 CPU threads (and every core when there are more; and every core with
   bfloat16 autocast, which pays only where the CPU computes in bfloat16), and, where a
   CUDA device is present, ``quick`` on the GPU with and without mixed precision. Each row also gives
-  the data path's share of the training time (fetching and augmenting batches; exact on a CPU).
+  the data path's share of the training time (fetching and augmenting batches; exact on a CPU), and
+  on the CPU the arithmetic rate it reaches (a training step counted as three forward passes'
+  MACs, two FLOPs each) as a share of the rate of a large float32 matrix product at the same
+  thread count: the ceiling no loop on these cores passes.
 - ``trial``: the wall time of one search trial (build, latency on cpu-ort, train ``--trial-epochs``,
   validation and test accuracy) of the conv-small typical architecture, old settings against new.
 - ``accuracy``: validation accuracy after each of ``--epochs-list`` epochs, ``quick`` against the old
@@ -33,7 +36,7 @@ import torch
 
 from archetype.runtime.data import Dataset, Split, load_dataset
 from archetype.runtime.devices import available_cpus, default_batch_size
-from archetype.runtime.training import TrainConfig, evaluate_accuracy, recipe, train
+from archetype.runtime.training import TrainConfig, evaluate_accuracy, recipe, torch_threads, train
 from archetype.searchspace import Architecture, Image, get_space
 
 OLD = {"recipe": "plain", "threads": 1}  # the loop before recipes: bare AdamW + cosine, batch 64, one thread
@@ -73,6 +76,19 @@ def images_per_second(arch: Architecture, data: Dataset, config: TrainConfig) ->
     return report.images / report.seconds, report.data_seconds / report.seconds
 
 
+def matmul_gflops(threads: int, size: int = 2048, repeats: int = 10) -> float:
+    """The float32 GFLOP/s of a large matrix product at ``threads``: what the cores can compute at best."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    with torch_threads(threads):
+        for _ in range(3):
+            a @ b
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        seconds = time.perf_counter() - start
+    return 2 * size**3 * repeats / seconds / 1e9
+
+
 def speed_rows(archs: dict[str, Architecture], data: Dataset, gpu_only: bool, seed: int, full: int) -> list[dict]:
     """Rows at the batch a trial on the ``full`` training split would use, though timed on ``data``, a subset."""
     cpu, gpu = default_batch_size(torch.device("cpu"), full), default_batch_size(torch.device("cuda"), full)
@@ -93,14 +109,22 @@ def speed_rows(archs: dict[str, Architecture], data: Dataset, gpu_only: bool, se
                                                seed=seed, batch_size=gpu)))
     elif gpu_only:
         print("no CUDA device: no GPU rows", file=sys.stderr)
+    peak = {} if gpu_only else {t: matmul_gflops(t) for t in sorted({1, 2, available_cpus()})}
+    if peak:
+        print("  float32 matrix product: " + ", ".join(f"{g:.0f} GFLOP/s at {t} thread(s)" for t, g in peak.items()))
     rows = []
     for space, arch in archs.items():
         for label, config in settings:
             print(f"speed: {space} / {label} ...", file=sys.stderr, flush=True)
             rate, share = images_per_second(arch, data, config)
+            gflops = rate * 3 * arch.macs() * 2 / 1e9
             rows.append({"space": space, "setting": label, "images_per_s": rate, "data_share": share,
-                         "batch": config.batch_size})
-            print(f"  {space:11s} {label:38s} {rate:9.0f} images/s   data path {100 * share:4.1f}%", flush=True)
+                         "batch": config.batch_size, "gflops": gflops})
+            threads = config.threads or available_cpus()
+            of_peak = f"   {gflops:5.0f} GFLOP/s, {gflops / peak[threads]:4.0%} of the product's" \
+                if config.device == "cpu" and threads in peak else ""
+            print(f"  {space:11s} {label:38s} {rate:9.0f} images/s   data path {100 * share:4.1f}%{of_peak}",
+                  flush=True)
     return rows
 
 

@@ -184,6 +184,21 @@ class SearchSpace:
                     continue
                 yield candidate
 
+    def crossover(
+        self, first: Architecture, second: Architecture, rng: np.random.Generator, tries: int = 1
+    ) -> Architecture | None:
+        """A child taking each slot's choice from either parent with even odds (uniform crossover); None when
+        ``tries`` draws are all ill-typed."""
+        pairs = list(zip(without_adapters(first.choices), without_adapters(second.choices), strict=True))
+        for _ in range(tries):
+            child = self.architecture(tuple(a if rng.random() < 0.5 else b for a, b in pairs))
+            try:
+                child.typing()
+            except TypeCheckError:
+                continue
+            return child
+        return None
+
     @staticmethod
     def _slot_alternatives(slot: Slot, choice: Choice) -> Iterator[Choice]:
         current = dict(choice.params)

@@ -176,10 +176,7 @@ class PredictorGuidedSearch(Strategy):
             return population[i if position[i] < position[j] else j]
 
         mother, father = tournament(), tournament()
-        mix = tuple(
-            m if self._rng.random() < 0.5 else f for m, f in zip(mother.choices, father.choices, strict=True)
-        )
-        child = self._typed(mix) or mother
+        child = self.space.crossover(mother, father, self._rng) or mother
         for _ in range(5):
             i = int(self._rng.integers(len(self.space.slots)))
             choices = (*child.choices[:i], self._random_choice(self.space.slots[i]), *child.choices[i + 1 :])

@@ -187,7 +187,9 @@ class SpaceFeaturizer:
                 nodes[k, len(self._ops) + (0 if k == 0 else 1)] = 1.0
                 continue
             op = self._ops.index(data["op"]) if data["op"] in self._ops else None
-            cost = (float(data["macs"]), float(data["n_params"]), float(np.prod(outputs.get(name, (0,)))))
+            # a cell's sum nodes carry no cost; a cell edge's operator node names its slot
+            cost = (float(data.get("macs", 0.0)), float(data.get("n_params", 0.0)),
+                    float(np.prod(outputs.get(data.get("slot", name), (0,)))))
             nodes[k, len(self._ops) + 2:] = [_log_cost(c) for c in cost]
             if op is not None:
                 nodes[k, op] = 1.0

@@ -238,3 +238,23 @@ def test_every_predefined_space_counts_params_and_mutates_well_typed(name: str) 
         assert arch.params() == sum(p.numel() for p in model.parameters())
         for n in itertools.islice(space.neighbours(arch), 20):
             space.validate(n)
+
+
+def test_crossover_takes_every_slot_from_one_parent(space: SearchSpace, samples: list[Architecture]) -> None:
+    rng = np.random.default_rng(3)
+    mixed = 0
+    for first, second in zip(samples[:20], samples[20:40], strict=True):
+        child = space.crossover(first, second, rng, tries=5)
+        assert child is not None
+        space.validate(child)
+        assert all(c in (a, b) for a, b, c in zip(first.choices, second.choices, child.choices, strict=True))
+        mixed += child.key not in (first.key, second.key)
+    assert mixed >= 10
+
+
+def test_crossover_gives_none_when_every_draw_is_ill_typed(space, samples, monkeypatch) -> None:
+    def ill_typed(self):
+        raise TypeCheckError("no")
+
+    monkeypatch.setattr(Architecture, "typing", ill_typed)
+    assert space.crossover(samples[0], samples[1], np.random.default_rng(0), tries=3) is None

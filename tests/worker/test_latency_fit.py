@@ -79,13 +79,14 @@ def test_pretraining_on_the_device_itself_is_refused(tmp_path, capsys):
 def test_bench_reads_any_table_of_the_layout(tmp_path):
     table = write_table(tmp_path / "devices.csv", rows=200)
     run = subprocess.run([sys.executable, str(BENCH), str(table), "--train", "60", "--small", "20", "--val", "20",
-                          "--shots", "10", "--seeds", "1", "--models", "gbdt"], capture_output=True, text=True,
-                         timeout=300)
+                          "--shots", "10", "--seeds", "1", "--models", "gbdt", "--learnable"], capture_output=True,
+                         text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     lines = {line.split()[0]: line.split() for line in run.stdout.splitlines() if line.split()
              and line.split()[0] in ("a", "b", "new")}
     assert set(lines) == {"a", "b", "new"}
     assert all(0.8 < float(cols[1]) <= 1.0 for cols in lines.values())  # share within ±10% after the name
+    assert all(cols[13] == "-" and 0.8 < float(cols[14]) <= 1.0 for cols in lines.values())  # no rounding; at 90%
     bad = subprocess.run([sys.executable, str(BENCH), str(table), "--devices", "zz"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "latency_ms_zz" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from archetype.errors import SpecError
+from archetype.searchspace import Image, get_space, list_spaces
 from archetype.searchspace.nb201 import NB201_OPS, format_nb201
-from archetype.worker.latency_features import FBNetFeaturizer, NB201Featurizer, nb201_live_edges
+from archetype.worker.latency_features import FBNetFeaturizer, NB201Featurizer, SpaceFeaturizer, nb201_live_edges
 from archetype.worker.latency_learned import (
     MIN_FIT_SAMPLES,
     TransferLatencyPredictor,
@@ -101,3 +102,15 @@ def test_twenty_shots_transfer_what_other_devices_know():
     assert share_within(alone.predict_ms([CELLS[i] for i in rest]), new[rest]) < share_within(predicted, new[rest])
     with pytest.raises(SpecError, match="2 usable"):
         TransferLatencyPredictor(table_source(columns, int), ["a", "b"]).fit(shots[:2], new[shots[:2]])
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_every_predefined_space_is_featurized(name):
+    """Chain and cell spaces alike (a cell's sum nodes carry no cost of their own): one shape per space."""
+    space = get_space(name, Image(3, 32, 32), 10)
+    rng = np.random.default_rng(0)
+    featurizer = SpaceFeaturizer(space)
+    feats = [featurizer.encode(space.sample(rng)) for _ in range(3)]
+    assert len({f.vector.shape for f in feats}) == 1 and len({f.nodes.shape[1] for f in feats}) == 1
+    assert all(np.isfinite(f.vector).all() and f.nodes.shape[0] == f.adjacency.shape[0] for f in feats)
+    assert any(f.nodes[:, -3].max() > 0 for f in feats)  # some node's MACs reach the features
