@@ -41,6 +41,8 @@ from archetype.runtime.targets import OnnxRuntimeCpuTarget
 from archetype.runtime.training import evaluate_accuracy, recalibrate_batch_norm
 
 PRECISIONS = ("fp32", "int8")
+TIMING_NOISE = 0.03
+"""Relative latency difference taken as timing noise: a policy this close to its target meets it."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class Policy:
     proxy: float
     measured_ms: float = math.nan
 
-    def rank(self, target_ms: float, tolerance: float = 0.03) -> tuple[int, float]:
+    def rank(self, target_ms: float, tolerance: float = TIMING_NOISE) -> tuple[int, float]:
         """Sort key: the best proxy among policies within the target (give or take the timing noise), then the
         fastest of the rest."""
         if self.measured_ms <= target_ms * (1 + tolerance):
@@ -213,7 +215,7 @@ class JointSearch:
             measured = self.latency_ms(self.pruned(ratios), precision)
             tried.append(Policy(ratios, precision, predicted, score, measured))
             miss = math.log(measured / target_ms)
-            if abs(miss) <= 0.03 or (miss < 0 and need <= 0):
+            if abs(miss) <= TIMING_NOISE or (miss < 0 and need <= 0):
                 break
             need += miss
         return min(tried, key=lambda p: p.rank(target_ms))
