@@ -2,7 +2,7 @@
 would pick instead, every result timed side by side with its source on cpu-ort, 1 thread.
 
     .venv/bin/python bench/compress.py [--models mobilenetv2,resnet18,vgg] [--epochs 3] [--fine-tune-epochs 2]
-        [--max-accuracy-drop 0.3] [--pipeline STEPS] [--sources DIR] [--train-samples N]
+        [--fine-tune-lr LR] [--max-accuracy-drop 0.3] [--pipeline STEPS] [--sources DIR] [--train-samples N]
         [--peers ours,ort-int8,torch-pruning,nncf,modelopt,mct]
 
 Per model: train the source on MNIST (seeded), then one row per method:
@@ -29,6 +29,7 @@ import copy
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -39,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from user_models import MobileNetV2, ResNet18, vgg
 
 from archetype.compress.command import CompressOptions
+from archetype.compress.fine_tune import fine_tune_recipe
 from archetype.compress.pipeline import CompressionPipeline, CompressionResult
 from archetype.compress.pruning import output_layers
 from archetype.compress.quantization import OrtInt8Model
@@ -176,6 +178,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, help="latency budget as a fraction of the source's (default per model)")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of the source models")
     parser.add_argument("--fine-tune-epochs", type=int, default=2)
+    parser.add_argument("--fine-tune-lr", type=float, help="peak learning rate of fine-tunes (default: the command's)")
     parser.add_argument("--max-accuracy-drop", type=float, default=0.3)
     parser.add_argument("--peers", default=",".join(PEERS))
     parser.add_argument("--pipeline", default=",".join(PIPELINE), help="our steps (default: the command's)")
@@ -193,6 +196,9 @@ def main() -> None:
                           sample_split(dataset.test, args.test_samples, generator), dataset.input_type,
                           dataset.num_classes)
     target = get_target("cpu-ort", threads=1)
+    recipe = fine_tune_recipe(args.fine_tune_epochs)
+    if args.fine_tune_lr is not None:
+        recipe = replace(recipe, lr=args.fine_tune_lr)
     header = ["model", "method", "speedup", "IQR", "source ms", "result ms", "accuracy", "drop pp", "size MB",
               "wall s", "note"]
     rows: list[list[str]] = []
@@ -220,7 +226,7 @@ def main() -> None:
         budget = Budget((args.budget or default_budget) * source_ms, max_accuracy_drop=args.max_accuracy_drop)
         state: dict = {"pipeline": args.pipeline.split(",")}
         for name in args.peers.split(","):
-            context = CompressionContext(target, dataset, budget, TrainConfig(epochs=args.fine_tune_epochs, lr=1e-3),
+            context = CompressionContext(target, dataset, budget, recipe,
                                          progress=lambda text: print(f"  {text}", file=sys.stderr, flush=True))
             start = time.perf_counter()
             try:

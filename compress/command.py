@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from archetype.compress.fine_tune import fine_tune_recipe
 from archetype.compress.model_source import ONNX_STEPS, LoadedModel, load_model
 from archetype.compress.pipeline import CompressionPipeline, CompressionResult, OnStep, check_out_dir
 from archetype.compress.step import Budget, CompressionContext
@@ -14,7 +15,6 @@ from archetype.errors import SpecError
 from archetype.runtime.data import load_dataset
 from archetype.runtime.devices import resolve_device
 from archetype.runtime.targets import get_target
-from archetype.runtime.training import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def run_compress(
     target = get_target(options.target, threads=options.threads)
     dataset = load_dataset(options.data, options.seed)
     resolve_device(options.device)  # cuda on a machine without CUDA fails here, before anything is stored
-    fine_tune = TrainConfig(epochs=options.epochs, lr=1e-3, seed=options.seed, device=options.device)
+    fine_tune = fine_tune_recipe(options.epochs, seed=options.seed, device=options.device)
     context = CompressionContext(target, dataset, budget, fine_tune, seed=options.seed, progress=on_progress)
     pipeline = CompressionPipeline(options.pipeline, context)
     if options.name is not None and any(r.name == options.name for r in store.compression_runs()):

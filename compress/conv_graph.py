@@ -12,6 +12,7 @@ the graph node. The chain is finally checked to compute what the model does.
 
 from __future__ import annotations
 
+import copy
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -334,3 +335,44 @@ def check_same_function(model: nn.Module, chain: ConvChain, atol: float = 1e-4) 
     ):
         raise UnsupportedNetworkError(f"{type(model).__name__}: the conv chain read from its graph does not compute "
                                       f"what the model does{HINT}")
+
+
+def removable_blocks(model: nn.Module) -> dict[str, nn.Module]:
+    """The submodules computing ``x + f(x)`` on their one input, or an activation of it, by name, each with what
+    computes the same without ``f`` (an identity, or that activation): the residual blocks a depth choice may drop."""
+    found: dict[str, nn.Module] = {}
+    for name, module in model.named_modules():
+        if not name or isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)) or not any(module.children()):
+            continue
+        try:
+            graph = fx.symbolic_trace(module).graph
+        except Exception:  # fx raises many kinds from user code; a block it cannot trace is not offered
+            continue
+        inputs = [node for node in graph.nodes if node.op == "placeholder"]
+        result = next(node for node in graph.nodes if node.op == "output").args[0]
+        stand_in: nn.Module = nn.Identity()
+        if isinstance(result, fx.Node) and (activation := _activation_of(result, module)) is not None:
+            stand_in, result = activation, result.args[0]
+        if (len(inputs) == 1 and isinstance(result, fx.Node) and _is_add(result) and len(result.args) == 2
+                and inputs[0] in result.args and result.args[0] is not result.args[1] and not result.kwargs):
+            found[name] = stand_in
+    return found
+
+
+def _activation_of(node: fx.Node, owner: nn.Module) -> nn.Module | None:
+    """A fresh module computing the activation ``node`` applies, or None if it applies none."""
+    if node.op == "call_module" and isinstance(target := owner.get_submodule(str(node.target)), ACTIVATION_TYPES):
+        return copy.deepcopy(target)
+    if node.op == "call_function" and node.target in _FUNCTION_ACTIVATIONS and len(node.args) == 1:
+        return _FUNCTION_ACTIVATIONS[node.target]()
+    if node.op == "call_method" and node.target in _METHOD_ACTIVATIONS and len(node.args) == 1:
+        return _METHOD_ACTIVATIONS[str(node.target)]()
+    return None
+
+
+def remove_blocks(model: nn.Module, stand_ins: dict[str, nn.Module]) -> nn.Module:
+    """Replace each named submodule of ``model`` in place by its stand-in (from ``removable_blocks``)."""
+    for name, stand_in in stand_ins.items():
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, copy.deepcopy(stand_in))
+    return model

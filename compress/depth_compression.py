@@ -35,6 +35,7 @@ from archetype.compress.conv_chain import (
     extract_chain,
     merge_network,
 )
+from archetype.compress.fine_tune import fine_tune_recipe
 from archetype.errors import SpecError
 from archetype.runtime.data import Dataset, sample_dataset
 from archetype.runtime.training import TrainConfig, evaluate_accuracy, train
@@ -364,7 +365,7 @@ class FineTuneScore:
         train_samples: int | None = 2048,
         val_samples: int | None = 1024,
     ) -> None:
-        self.config = config or TrainConfig(epochs=1, lr=1e-3)
+        self.config = config or fine_tune_recipe(1)
         generator = torch.Generator().manual_seed(self.config.seed)
         self.dataset = sample_dataset(dataset, train_samples, val_samples, generator)
 

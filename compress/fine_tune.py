@@ -22,6 +22,14 @@ from archetype.errors import SpecError
 from archetype.runtime.data import Dataset, sample_dataset
 from archetype.runtime.training import LossFn, TrainConfig, evaluate_accuracy, train
 
+FINE_TUNE_LR = 1e-3
+"""Peak learning rate of a fine-tune after a compression step (the recipe's warm-up and cosine schedule)."""
+
+
+def fine_tune_recipe(epochs: int = 2, **options: Any) -> TrainConfig:
+    """The training recipe every compression fine-tune starts from: ``epochs`` at ``FINE_TUNE_LR``."""
+    return TrainConfig(epochs=epochs, lr=FINE_TUNE_LR, **options)
+
 
 @dataclass(frozen=True)
 class FineTuneConfig:

@@ -1,8 +1,9 @@
 """The joint step: a prune ratio per channel group and the precision, chosen together under the latency budget.
 
 1. Latency table, measured once on the target: the model with one channel group
-   pruned by each ratio, in fp32 and (on cpu-ort) in int8. A policy's latency is
-   predicted as the base minus the savings of its choices.
+   pruned by each ratio, or one residual block dropped whole (a depth choice), in
+   fp32 and (on cpu-ort) in int8. A policy's latency is predicted from the base
+   and the savings of its choices.
 2. Accuracy proxy table: the distillation loss (KL divergence to the source's
    logits) on validation images of the model with one group pruned by each
    ratio, batch-norm statistics re-estimated first; the int8 source's loss too.
@@ -12,10 +13,11 @@
    feedback, as NetAdapt does).
 4. Only the finalist with the best proxy is fine-tuned (distilled), an int8 one
    then quantized with the mixed-precision policy. A near miss on accuracy is
-   fine-tuned again; one that still loses too much moves the latency target
-   towards the source's (a bisection in log space between what kept its
-   accuracy and what did not) and the next finalist is solved, before anything
-   is rejected.
+   fine-tuned again for longer; one that still loses too much moves the latency
+   target towards the source's, to where the proxy, scaled by that failure's
+   drop, predicts the accuracy limit (within a quarter to three quarters of the
+   way, in log space, between what kept its accuracy and what did not), and the
+   next finalist is solved, before anything is rejected.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from archetype.compress.conv_graph import removable_blocks, remove_blocks
 from archetype.compress.fine_tune import kl_to_teacher
 from archetype.compress.pruning import output_layers, prune_channels, pruning_groups
 from archetype.compress.quantization import OrtInt8Model, QuantizationConfig, quantize_module
@@ -41,6 +44,8 @@ from archetype.runtime.targets import OnnxRuntimeCpuTarget
 from archetype.runtime.training import evaluate_accuracy, recalibrate_batch_norm
 
 PRECISIONS = ("fp32", "int8")
+BLOCK_REMOVED = 1.0
+"""The ratio of a residual block dropped whole (its channels all gone): the one choice a block has besides 0."""
 TIMING_NOISE = 0.03
 """Relative latency difference taken as timing noise: a policy this close to its target meets it."""
 
@@ -55,7 +60,9 @@ class JointConfig:
     recalibration_samples: int = 256  # training images re-estimating batch-norm statistics
     feedback_rounds: int = 3  # measured re-solves of one policy
     max_fine_tunes: int = 4  # fine-tuned policies at most, repairs included
+    repair_within: float = 3.0  # a policy whose drop is at most this many times the limit is fine-tuned again
     knapsack_steps: int = 600  # the latency saving needed is cut into this many steps
+    remove_blocks: bool = True  # residual blocks (x + f(x)) may also be dropped whole: a depth choice
 
 
 @dataclass(frozen=True)
@@ -100,14 +107,15 @@ def choose_ratios(
     steps: int = 600,
 ) -> dict[str, float]:
     """One ratio per group (0 included) with the smallest summed proxy whose summed saving reaches ``need_ms``;
-    the largest saving when none reaches it. A multiple-choice knapsack over savings cut into ``steps``."""
-    choices = [0.0, *sorted(r for r in ratios if r > 0)]
+    the largest saving when none reaches it. A multiple-choice knapsack over savings cut into ``steps``; a group
+    chooses among the ``ratios`` that ``saving`` has an entry for."""
+    choices = {g: [0.0, *sorted(r for r in set(ratios) if r > 0 and (g, r) in saving)] for g in groups}
     if need_ms <= 0:
         return dict.fromkeys(groups, 0.0)
-    reachable = sum(max(max(saving.get((g, r), 0.0), 0.0) for r in choices) for g in groups)
+    reachable = sum(max(max(saving.get((g, r), 0.0), 0.0) for r in choices[g]) for g in groups)
     if reachable < need_ms:  # the fastest by the table: the most saved, ties (within 5%) to the larger ratio
-        top = {g: max(saving.get((g, r), 0.0) for r in choices) for g in groups}
-        return {g: max(r for r in choices if saving.get((g, r), 0.0) >= 0.95 * top[g]) for g in groups}
+        top = {g: max(saving.get((g, r), 0.0) for r in choices[g]) for g in groups}
+        return {g: max(r for r in choices[g] if saving.get((g, r), 0.0) >= 0.95 * top[g]) for g in groups}
     unit = need_ms / steps
     # best[s]: (summed proxy, choice per group so far) reaching min(saving, need) of s steps
     best: list[tuple[float, tuple[float, ...]] | None] = [None] * (steps + 1)
@@ -117,7 +125,7 @@ def choose_ratios(
         for s, entry in enumerate(best):
             if entry is None:
                 continue
-            for r in choices:
+            for r in choices[group]:
                 gain = 0 if r == 0 else math.floor(max(saving.get((group, r), 0.0), 0.0) / unit)
                 cost = entry[0] + (0.0 if r == 0 else max(proxy.get((group, r), math.inf), 0.0))
                 to = min(steps, s + gain)
@@ -136,7 +144,9 @@ class JointSearch:
     def __init__(self, model: nn.Module, context: CompressionContext, config: JointConfig) -> None:
         self.model, self.context, self.config = model.eval(), context, config
         self.example = context.example()
+        self.blocks = removable_blocks(model) if config.remove_blocks else {}
         self.groups = pruning_groups(model, self.example, output_layers(model, context.dataset.num_classes))
+        self.groups += list(self.blocks)
         int8 = isinstance(context.target, OnnxRuntimeCpuTarget)
         self.precisions = [p for p in config.precisions if p == "fp32" or int8]
         generator = torch.Generator().manual_seed(context.seed)
@@ -148,10 +158,13 @@ class JointSearch:
         self.measurements = 0
 
     def pruned(self, ratios: dict[str, float]) -> nn.Module:
-        """A copy of the model with each named group pruned by its ratio (magnitude importance)."""
-        candidate = copy.deepcopy(self.model)
+        """A copy of the model with each named residual block dropped and each named channel group pruned by its
+        ratio (magnitude importance); a group inside a dropped block goes with it."""
+        candidate = remove_blocks(copy.deepcopy(self.model), {name: self.blocks[name] for name, r in ratios.items()
+                                                               if r > 0 and name in self.blocks})
         modules = dict(candidate.named_modules())
-        chosen = {modules[name]: r for name, r in ratios.items() if r > 0}
+        chosen = {modules[name]: r for name, r in ratios.items() if r > 0 and name not in self.blocks
+                  and name in modules}
         if chosen:
             prune_channels(candidate, self.example, chosen, ignored=output_layers(candidate,
                                                                                   self.context.dataset.num_classes))
@@ -182,8 +195,9 @@ class JointSearch:
         saving: dict[str, dict[tuple[str, float], float]] = {p: {} for p in self.precisions}
         proxy: dict[tuple[str, float], float] = {}
         for index, group in enumerate(self.groups):
-            say(f"joint: timing and scoring channel group {index + 1}/{len(self.groups)} ({group})")
-            for ratio in config.ratios:
+            kind = "residual block" if group in self.blocks else "channel group"
+            say(f"joint: timing and scoring {kind} {index + 1}/{len(self.groups)} ({group})")
+            for ratio in (BLOCK_REMOVED,) if group in self.blocks else config.ratios:
                 candidate = self.pruned({group: ratio})
                 for precision in self.precisions:
                     saving[precision][(group, ratio)] = base[precision] - self.latency_ms(candidate, precision)
@@ -197,28 +211,50 @@ class JointSearch:
                 int8_proxy = float(kl_to_teacher(OrtInt8Model(int8)(self.proxy_split.x), self.teacher_logits)) - plain
         return PolicyTables(self.groups, base, saving, proxy, max(int8_proxy, 0.0))
 
-    def solve(self, tables: PolicyTables, precision: str, target_ms: float) -> Policy:
-        """The policy of ``precision`` under ``target_ms``: solved, built, measured, solved again with the miss.
+    def plan(self, tables: PolicyTables, precision: str, need: float) -> tuple[dict[str, float], float, float]:
+        """The knapsack's ratios for ``need`` (log of the speedup wanted), their predicted latency and summed proxy.
 
         Savings compose multiplicatively (a layer pruned on both sides keeps the product of its shares), so the
         knapsack runs on log-savings: ``-log(1 - saving / base)`` per entry, ``log(base / target)`` needed.
         """
-        config, base = self.config, tables.base_ms[precision]
+        base = tables.base_ms[precision]
         gains = {key: -math.log(max(1.0 - ms / base, 1e-3)) for key, ms in tables.saving_ms[precision].items()}
-        need = math.log(base / target_ms)
+        ratios = choose_ratios(tables.groups, (*self.config.ratios, BLOCK_REMOVED), gains, tables.proxy, need,
+                               self.config.knapsack_steps)
+        predicted = base * math.exp(-sum(max(gains[(g, r)], 0.0) for g, r in ratios.items() if r > 0))
+        score = sum(tables.proxy[(g, r)] for g, r in ratios.items() if r > 0) + (
+            tables.int8_proxy if precision == "int8" else 0.0)
+        return ratios, predicted, score
+
+    def solve(self, tables: PolicyTables, precision: str, target_ms: float) -> Policy:
+        """The policy of ``precision`` under ``target_ms``: planned, built, measured, planned again with the miss.
+
+        It aims the timing noise under the target, so that what lands near its aim meets the target.
+        """
+        aim = target_ms * (1 - TIMING_NOISE)
+        need = math.log(tables.base_ms[precision] / aim)
         tried: list[Policy] = []
-        for _ in range(config.feedback_rounds):
-            ratios = choose_ratios(tables.groups, config.ratios, gains, tables.proxy, need, config.knapsack_steps)
-            predicted = base * math.exp(-sum(max(gains[(g, r)], 0.0) for g, r in ratios.items() if r > 0))
-            score = sum(tables.proxy[(g, r)] for g, r in ratios.items() if r > 0) + (
-                tables.int8_proxy if precision == "int8" else 0.0)
+        for _ in range(self.config.feedback_rounds):
+            ratios, predicted, score = self.plan(tables, precision, need)
             measured = self.latency_ms(self.pruned(ratios), precision)
             tried.append(Policy(ratios, precision, predicted, score, measured))
-            miss = math.log(measured / target_ms)
+            miss = math.log(measured / aim)
             if abs(miss) <= TIMING_NOISE or (miss < 0 and need <= 0):
                 break
             need += miss
         return min(tried, key=lambda p: p.rank(target_ms))
+
+    def calibrated_target(self, tables: PolicyTables, failing_ms: float, passing_ms: float,
+                          allowed_proxy: float) -> float:
+        """The fastest target between what failed and what passed whose planned policy's proxy is within
+        ``allowed_proxy`` (the proxy calibrated on a fine-tuned failure); a bisection in log space over plans."""
+        low, high = math.log(failing_ms), math.log(passing_ms)
+        for _ in range(12):
+            middle = (low + high) / 2
+            aim = math.exp(middle) * (1 - TIMING_NOISE)  # as ``solve`` aims
+            proxy = min(self.plan(tables, p, math.log(tables.base_ms[p] / aim))[2] for p in self.precisions)
+            low, high = (low, middle) if proxy <= allowed_proxy else (middle, high)
+        return math.exp(high)
 
 
 @register_step("joint")
@@ -237,8 +273,9 @@ def joint_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
     details: dict[str, Any] = {"groups": tables.groups, "base_ms": tables.base_ms, "int8_proxy": tables.int8_proxy,
                                "tried": []}
     best: tuple[nn.Module, Policy, float] | None = None  # the fastest policy within the accuracy limit
+    failed = (0.0, math.inf)  # the proxy and the drop of the latest policy that lost too much
     passing_ms, failing_ms = max(tables.base_ms.values()), None  # the unpruned model keeps its accuracy
-    target, fine_tunes, near_miss = budget_ms, 0, False
+    target, fine_tunes = budget_ms, 0
     while fine_tunes < config.max_fine_tunes:
         policy = min((search.solve(tables, p, target) for p in search.precisions), key=lambda p: p.rank(target))
         if best is not None and policy.measured_ms >= best[1].measured_ms:
@@ -247,7 +284,8 @@ def joint_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
         tried: dict[str, Any] = {**policy.to_json(), "target_ms": target}
         drop = math.inf
         for attempt in ("fine-tune", "repair"):
-            if attempt == "repair" and (drop <= max_drop or drop > 2 * max_drop or fine_tunes >= config.max_fine_tunes):
+            if attempt == "repair" and (drop <= max_drop or drop > config.repair_within * max_drop
+                                        or fine_tunes >= config.max_fine_tunes):
                 break  # a repair only for a near miss
             fine_tunes += 1
             context.say(f"joint: {attempt} of a {policy.precision} policy at {policy.measured_ms:.4f} ms "
@@ -270,11 +308,16 @@ def joint_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
                 break  # the budget is met, or this is as fast as the tables allow
             passing_ms = min(passing_ms, target)
         else:
-            failing_ms, near_miss = target, drop <= 2 * max_drop
+            failing_ms, failed = target, (policy.proxy, drop)
         if passing_ms <= failing_ms * 1.05:
             break
-        # bisection in log space between what passed and what failed; a quarter of the way after a near miss
-        target = failing_ms * (passing_ms / failing_ms) ** (0.25 if near_miss else 0.5)
+        # the next target between what failed and what passed: where the proxy, scaled by the failure's drop,
+        # predicts the accuracy limit, kept a quarter to three quarters of the way in log space
+        allowed = failed[0] * max_drop / failed[1]
+        span = passing_ms / failing_ms
+        target = min(max(search.calibrated_target(tables, failing_ms, passing_ms, allowed), failing_ms * span**0.25),
+                     failing_ms * span**0.75)
+        tried["next_target_ms"] = target
     details["measurements"] = search.measurements
     details["fine_tunes"] = fine_tunes
     if best is None:
@@ -283,7 +326,9 @@ def joint_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
     deployed, policy, accuracy = best
     details["policy"] = policy.to_json()
     details["val_accuracy"] = accuracy
-    pruned = sum(1 for r in policy.ratios.values() if r > 0)
-    return deployed, StepReport("joint", details, f"{policy.precision}, {pruned} of {len(tables.groups)} channel "
-                                f"groups pruned; chosen from {search.measurements} measurements and "
-                                f"{fine_tunes} fine-tunes")
+    pruned = sum(1 for g, r in policy.ratios.items() if r > 0 and g not in search.blocks)
+    dropped = sum(1 for g, r in policy.ratios.items() if r > 0 and g in search.blocks)
+    blocks = f", {dropped} of {len(search.blocks)} residual blocks dropped" if search.blocks else ""
+    return deployed, StepReport("joint", details, f"{policy.precision}, {pruned} of "
+                                f"{len(tables.groups) - len(search.blocks)} channel groups pruned{blocks}; chosen "
+                                f"from {search.measurements} measurements and {fine_tunes} fine-tunes")

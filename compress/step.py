@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from archetype.compress.fine_tune import FineTuneConfig, FineTuneReport, fine_tune
+from archetype.compress.fine_tune import FineTuneConfig, FineTuneReport, fine_tune, fine_tune_recipe
 from archetype.errors import SpecError
 from archetype.registry import Registry
 from archetype.runtime.data import Dataset
@@ -76,7 +76,7 @@ class CompressionContext:
     target: Target
     dataset: Dataset
     budget: Budget
-    fine_tune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, lr=1e-3))
+    fine_tune: TrainConfig = field(default_factory=fine_tune_recipe)
     settings: dict[str, Any] = field(default_factory=dict)  # step name -> that step's config dataclass
     seed: int = 0
     teacher: nn.Module | None = None  # the source model, distilled from in every fine-tune (set by the pipeline)

@@ -9,7 +9,15 @@ import random
 import pytest
 import torch
 
-from archetype.compress.joint_policy import JointConfig, choose_ratios, joint_step
+from archetype.compress.joint_policy import (
+    BLOCK_REMOVED,
+    TIMING_NOISE,
+    JointConfig,
+    JointSearch,
+    PolicyTables,
+    choose_ratios,
+    joint_step,
+)
 from archetype.compress.pruning import output_layers, pruning_groups
 from archetype.compress.quantization import OrtInt8Model
 from archetype.compress.step import count_params_and_macs
@@ -58,6 +66,50 @@ def test_channel_groups_of_models_written_as_plain_pytorch(name, expected, user_
     model = user_models[name]().eval()
     groups = pruning_groups(model, digits.train.x[:1], output_layers(model, 10))
     assert groups == expected  # in the order of the modules; the output layers keep their classes
+
+
+def test_after_a_failure_the_next_target_is_where_the_scaled_proxy_meets_the_limit(trained_conv_net,
+                                                                                    context_for) -> None:
+    search = JointSearch(trained_conv_net, context_for(), JointConfig(ratios=(0.25, 0.5, 0.75)))
+    groups, rng = search.groups, random.Random(0)
+    saving = {(g, r): rng.uniform(0.3, 0.6) * r for g in groups for r in (0.25, 0.5, 0.75)}
+    proxy = {(g, r): rng.uniform(0.1, 1.0) * r**2 for g in groups for r in (0.25, 0.5, 0.75)}
+    tables = PolicyTables(groups, {"fp32": 1.0}, {"fp32": saving}, proxy)
+
+    def planned_proxy(target_ms: float) -> float:
+        return search.plan(tables, "fp32", math.log(1.0 / (target_ms * (1 - TIMING_NOISE))))[2]
+
+    assert planned_proxy(0.3) > planned_proxy(0.6) > planned_proxy(0.9) > 0  # each is harder to reach
+    allowed = planned_proxy(0.6)
+    target = search.calibrated_target(tables, 0.3, 1.0, allowed)
+    assert 0.3 < target <= 0.6 * 1.001
+    assert planned_proxy(target) <= allowed < planned_proxy(target * 0.999)  # the fastest, to the bisection's step
+
+
+def test_a_policy_is_aimed_the_timing_noise_under_its_target(trained_conv_net, context_for) -> None:
+    context = context_for()
+    search = JointSearch(trained_conv_net, context, JointConfig(ratios=(0.5,), feedback_rounds=1))
+    tables = search.tables()
+    policy = search.solve(tables, "fp32", 0.9 * tables.base_ms["fp32"])
+    assert policy.predicted_ms <= 0.9 * (1 - TIMING_NOISE) * tables.base_ms["fp32"]
+
+
+def test_residual_blocks_are_dropped_whole_as_one_more_choice(user_models, context_for) -> None:
+    torch.manual_seed(0)
+    model = user_models["mobilenetv2"]().eval()
+    search = JointSearch(model, context_for(), JointConfig(ratios=(0.5,)))
+    assert set(search.blocks) == {"features.1", "features.3"} <= set(search.groups)
+    tables = search.tables()
+    assert tables.saving_ms["fp32"][("features.3", BLOCK_REMOVED)] > 0 and ("features.3", 0.5) not in tables.proxy
+    inside = [g for g in search.groups if g.startswith("features.3.")]
+    assert inside  # the block's expansion roots a channel group of its own: it goes with the block
+    candidate = search.pruned({"features.3": BLOCK_REMOVED, inside[0]: 0.5, search.groups[0]: 0.5})
+    assert isinstance(candidate.features[3], torch.nn.Identity)
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in candidate.modules())
+    assert convs == sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) - 3
+    assert candidate(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    fastest = search.plan(tables, "fp32", 50.0)[0]  # more than the tables can save: every saving taken
+    assert fastest["features.3"] == BLOCK_REMOVED
 
 
 def test_the_joint_step_meets_the_budget_within_the_accuracy_limit(trained_conv_net, context_for, digits) -> None:

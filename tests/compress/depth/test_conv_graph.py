@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from archetype.compress.conv_chain import UnsupportedNetworkError, chain_network, extract_chain, merge_network
+from archetype.compress.conv_graph import removable_blocks, remove_blocks
 from archetype.compress.depth_compression import latency_spans
 
 SHAPE = (1, 12, 12)
@@ -125,3 +128,28 @@ def test_graphs_that_cannot_merge_are_refused_naming_the_node(model: nn.Module, 
     with pytest.raises(UnsupportedNetworkError, match=message) as caught:
         extract_chain(model, SHAPE)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("mobilenetv2", {"features.1": nn.Identity, "features.3": nn.Identity}),
+    # x + f(x) under a ReLU: the ReLU stays; projected shortcuts (layer2.0) are not identities
+    ("resnet", {"layer1.0": nn.ReLU, "layer1.1": nn.ReLU, "layer2.1": nn.ReLU}),
+    ("vgg", {}),
+])
+def test_residual_blocks_are_found_and_dropping_one_computes_its_skip_alone(name, expected, user_models,
+                                                                           randomise_bn) -> None:
+    torch.manual_seed(0)
+    model = randomise_bn(user_models[name]()).eval()
+    blocks = removable_blocks(model)
+    assert {k: type(v) for k, v in blocks.items()} == expected
+    x = torch.randn(2, *SHAPE)
+    for block in blocks:
+        silenced = copy.deepcopy(model)
+        last_norm = [m for m in silenced.get_submodule(block).modules() if isinstance(m, nn.BatchNorm2d)][-1]
+        nn.init.zeros_(last_norm.weight)
+        nn.init.zeros_(last_norm.bias)  # f(x) = 0: the block computes its skip alone
+        dropped = remove_blocks(copy.deepcopy(model), {block: blocks[block]})
+        assert sum(isinstance(m, nn.Conv2d) for m in dropped.modules()) < sum(
+            isinstance(m, nn.Conv2d) for m in model.modules())
+        with torch.no_grad():
+            torch.testing.assert_close(dropped(x), silenced(x), atol=1e-5, rtol=1e-5)
