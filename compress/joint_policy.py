@@ -159,7 +159,8 @@ class JointSearch:
 
     def pruned(self, ratios: dict[str, float]) -> nn.Module:
         """A copy of the model with each named residual block dropped and each named channel group pruned by its
-        ratio (magnitude importance); a group inside a dropped block goes with it."""
+        ratio (magnitude importance); a group rooted inside a dropped block is not pruned (its root is gone; the
+        built policy is measured, so its latency says so)."""
         candidate = remove_blocks(copy.deepcopy(self.model), {name: self.blocks[name] for name, r in ratios.items()
                                                                if r > 0 and name in self.blocks})
         modules = dict(candidate.named_modules())
