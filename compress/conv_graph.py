@@ -116,10 +116,10 @@ class _GraphReader:
             self._conv(node, module, first)
         elif isinstance(module, nn.BatchNorm2d):
             self._norm(node, module, first)
-        elif isinstance(module, ACTIVATION_TYPES) or self._activation(node) is not None:
+        elif isinstance(module, ACTIVATION_TYPES) or _functional_activation(node) is not None:
             if first is not self.current:
                 return first in self.branches and self._refuse(node, "an activation on a branch off the conv chain")
-            self._act(node, module if module is not None else self._activation(node))  # type: ignore[arg-type]
+            self._act(node, module if module is not None else _functional_activation(node))  # type: ignore[arg-type]
         elif isinstance(module, POOLING_TYPES) or (node.op == "call_function" and node.target in _FUNCTION_POOLING):
             if first is not self.current:
                 return False
@@ -195,16 +195,6 @@ class _GraphReader:
         else:
             self._refuse(node, "a batch norm that does not follow a convolution directly")
 
-    def _activation(self, node: fx.Node) -> nn.Module | None:
-        if node.op == "call_function" and node.target in _FUNCTION_ACTIVATIONS:
-            kind = _FUNCTION_ACTIVATIONS[node.target]  # type: ignore[index]
-            if kind is nn.LeakyReLU:
-                return nn.LeakyReLU(node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01))
-            return kind()
-        if node.op == "call_method" and node.target in _METHOD_ACTIVATIONS and len(node.args) == 1:
-            return _METHOD_ACTIVATIONS[node.target]()  # type: ignore[index]
-        return None
-
     def _act(self, node: fx.Node, act: nn.Module) -> None:
         if not self.units:
             self._refuse(node, "an activation before any convolution")
@@ -248,6 +238,18 @@ class _GraphReader:
             self._refuse(node, "an addition of a tensor that is not an earlier conv unit's output")
         self.current, self.stage = node, "add"
         return True
+
+
+def _functional_activation(node: fx.Node) -> nn.Module | None:
+    """The module computing the activation a function or method call ``node`` applies, or None."""
+    if node.op == "call_function" and node.target in _FUNCTION_ACTIVATIONS:
+        kind = _FUNCTION_ACTIVATIONS[node.target]  # type: ignore[index]
+        if kind is nn.LeakyReLU:
+            return nn.LeakyReLU(node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01))
+        return kind()
+    if node.op == "call_method" and node.target in _METHOD_ACTIVATIONS and len(node.args) == 1:
+        return _METHOD_ACTIVATIONS[node.target]()  # type: ignore[index]
+    return None
 
 
 def _label(node: fx.Node) -> str:
@@ -345,8 +347,8 @@ def removable_blocks(model: nn.Module) -> dict[str, nn.Module]:
         if not name or isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)) or not any(module.children()):
             continue
         try:
-            graph = fx.symbolic_trace(module).graph
-        except Exception:  # fx raises many kinds from user code; a block it cannot trace is not offered
+            graph = trace_graph(module).graph
+        except UnsupportedNetworkError:  # a block fx cannot trace is not offered
             continue
         inputs = [node for node in graph.nodes if node.op == "placeholder"]
         result = next(node for node in graph.nodes if node.op == "output").args[0]
@@ -361,13 +363,10 @@ def removable_blocks(model: nn.Module) -> dict[str, nn.Module]:
 
 def _activation_of(node: fx.Node, owner: nn.Module) -> nn.Module | None:
     """A fresh module computing the activation ``node`` applies, or None if it applies none."""
-    if node.op == "call_module" and isinstance(target := owner.get_submodule(str(node.target)), ACTIVATION_TYPES):
-        return copy.deepcopy(target)
-    if node.op == "call_function" and node.target in _FUNCTION_ACTIVATIONS and len(node.args) == 1:
-        return _FUNCTION_ACTIVATIONS[node.target]()
-    if node.op == "call_method" and node.target in _METHOD_ACTIVATIONS and len(node.args) == 1:
-        return _METHOD_ACTIVATIONS[str(node.target)]()
-    return None
+    if node.op == "call_module":
+        target = owner.get_submodule(str(node.target))
+        return copy.deepcopy(target) if isinstance(target, ACTIVATION_TYPES) else None
+    return _functional_activation(node)
 
 
 def remove_blocks(model: nn.Module, stand_ins: dict[str, nn.Module]) -> nn.Module:

@@ -227,13 +227,16 @@ class JointSearch:
             tables.int8_proxy if precision == "int8" else 0.0)
         return ratios, predicted, score
 
-    def solve(self, tables: PolicyTables, precision: str, target_ms: float) -> Policy:
-        """The policy of ``precision`` under ``target_ms``: planned, built, measured, planned again with the miss.
+    @staticmethod
+    def need(tables: PolicyTables, precision: str, target_ms: float) -> float:
+        """The log-speedup a policy of ``precision`` is planned for: the timing noise under ``target_ms``, so that
+        what lands near its aim meets the target."""
+        return math.log(tables.base_ms[precision] / (target_ms * (1 - TIMING_NOISE)))
 
-        It aims the timing noise under the target, so that what lands near its aim meets the target.
-        """
+    def solve(self, tables: PolicyTables, precision: str, target_ms: float) -> Policy:
+        """The policy of ``precision`` under ``target_ms``: planned, built, measured, planned again with the miss."""
         aim = target_ms * (1 - TIMING_NOISE)
-        need = math.log(tables.base_ms[precision] / aim)
+        need = self.need(tables, precision, target_ms)
         tried: list[Policy] = []
         for _ in range(self.config.feedback_rounds):
             ratios, predicted, score = self.plan(tables, precision, need)
@@ -252,8 +255,7 @@ class JointSearch:
         low, high = math.log(failing_ms), math.log(passing_ms)
         for _ in range(12):
             middle = (low + high) / 2
-            aim = math.exp(middle) * (1 - TIMING_NOISE)  # as ``solve`` aims
-            proxy = min(self.plan(tables, p, math.log(tables.base_ms[p] / aim))[2] for p in self.precisions)
+            proxy = min(self.plan(tables, p, self.need(tables, p, math.exp(middle)))[2] for p in self.precisions)
             low, high = (low, middle) if proxy <= allowed_proxy else (middle, high)
         return math.exp(high)
 
