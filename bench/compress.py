@@ -156,7 +156,8 @@ def nncf_ptq(source: nn.Module, context: CompressionContext, state: dict) -> nn.
     fp32 = onnx.load_from_string(export_onnx_bytes(source, example, dynamic_batch=True))
     name = fp32.graph.input[0].name
     images = [context.dataset.train.x[i:i + 1].numpy() for i in range(300)]
-    quantized = nncf.quantize(fp32, nncf.Dataset(images, lambda x: {name: x}), subset_size=300)
+    with contextlib.redirect_stdout(sys.stderr):  # its progress bars; stdout keeps the bench's table
+        quantized = nncf.quantize(fp32, nncf.Dataset(images, lambda x: {name: x}), subset_size=300)
     params, macs = count_params_and_macs(source, example)
     return OrtInt8Model(quantized.SerializeToString(), source, params, macs)
 

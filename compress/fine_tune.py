@@ -5,7 +5,8 @@ blended with the KL divergence to the teacher's (the source model's) softened
 logits at ``temperature``; each epoch runs on a fixed random subset of the
 training split; after each epoch the validation accuracy (on a subset) is
 taken, the best weights are kept, and training stops after ``patience`` epochs
-without a gain of ``min_delta``.
+without a gain of ``min_delta``, or as soon as the accuracy is below a caller's
+``give_up_below`` (a policy beyond repair: its remaining epochs would be wasted).
 """
 
 from __future__ import annotations
@@ -75,10 +76,11 @@ class FineTuneReport:
     val_accuracy: list[float] = field(default_factory=list)
     best_epoch: int = 0
     distilled: bool = False
+    gave_up: bool = False  # stopped early below ``give_up_below``
 
     def to_json(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "val_accuracy": self.val_accuracy, "best_epoch": self.best_epoch,
-                "distilled": self.distilled}
+                "distilled": self.distilled, "gave_up": self.gave_up}
 
 
 def fine_tune(
@@ -88,10 +90,12 @@ def fine_tune(
     config: FineTuneConfig,
     teacher: nn.Module | None = None,
     on_epoch: Any = None,
+    give_up_below: float | None = None,
 ) -> FineTuneReport:
     """Fine-tune ``model`` in place for at most ``recipe.epochs``, distilled from ``teacher``, early-stopped.
 
-    ``on_epoch(epoch, epochs, val_accuracy)`` after each epoch (progress).
+    ``on_epoch(epoch, epochs, val_accuracy)`` after each epoch (progress); an epoch whose validation accuracy is
+    below ``give_up_below`` ends the fine-tune.
     """
     if recipe.epochs == 0:
         return FineTuneReport(0)
@@ -112,7 +116,8 @@ def fine_tune(
         if accuracy > best_accuracy + config.min_delta or best is None:
             best, best_accuracy, report.best_epoch = copy.deepcopy(model.state_dict()), accuracy, epoch
         model.train()
-        return epoch - report.best_epoch >= config.patience
+        report.gave_up = give_up_below is not None and accuracy < give_up_below and epoch < recipe.epochs
+        return epoch - report.best_epoch >= config.patience or report.gave_up
 
     train(model, subset, recipe, on_epoch=after_epoch, loss=loss)
     if best is not None:

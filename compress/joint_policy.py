@@ -12,7 +12,8 @@
    measured, and the knapsack solved again with the miss added (measured
    feedback, as NetAdapt does).
 4. Only the finalist with the best proxy is fine-tuned (distilled), an int8 one
-   then quantized with the mixed-precision policy. A near miss on accuracy is
+   then quantized with the mixed-precision policy; a fine-tune far beyond repair
+   after an epoch stops there. A near miss on accuracy is
    fine-tuned again for longer; one that still loses too much moves the latency
    target towards the source's, to where the proxy, scaled by that failure's
    drop, predicts the accuracy limit (within a quarter to three quarters of the
@@ -38,7 +39,7 @@ from archetype.compress.pruning import output_layers, prune_channels, pruning_gr
 from archetype.compress.quantization import OrtInt8Model, QuantizationConfig, quantize_module
 from archetype.compress.step import CompressionContext, StepReport, register_step
 from archetype.runtime.data import sample_split
-from archetype.runtime.onnx_export import export_onnx_bytes, export_onnx_for_timing
+from archetype.runtime.onnx_export import export_onnx_for_timing
 from archetype.runtime.quantization import quantize_onnx_static
 from archetype.runtime.targets import OnnxRuntimeCpuTarget
 from archetype.runtime.training import evaluate_accuracy, recalibrate_batch_norm
@@ -61,6 +62,7 @@ class JointConfig:
     feedback_rounds: int = 3  # measured re-solves of one policy
     max_fine_tunes: int = 4  # fine-tuned policies at most, repairs included
     repair_within: float = 3.0  # a policy whose drop is at most this many times the limit is fine-tuned again
+    give_up_within: float = 6.0  # a fine-tune whose drop after an epoch is over this many times the limit stops
     knapsack_steps: int = 600  # the latency saving needed is cut into this many steps
     remove_blocks: bool = True  # residual blocks (x + f(x)) may also be dropped whole: a depth choice
 
@@ -205,8 +207,7 @@ class JointSearch:
                 proxy[(group, ratio)] = self.proxy(candidate) - base_proxy
         int8_proxy = 0.0
         if "int8" in self.precisions:
-            int8 = quantize_onnx_static(export_onnx_bytes(self.model, self.example, dynamic_batch=True),
-                                        self.context.dataset.train.x)
+            int8 = quantize_onnx_static(export_onnx_for_timing(self.model, self.example), self.context.dataset.train.x)
             with torch.inference_mode():
                 plain = float(kl_to_teacher(self.model(self.proxy_split.x), self.teacher_logits))
                 int8_proxy = float(kl_to_teacher(OrtInt8Model(int8)(self.proxy_split.x), self.teacher_logits)) - plain
@@ -293,7 +294,8 @@ def joint_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
             fine_tunes += 1
             context.say(f"joint: {attempt} of a {policy.precision} policy at {policy.measured_ms:.4f} ms "
                         f"(fine-tune {fine_tunes} of at most {config.max_fine_tunes})")
-            report = context.fine_tune_model(candidate, "joint", longer=2 if attempt == "repair" else 1)
+            report = context.fine_tune_model(candidate, "joint", longer=2 if attempt == "repair" else 1,
+                                             give_up_below=reference - config.give_up_within * max_drop)
             tried[attempt] = report.to_json()
             drop = reference - evaluate_accuracy(candidate.eval(), val)
         deployed: nn.Module = candidate

@@ -92,16 +92,22 @@ class CompressionContext:
         if self.progress is not None:
             self.progress(text)
 
-    def fine_tune_model(self, model: nn.Module, step: str, longer: int = 1) -> FineTuneReport:
+    def fine_tune_model(self, model: nn.Module, step: str, longer: int = 1,
+                        give_up_below: float | None = None) -> FineTuneReport:
         """Fine-tune ``model`` in place after ``step``: distilled from the teacher, on a subset, early-stopped;
-        ``longer`` times the epochs and the patience (a repair)."""
+        ``longer`` times the epochs and the patience (a repair); stopped at once below ``give_up_below``."""
         config = self.config("fine_tune", FineTuneConfig())
         recipe = self.fine_tune
         if longer > 1:
             recipe = replace(recipe, epochs=recipe.epochs * longer)
             config = replace(config, patience=config.patience * longer)
-        return fine_tune(model, self.dataset, recipe, config, self.teacher,
-                         lambda e, n, a: self.say(f"{step}: fine-tune epoch {e}/{n}, validation accuracy {a:.4f}"))
+        report = fine_tune(model, self.dataset, recipe, config, self.teacher,
+                           lambda e, n, a: self.say(f"{step}: fine-tune epoch {e}/{n}, validation accuracy {a:.4f}"),
+                           give_up_below)
+        if report.gave_up:
+            self.say(f"{step}: fine-tune stopped after epoch {report.epochs}: validation accuracy "
+                     f"{report.val_accuracy[-1]:.4f} is below {give_up_below:.4f}, beyond repair")
+        return report
 
     @property
     def input_type(self) -> TensorType:

@@ -55,6 +55,20 @@ def test_early_stopping_keeps_the_best_epoch(digits, trained_conv_net) -> None:
     assert evaluate_accuracy(model, val) == pytest.approx(report.val_accuracy[0])  # epoch 1's weights restored
 
 
+def test_a_fine_tune_below_the_give_up_accuracy_stops_after_that_epoch(digits, trained_conv_net) -> None:
+    config = FineTuneConfig(patience=5, distill_weight=0.0, train_samples=256, val_samples=256)
+    recipe = TrainConfig(epochs=3, lr=1e-3)
+    first = fine_tune(copy.deepcopy(trained_conv_net), digits, recipe, config)
+    floor = max(first.val_accuracy) + 0.01  # above what any epoch reaches
+    stopped = fine_tune(copy.deepcopy(trained_conv_net), digits, recipe, config, give_up_below=floor)
+    assert (first.epochs, first.gave_up) == (3, False)
+    assert (stopped.epochs, stopped.gave_up) == (1, True)
+    assert stopped.val_accuracy == first.val_accuracy[:1]  # the same seeded epoch, then nothing more
+    kept = fine_tune(copy.deepcopy(trained_conv_net), digits, recipe, config, give_up_below=min(first.val_accuracy))
+    assert (kept.epochs, kept.gave_up) == (3, False)  # never below: every epoch runs
+    assert stopped.to_json()["gave_up"] is True
+
+
 def test_zero_epochs_change_nothing_and_bad_settings_are_refused(digits, trained_conv_net) -> None:
     model = copy.deepcopy(trained_conv_net)
     report = fine_tune(model, digits, TrainConfig(epochs=0), FineTuneConfig(), trained_conv_net)

@@ -135,6 +135,17 @@ def test_the_joint_step_keeps_nothing_that_loses_too_much_accuracy(trained_conv_
     assert all(t["val_accuracy_drop_pp"] > 0 for t in report.details["tried"])
 
 
+def test_a_policy_far_beyond_repair_stops_fine_tuning_after_one_epoch(trained_conv_net, context_for) -> None:
+    # every group pruned by 0.875 on digits loses far more than 6 x 0.1 pp after an epoch
+    settings = {"latency_ms": 1e-4, "epochs": 3, "drop": 0.1}
+    _, report = joint_step(trained_conv_net, context_for(**settings, joint=JointConfig(max_fine_tunes=1)))
+    first = report.details["tried"][0]["fine-tune"]
+    assert first["gave_up"] and first["epochs"] == 1
+    _, patient = joint_step(trained_conv_net, context_for(**settings, joint=JointConfig(max_fine_tunes=1,
+                                                                                         give_up_within=math.inf)))
+    assert patient.details["tried"][0]["fine-tune"]["epochs"] > 1
+
+
 def test_on_onnx_runtime_the_precision_is_chosen_with_the_ratios(trained_conv_net, context_for) -> None:
     target = get_target("cpu-ort", threads=1)
     source_ms = target.measure(trained_conv_net, context_for().input_type).median_ms
