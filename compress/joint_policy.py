@@ -18,10 +18,7 @@
    target towards the source's, to where the proxy, scaled by that failure's
    drop, predicts the accuracy limit (within a quarter to three quarters of the
    way, in log space, between what kept its accuracy and what did not), and the
-   next finalist is solved, before anything is rejected. Once a policy has kept
-   its accuracy, tighter ones prune its fine-tuned model further (no ratio below
-   its own), as NetAdapt shrinks step by step, rather than starting over from
-   the source.
+   next finalist is solved, before anything is rejected.
 """
 
 from __future__ import annotations
@@ -68,11 +65,6 @@ class JointConfig:
     give_up_within: float = 6.0  # a fine-tune whose drop after an epoch is over this many times the limit stops
     knapsack_steps: int = 600  # the latency saving needed is cut into this many steps
     remove_blocks: bool = True  # residual blocks (x + f(x)) may also be dropped whole: a depth choice
-    nest: bool = True  # after a policy keeps its accuracy, tighter ones prune its fine-tuned model further
-
-
-Start = tuple[nn.Module, dict[str, float]]
-"""A fine-tuned model that kept its accuracy and the ratios it was pruned by: where tighter policies start."""
 
 
 @dataclass(frozen=True)
@@ -115,16 +107,13 @@ def choose_ratios(
     proxy: dict[tuple[str, float], float],
     need_ms: float,
     steps: int = 600,
-    floor: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """One ratio per group (0 included) with the smallest summed proxy whose summed saving reaches ``need_ms``;
     the largest saving when none reaches it. A multiple-choice knapsack over savings cut into ``steps``; a group
-    chooses among the ``ratios`` that ``saving`` has an entry for, none below its ``floor``."""
-    floor = floor or {}
-    choices = {g: [r for r in [0.0, *sorted(r for r in set(ratios) if r > 0 and (g, r) in saving)]
-                   if r >= floor.get(g, 0.0)] for g in groups}
+    chooses among the ``ratios`` that ``saving`` has an entry for."""
+    choices = {g: [0.0, *sorted(r for r in set(ratios) if r > 0 and (g, r) in saving)] for g in groups}
     if need_ms <= 0:
-        return {g: choices[g][0] for g in groups}
+        return dict.fromkeys(groups, 0.0)
     reachable = sum(max(max(saving.get((g, r), 0.0), 0.0) for r in choices[g]) for g in groups)
     if reachable < need_ms:  # the fastest by the table: the most saved, ties (within 5%) to the larger ratio
         top = {g: max(saving.get((g, r), 0.0) for r in choices[g]) for g in groups}
@@ -170,18 +159,15 @@ class JointSearch:
             self.teacher_logits = self.teacher.eval()(self.proxy_split.x)
         self.measurements = 0
 
-    def pruned(self, ratios: dict[str, float], start: Start | None = None) -> nn.Module:
+    def pruned(self, ratios: dict[str, float]) -> nn.Module:
         """A copy of the model with each named residual block dropped and each named channel group pruned by its
         ratio (magnitude importance); a group rooted inside a dropped block is not pruned (its root is gone; the
-        built policy is measured, so its latency says so). From ``start`` (a model already pruned by ratios at
-        most these), only what remains to prune is pruned."""
-        base, done = start if start is not None else (self.model, {})
-        candidate = remove_blocks(copy.deepcopy(base), {name: self.blocks[name] for name, r in ratios.items()
-                                                        if r > 0 and name in self.blocks and not done.get(name)})
+        built policy is measured, so its latency says so)."""
+        candidate = remove_blocks(copy.deepcopy(self.model), {name: self.blocks[name] for name, r in ratios.items()
+                                                               if r > 0 and name in self.blocks})
         modules = dict(candidate.named_modules())
-        remaining = {name: 1 - (1 - r) / (1 - done.get(name, 0.0)) for name, r in ratios.items()
-                     if name not in self.blocks and name in modules}
-        chosen = {modules[name]: r for name, r in remaining.items() if r > 1e-6}
+        chosen = {modules[name]: r for name, r in ratios.items() if r > 0 and name not in self.blocks
+                  and name in modules}
         if chosen:
             prune_channels(candidate, self.example, chosen, ignored=output_layers(candidate,
                                                                                   self.context.dataset.num_classes))
@@ -227,10 +213,8 @@ class JointSearch:
                 int8_proxy = float(kl_to_teacher(OrtInt8Model(int8)(self.proxy_split.x), self.teacher_logits)) - plain
         return PolicyTables(self.groups, base, saving, proxy, max(int8_proxy, 0.0))
 
-    def plan(self, tables: PolicyTables, precision: str, need: float,
-             floor: dict[str, float] | None = None) -> tuple[dict[str, float], float, float]:
-        """The knapsack's ratios for ``need`` (log of the speedup wanted), none below ``floor``, their predicted
-        latency and summed proxy.
+    def plan(self, tables: PolicyTables, precision: str, need: float) -> tuple[dict[str, float], float, float]:
+        """The knapsack's ratios for ``need`` (log of the speedup wanted), their predicted latency and summed proxy.
 
         Savings compose multiplicatively (a layer pruned on both sides keeps the product of its shares), so the
         knapsack runs on log-savings: ``-log(1 - saving / base)`` per entry, ``log(base / target)`` needed.
@@ -238,7 +222,7 @@ class JointSearch:
         base = tables.base_ms[precision]
         gains = {key: -math.log(max(1.0 - ms / base, 1e-3)) for key, ms in tables.saving_ms[precision].items()}
         ratios = choose_ratios(tables.groups, (*self.config.ratios, BLOCK_REMOVED), gains, tables.proxy, need,
-                               self.config.knapsack_steps, floor)
+                               self.config.knapsack_steps)
         predicted = base * math.exp(-sum(max(gains[(g, r)], 0.0) for g, r in ratios.items() if r > 0))
         score = sum(tables.proxy[(g, r)] for g, r in ratios.items() if r > 0) + (
             tables.int8_proxy if precision == "int8" else 0.0)
@@ -250,15 +234,13 @@ class JointSearch:
         what lands near its aim meets the target."""
         return math.log(tables.base_ms[precision] / (target_ms * (1 - TIMING_NOISE)))
 
-    def solve(self, tables: PolicyTables, precision: str, target_ms: float,
-              floor: dict[str, float] | None = None) -> Policy:
-        """The policy of ``precision`` under ``target_ms`` (no ratio below ``floor``): planned, built, measured,
-        planned again with the miss."""
+    def solve(self, tables: PolicyTables, precision: str, target_ms: float) -> Policy:
+        """The policy of ``precision`` under ``target_ms``: planned, built, measured, planned again with the miss."""
         aim = target_ms * (1 - TIMING_NOISE)
         need = self.need(tables, precision, target_ms)
         tried: list[Policy] = []
         for _ in range(self.config.feedback_rounds):
-            ratios, predicted, score = self.plan(tables, precision, need, floor)
+            ratios, predicted, score = self.plan(tables, precision, need)
             measured = self.latency_ms(self.pruned(ratios), precision)
             tried.append(Policy(ratios, precision, predicted, score, measured))
             miss = math.log(measured / aim)
@@ -268,14 +250,13 @@ class JointSearch:
         return min(tried, key=lambda p: p.rank(target_ms))
 
     def calibrated_target(self, tables: PolicyTables, failing_ms: float, passing_ms: float,
-                          allowed_proxy: float, floor: dict[str, float] | None = None) -> float:
+                          allowed_proxy: float) -> float:
         """The fastest target between what failed and what passed whose planned policy's proxy is within
         ``allowed_proxy`` (the proxy calibrated on a fine-tuned failure); a bisection in log space over plans."""
         low, high = math.log(failing_ms), math.log(passing_ms)
         for _ in range(12):
             middle = (low + high) / 2
-            proxy = min(self.plan(tables, p, self.need(tables, p, math.exp(middle)), floor)[2]
-                        for p in self.precisions)
+            proxy = min(self.plan(tables, p, self.need(tables, p, math.exp(middle)))[2] for p in self.precisions)
             low, high = (low, middle) if proxy <= allowed_proxy else (middle, high)
         return math.exp(high)
 
@@ -299,14 +280,11 @@ def joint_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
     failed = (0.0, math.inf)  # the proxy and the drop of the latest policy that lost too much
     passing_ms, failing_ms = max(tables.base_ms.values()), None  # the unpruned model keeps its accuracy
     target, fine_tunes = budget_ms, 0
-    start: Start | None = None  # the latest policy that kept its accuracy, fine-tuned: tighter ones prune it further
     while fine_tunes < config.max_fine_tunes:
-        floor = start[1] if start is not None else None
-        policy = min((search.solve(tables, p, target, floor) for p in search.precisions),
-                     key=lambda p: p.rank(target))
+        policy = min((search.solve(tables, p, target) for p in search.precisions), key=lambda p: p.rank(target))
         if best is not None and policy.measured_ms >= best[1].measured_ms:
             break  # no faster than what is already kept
-        candidate = search.pruned(policy.ratios, start)
+        candidate = search.pruned(policy.ratios)
         tried: dict[str, Any] = {**policy.to_json(), "target_ms": target}
         drop = math.inf
         for attempt in ("fine-tune", "repair"):
@@ -334,8 +312,6 @@ def joint_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
             if measured <= budget_ms or failing_ms is None:
                 break  # the budget is met, or this is as fast as the tables allow
             passing_ms = min(passing_ms, target)
-            if config.nest:
-                start = (candidate, policy.ratios)
         else:
             failing_ms, failed = target, (policy.proxy, drop)
         if passing_ms <= failing_ms * 1.05:
@@ -344,9 +320,8 @@ def joint_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
         # predicts the accuracy limit, kept a quarter to three quarters of the way in log space
         allowed = failed[0] * max_drop / failed[1]
         span = passing_ms / failing_ms
-        calibrated = search.calibrated_target(tables, failing_ms, passing_ms, allowed,
-                                              start[1] if start is not None else None)
-        target = min(max(calibrated, failing_ms * span**0.25), failing_ms * span**0.75)
+        target = min(max(search.calibrated_target(tables, failing_ms, passing_ms, allowed), failing_ms * span**0.25),
+                     failing_ms * span**0.75)
         tried["next_target_ms"] = target
     details["measurements"] = search.measurements
     details["fine_tunes"] = fine_tunes

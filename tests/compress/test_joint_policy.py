@@ -55,41 +55,6 @@ def test_the_knapsack_takes_nothing_when_nothing_is_needed_and_the_most_when_too
     assert choose_ratios(["a", "b"], (0.5, 0.75), saving, proxy, 100.0) == {"a": 0.75, "b": 0.5}
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_the_knapsack_keeps_every_group_at_or_above_its_floor(seed: int) -> None:
-    rng = random.Random(seed)
-    groups, ratios = ["a", "b", "c"], (0.25, 0.5, 0.75)
-    saving = {(g, r): rng.uniform(0.1, 1.0) * r for g in groups for r in ratios}
-    proxy = {(g, r): rng.uniform(0.1, 1.0) * r for g in groups for r in ratios}
-    floor = {"a": 0.5, "b": 0.25}
-    for need in (0.0, rng.uniform(0.3, 1.0), 100.0):
-        chosen = choose_ratios(groups, ratios, saving, proxy, need, 400, floor)
-        assert all(chosen[g] >= floor.get(g, 0.0) for g in groups)
-    assert choose_ratios(groups, ratios, saving, proxy, 0.0, 400, floor) == {"a": 0.5, "b": 0.25, "c": 0.0}
-
-
-def test_a_tighter_policy_prunes_the_start_model_only_by_what_remains(user_models, context_for) -> None:
-    torch.manual_seed(0)
-    model = user_models["mobilenetv2"]().eval()
-    search = JointSearch(model, context_for(), JointConfig(ratios=(0.5, 0.75)))
-    group, block = search.groups[0], "features.3"
-    first = {group: 0.5, block: BLOCK_REMOVED}
-    start = search.pruned(first)
-    with torch.no_grad():  # mark the start's weights: the tighter model must come from them, not the source's
-        for parameter in start.parameters():
-            parameter.add_(1.0)
-    tighter = {group: 0.75, block: BLOCK_REMOVED}
-    nested, direct = search.pruned(tighter, (start, first)), search.pruned(tighter)
-    widths = [m.out_channels for m in nested.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert widths == [m.out_channels for m in direct.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert widths != [m.out_channels for m in start.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert isinstance(nested.features[3], torch.nn.Identity)
-    last = nested.classifier[-1]
-    assert torch.equal(last.weight, start.classifier[-1].weight)  # the output layer keeps the start's weights
-    assert not torch.equal(last.weight, direct.classifier[-1].weight)
-    assert nested(torch.randn(2, 1, 8, 8)).shape == (2, 10)
-
-
 @pytest.mark.parametrize(("name", "expected"), [
     ("vgg", ["0", "3", "7", "10"]),
     # the stem's channels run through the first block's depthwise conv to the residual sum (one group), each
