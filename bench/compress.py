@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import importlib
 import importlib.util
 import subprocess
 import sys
@@ -40,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -100,6 +102,22 @@ def macs_goal(source: nn.Module, context: CompressionContext, state: dict) -> in
     return result.metrics.macs if result is not None and result.metrics.macs < source_macs else source_macs // 2
 
 
+def fine_tuned(model: nn.Module, context: CompressionContext, goal: int, state: dict) -> nn.Module:
+    """The pruning peers' ending: the same fine-tuning epochs with plain cross-entropy, the MACs reached noted."""
+    train(model, context.dataset, context.fine_tune)
+    macs = count_params_and_macs(model, context.example())[1]
+    state["note"] = f"{macs / 1e6:.2f} MMACs (goal {goal / 1e6:.2f})"
+    return model.eval()
+
+
+def peer_module(name: str) -> Any:
+    """A peer tool's module, or the row's reason why it is missing."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise PeerUnavailable(f"not installed ({exc.name}): make setup-peers, then run under .venv-peers") from None
+
+
 def torch_pruning(source: nn.Module, context: CompressionContext, state: dict) -> nn.Module:
     import torch_pruning as tp
 
@@ -114,16 +132,11 @@ def torch_pruning(source: nn.Module, context: CompressionContext, state: dict) -
         if count_params_and_macs(model, example)[1] <= goal:
             break
         pruner.step()
-    train(model, context.dataset, context.fine_tune)
-    state["note"] = f"{count_params_and_macs(model, example)[1] / 1e6:.2f} MMACs (goal {goal / 1e6:.2f})"
-    return model.eval()
+    return fine_tuned(model, context, goal, state)
 
 
 def modelopt_fastnas(source: nn.Module, context: CompressionContext, state: dict) -> nn.Module:
-    try:
-        import modelopt.torch.prune as mtp
-    except ImportError as exc:
-        raise PeerUnavailable(f"not installed ({exc.name}): make setup-peers, then run under .venv-peers") from None
+    mtp = peer_module("modelopt.torch.prune")
     example = context.example()
     goal = macs_goal(source, context, state)
     share = 100 * goal / count_params_and_macs(source, example)[1]
@@ -142,16 +155,11 @@ def modelopt_fastnas(source: nn.Module, context: CompressionContext, state: dict
         model, _ = mtp.prune(copy.deepcopy(source).eval(), [("fastnas", rules)], {"flops": f"{share:.2f}%"},
                              example[:1], {"forward_loop": calibrate,
                                            "score_func": lambda m: evaluate_accuracy(m, score_split)})
-    train(model, context.dataset, context.fine_tune)
-    state["note"] = f"{count_params_and_macs(model, example)[1] / 1e6:.2f} MMACs (goal {goal / 1e6:.2f})"
-    return model.eval()
+    return fine_tuned(model, context, goal, state)
 
 
 def nncf_ptq(source: nn.Module, context: CompressionContext, state: dict) -> nn.Module:
-    try:
-        import nncf
-    except ImportError as exc:
-        raise PeerUnavailable(f"not installed ({exc.name}): make setup-peers, then run under .venv-peers") from None
+    nncf = peer_module("nncf")
     example = context.example()
     fp32 = onnx.load_from_string(export_onnx_bytes(source, example, dynamic_batch=True))
     name = fp32.graph.input[0].name
@@ -172,8 +180,8 @@ moq.quantize(fp32, quantize_mode="int8", calibration_data={name: numpy.load(imag
 
 
 def modelopt_int8(source: nn.Module, context: CompressionContext, state: dict) -> nn.Module:
-    if importlib.util.find_spec("modelopt") is None:
-        raise PeerUnavailable("not installed (modelopt): make setup-peers, then run under .venv-peers")
+    if importlib.util.find_spec("modelopt") is None:  # imported only in the child process below
+        peer_module("modelopt")
     example = context.example()
     params, macs = count_params_and_macs(source, example)
     with tempfile.TemporaryDirectory(prefix="bench-modelopt-") as folder:
