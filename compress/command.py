@@ -25,7 +25,7 @@ class CompressOptions:
     latency_ms: float
     data: str = "digits"
     target: str = "cpu-ort"
-    pipeline: tuple[str, ...] = ("joint", "depth", "quantize")
+    pipeline: tuple[str, ...] = ("depth", "joint", "quantize")
     max_size_mb: float | None = None
     max_accuracy_drop: float = 1.0
     weights: str | None = None

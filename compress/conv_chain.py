@@ -14,6 +14,7 @@ single ``nn.Conv2d`` that equals it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterable, Sequence
@@ -62,6 +63,8 @@ class ConvChain:
     input_shape: Shape
     shapes: list[Shape] = field(default_factory=list)  # tensor shape at each boundary 0..L
     shortcuts: dict[Pair, ConvUnit] = field(default_factory=dict)  # residual -> the conv (+ bn) on its skip path
+    insertable: dict[int, nn.Module] = field(default_factory=dict)  # boundary without an activation -> the one a
+    # merged block ending there takes in place of those it removed (``with_moved_activations``)
 
     def __post_init__(self) -> None:
         if not self.units:
@@ -80,6 +83,30 @@ class ConvChain:
     def activation_boundaries(self) -> list[int]:
         """The boundaries 1..L-1 that carry an activation: the choices of depth compression."""
         return [b for b in range(1, self.layers) if self.has_activation(b)]
+
+    def ends(self) -> list[int]:
+        """The boundaries a depth compression span may start or end at: activations, insertable ones, 0 and L."""
+        return sorted({0, *self.activation_boundaries(), *self.insertable, self.layers})
+
+    def removed_by(self, span: Pair) -> list[int]:
+        """The activations of the source that merging ``span`` into one convolution removes."""
+        i, j = span
+        return [b for b in self.activation_boundaries() if i < b < j]
+
+    def with_moved_activations(self) -> ConvChain:
+        """This chain where a merged block that removes activations may end in one at a boundary that has none
+        (a linear bottleneck's output, a residual sum): a copy of the nearest activation before it.
+
+        Merging a whole inverted residual block is one dense convolution, and far faster; without an activation
+        at its output the network around it would be linear."""
+        insertable: dict[int, nn.Module] = {}
+        last: nn.Module | None = None
+        for k, unit in enumerate(self.units[:-1], start=1):
+            if unit.act is not None:
+                last = unit.act
+            elif unit.post is None and last is not None:
+                insertable[k] = copy.deepcopy(last)
+        return dataclasses.replace(self, insertable=insertable)
 
     def inner_residuals(self, span: Pair) -> list[Pair]:
         """The identity residuals wholly inside ``span``, relative to its first boundary."""
@@ -511,8 +538,10 @@ class ChainNetwork(nn.Module):
         return self.tail(x)
 
 
-def chain_network(chain: ConvChain, spans: Sequence[Pair], kept: Iterable[int] | None = None) -> ChainNetwork:
-    """A trainable network of ``chain`` cut into merge blocks ``spans``, keeping activations at ``kept`` only.
+def chain_network(chain: ConvChain, spans: Sequence[Pair], kept: Iterable[int] | None = None,
+                  inserted: Iterable[int] = ()) -> ChainNetwork:
+    """A trainable network of ``chain`` cut into merge blocks ``spans``, keeping activations at ``kept`` only and
+    adding the chain's insertable ones at ``inserted`` (block ends).
 
     ``kept`` defaults to every block end. Modules are copied, so training it
     leaves the chain's model as it was.
@@ -527,13 +556,17 @@ def chain_network(chain: ConvChain, spans: Sequence[Pair], kept: Iterable[int] |
             raise SpecError(f"merge block {span} crosses a pooling layer or cuts a residual in two")
     ends = {j for _, j in spans}
     kept_set = set(ends if kept is None else kept)
+    inserted = set(inserted)
+    if not inserted <= ends & set(chain.insertable):
+        raise SpecError(f"activations inserted at {sorted(inserted)}: not block ends without an activation")
     blocks, acts, posts = [], [], []
     skips: list[list[int]] = [[] for _ in spans]
     shortcuts: dict[str, nn.Module] = {}
     for n, (i, j) in enumerate(spans):
         blocks.append(PaddedSpan(chain.units[i:j], chain.inner_residuals((i, j))))
         last = chain.units[j - 1]
-        acts.append(copy.deepcopy(last.act) if last.act is not None and j in kept_set else None)
+        act = last.act if last.act is not None and j in kept_set else chain.insertable.get(j) if j in inserted else None
+        acts.append(copy.deepcopy(act))
         posts.append(copy.deepcopy(last.post) if last.post is not None else None)
         for a, b in chain.residuals:
             if b == j and (a < i or (a == i and (a, b) in chain.shortcuts)):
@@ -555,6 +588,37 @@ def merge_network(network: ChainNetwork) -> ChainNetwork:
     shortcuts = {key: _folded(module) for key, module in network.shortcuts.items()}
     merged = ChainNetwork(blocks, network.spans, acts, posts, network.skips, copy.deepcopy(network.tail), shortcuts)
     return merged.eval()
+
+
+def renormalized(network: ChainNetwork, x: torch.Tensor) -> ChainNetwork:
+    """``network`` (merged) with a batch norm after each block that is the identity on ``x``'s statistics.
+
+    Merging folds the source's batch norms away; pruning (statistics re-estimated
+    after cutting channels) and fine-tuning then lose them. Restored this way, a
+    later step treats the merged network as it treats the source; the exporter
+    folds them again.
+    """
+    outputs: dict[int, torch.Tensor] = {}
+    hooks = [block.register_forward_hook(lambda _m, _i, out, k=k: outputs.__setitem__(k, out))
+             for k, block in enumerate(network.blocks)]
+    try:
+        with torch.no_grad():
+            network.eval()(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    blocks: list[nn.Module] = []
+    for k, block in enumerate(network.blocks):
+        mean, var = outputs[k].mean((0, 2, 3)), outputs[k].var((0, 2, 3), unbiased=False)
+        norm = nn.BatchNorm2d(mean.numel())
+        with torch.no_grad():
+            norm.running_mean.copy_(mean)
+            norm.running_var.copy_(var)
+            norm.weight.copy_(torch.sqrt(var + norm.eps))
+            norm.bias.copy_(mean)
+        blocks.append(nn.Sequential(block, norm))
+    network.blocks = nn.ModuleList(blocks)
+    return network.eval()
 
 
 def _folded(shortcut: nn.Module) -> nn.Module:

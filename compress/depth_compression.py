@@ -92,6 +92,7 @@ class DepthCompressionPlan:
     predicted_ms: float  # sum of T over the blocks plus the fixed time
     importance: float  # sum of I over the chosen spans
     budget_ms: float
+    inserted_activations: tuple[int, ...] = ()  # block ends without one in the source that take one (moved there)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,6 +103,7 @@ class DepthCompressionPlan:
             "predicted_ms": self.predicted_ms,
             "importance": self.importance,
             "budget_ms": self.budget_ms,
+            "inserted_activations": list(self.inserted_activations),
         }
 
     @classmethod
@@ -115,6 +117,7 @@ class DepthCompressionPlan:
                 float(data["predicted_ms"]),
                 float(data["importance"]),
                 float(data["budget_ms"]),
+                tuple(int(b) for b in data.get("inserted_activations", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SpecError(f"not a depth compression plan: {exc!r}") from None
@@ -208,8 +211,9 @@ def optimal_merges(table: LatencyTable) -> OptimalMerges:
 
 
 def importance_spans(chain: ConvChain, merges: OptimalMerges, max_span: int | None = None) -> list[Pair]:
-    """The spans stage 2 chooses from: both ends at an activation (or 0, L), runnable, at most ``max_span`` units."""
-    ends = [0, *chain.activation_boundaries(), chain.layers]
+    """The spans stage 2 chooses from: both ends at an activation, an insertable boundary, 0 or L; runnable; at
+    most ``max_span`` units."""
+    ends = chain.ends()
     return [
         (i, j) for x, i in enumerate(ends) for j in ends[x + 1:]
         if (i, j) in merges.time and (max_span is None or j - i <= max_span)
@@ -217,12 +221,18 @@ def importance_spans(chain: ConvChain, merges: OptimalMerges, max_span: int | No
 
 
 def span_network(chain: ConvChain, merges: OptimalMerges, span: Pair) -> ChainNetwork:
-    """The trainable network with only the activations inside ``span`` removed, ``span`` in its stage-1 blocks."""
+    """The trainable network with only the activations inside ``span`` removed (moved to its end where the chain
+    may insert one there), ``span`` in its stage-1 blocks."""
     i, j = span
     blocks = [(k - 1, k) for k in range(1, i + 1)] + merges.blocks(span)
     blocks += [(k - 1, k) for k in range(j + 1, chain.layers + 1)]
     kept = [b for b in range(1, chain.layers + 1) if not i < b < j]
-    return chain_network(chain, blocks, kept)
+    return chain_network(chain, blocks, kept, inserted_at(chain, [span]))
+
+
+def inserted_at(chain: ConvChain, spans: Iterable[Pair]) -> tuple[int, ...]:
+    """The ends of ``spans`` that take an insertable activation: those of spans that remove one."""
+    return tuple(j for i, j in spans if j in chain.insertable and chain.removed_by((i, j)))
 
 
 def measure_importance_table(
@@ -237,11 +247,20 @@ def measure_importance_table(
     """I(i, j) = score with only span (i, j) compressed, minus ``penalty`` times the mean score of minimal spans.
 
     The minimal spans (between consecutive activations) remove no activation:
-    on a plain chain they are the single layers.
+    on a plain chain they are the single layers. Spans that remove none compute
+    what the source does, so one of them is scored for all.
     """
     spans = importance_spans(chain, merges, max_span) if spans is None else list(spans)
-    scores = {span: float(score_of(span_network(chain, merges, span))) for span in spans}
-    ends = [0, *chain.activation_boundaries(), chain.layers]
+    scores: dict[Pair, float] = {}
+    unchanged: float | None = None
+    for span in spans:
+        if chain.removed_by(span):
+            scores[span] = float(score_of(span_network(chain, merges, span)))
+        else:
+            if unchanged is None:
+                unchanged = float(score_of(span_network(chain, merges, span)))
+            scores[span] = unchanged
+    ends = chain.ends()
     minimal = [scores[(a, b)] for a, b in itertools.pairwise(ends) if (a, b) in scores]
     if not minimal:
         raise SpecError("the importance table needs the spans between consecutive activations")
@@ -292,7 +311,7 @@ def solve(
             if steps <= budget:
                 np.maximum(column[steps:], table[: budget + 1 - steps, i] + value, out=column[steps:])
     if not np.isfinite(table[budget, n]):
-        fastest = _fastest_ms(n, by_end, merges)
+        fastest = fastest_ms(merges, importance.entries)
         raise SpecError(
             f"no depth compression plan fits {budget_ms:g} ms; the fastest predicted is "
             f"{fastest + latency.fixed_ms:.4g} ms"
@@ -319,15 +338,22 @@ def solve(
         predicted_ms=sum(latency.entries[b] for b in blocks) + latency.fixed_ms,
         importance=float(sum(importance.entries[s] for s in spans)),
         budget_ms=budget_ms,
+        inserted_activations=inserted_at(chain, spans),
     )
 
 
-def _fastest_ms(n: int, by_end: Mapping[int, Sequence[tuple[int, int, float]]], merges: OptimalMerges) -> float:
-    fastest = [0.0] + [math.inf] * n
-    for m in range(1, n + 1):
-        for i, _, _ in by_end.get(m, ()):
+def fastest_ms(merges: OptimalMerges, spans: Iterable[Pair]) -> float:
+    """The predicted time of the fastest plan made of ``spans`` (fixed time excluded; inf if none covers the
+    chain)."""
+    by_end: dict[int, list[int]] = {}
+    for i, j in spans:
+        if (i, j) in merges.time:
+            by_end.setdefault(j, []).append(i)
+    fastest = [0.0] + [math.inf] * merges.layers
+    for m in range(1, merges.layers + 1):
+        for i in by_end.get(m, ()):
             fastest[m] = min(fastest[m], fastest[i] + merges.time[(i, m)])
-    return fastest[n]
+    return fastest[-1]
 
 
 # -------------------------------------------------------------------------------------------------- apply
@@ -346,7 +372,9 @@ def apply_plan(model: nn.Module, plan: DepthCompressionPlan, input_shape: Sequen
     chain = extract_chain(model, input_shape)
     if chain.layers != plan.layers:
         raise SpecError(f"the plan is for {plan.layers} conv units, the model has {chain.layers}")
-    removed = chain_network(chain, plan.blocks, [*plan.kept_activations, chain.layers])
+    if plan.inserted_activations:
+        chain = chain.with_moved_activations()
+    removed = chain_network(chain, plan.blocks, [*plan.kept_activations, chain.layers], plan.inserted_activations)
     removed.train(model.training)
     merged = merge_network(removed)
     return AppliedPlan(removed, merged)

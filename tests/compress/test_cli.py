@@ -122,8 +122,8 @@ def test_the_default_pipeline_chooses_ratios_and_precision_together(tmp_path: Pa
     assert main(argv) == 1
     captured = capsys.readouterr()
     report = json.loads(captured.out)
-    assert [s["name"] for s in report["steps"]] == ["source", "joint", "depth", "quantize"]
-    joint = report["steps"][1]
+    assert [s["name"] for s in report["steps"]] == ["source", "depth", "joint", "quantize"]
+    joint = report["steps"][2]
     assert set(joint["details"]["base_ms"]) == {"fp32", "int8"} and joint["details"]["tried"]
     assert "joint: timing and scoring channel group 1/" in captured.err  # progress on stderr with --json too
     if joint["accepted"]:  # 0.001 ms is out of reach: the fastest policy within 5 pp is kept

@@ -65,3 +65,32 @@ def test_depth_step_accepts_models_written_as_plain_pytorch(name: str, user_mode
     assert _convs(merged) < _convs(model)
     assert context.latency_ms(merged) < before
     assert merged(digits.test.x[:3]).shape == (3, 10)
+
+
+def test_a_budget_below_every_plan_takes_the_fastest_without_scoring(
+        user_models, digits, context_for, macs_target) -> None:
+    torch.manual_seed(0)
+    model = user_models["mobilenetv2"]().eval()
+    target = macs_target(ms_per_layer=0.5)
+    lines: list[str] = []
+    context = context_for(latency_ms=1e-4, target=target, epochs=0, depth=DepthConfig(knapsack_steps=300))
+    context.progress = lines.append
+    merged, report = depth_step(model, context)
+    assert not any("scoring network" in line for line in lines)  # the importance table could not change the plan
+    plan = report.details["plan"]
+    assert "the fastest plan" in report.message
+    assert _convs(merged) < _convs(model)
+    fewer = [b for b in plan["removed_activations"] if not any(i < b < j for i, j in plan["blocks"])]
+    assert not fewer  # every activation removed buys a merge
+    assert context.latency_ms(merged) < context.latency_ms(model)
+    assert merged(digits.test.x[:3]).shape == (3, 10)
+
+
+def test_a_fastest_plan_that_gains_too_little_is_left_to_the_steps_after(user_models, context_for,
+                                                                        macs_target) -> None:
+    model = user_models["resnet"]().eval()
+    context = context_for(latency_ms=1e-4, target=macs_target(ms_per_layer=0.5),
+                          depth=DepthConfig(knapsack_steps=300, min_speedup=100.0))
+    same, report = depth_step(model, context)
+    assert same is model
+    assert "out of depth compression's reach" in report.message and "under 100x" in report.message

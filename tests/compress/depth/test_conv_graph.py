@@ -8,9 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from archetype.compress.conv_chain import UnsupportedNetworkError, chain_network, extract_chain, merge_network
+from archetype.compress.conv_chain import (
+    UnsupportedNetworkError,
+    chain_network,
+    extract_chain,
+    merge_network,
+    renormalized,
+)
 from archetype.compress.conv_graph import removable_blocks, remove_blocks
 from archetype.compress.depth_compression import latency_spans
+from archetype.errors import SpecError
 
 SHAPE = (1, 12, 12)
 
@@ -153,3 +160,51 @@ def test_residual_blocks_are_found_and_dropping_one_computes_its_skip_alone(name
             isinstance(m, nn.Conv2d) for m in model.modules())
         with torch.no_grad():
             torch.testing.assert_close(dropped(x), silenced(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "insertable"), [("mobilenetv2", [3, 6]), ("resnet", []), ("vgg", [])])
+def test_activations_may_move_only_to_linear_boundaries(name: str, insertable: list[int], user_models) -> None:
+    chain = extract_chain(user_models[name](), SHAPE)
+    moved = chain.with_moved_activations()
+    assert not chain.insertable
+    assert sorted(moved.insertable) == insertable  # MobileNetV2: the projections' outputs, never the last unit
+    assert all(type(act) is nn.ReLU6 for act in moved.insertable.values())
+    assert moved.ends() == sorted({0, *chain.activation_boundaries(), *insertable, chain.layers})
+
+
+def test_a_whole_inverted_residual_merges_into_one_conv_ending_in_the_moved_activation(user_models,
+                                                                                       randomise_bn) -> None:
+    torch.manual_seed(0)
+    model = randomise_bn(user_models["mobilenetv2"]())
+    chain = extract_chain(model, SHAPE).with_moved_activations()
+    # block 2 (units 4-6: expand, depthwise, projection) becomes one conv; its two ReLU6 move to its output
+    spans = [(k - 1, k) for k in range(1, 4)] + [(3, 6)] + [(k - 1, k) for k in range(7, chain.layers + 1)]
+    assert chain.removed_by((3, 6)) == [4, 5] and chain.removed_by((2, 3)) == []
+    kept = [b for b in chain.activation_boundaries() if b not in (4, 5)] + [chain.layers]
+    removed = chain_network(chain, spans, kept, inserted=[6]).eval()
+    assert type(removed.acts[spans.index((3, 6))]) is nn.ReLU6
+    merged = merge_network(removed)
+    x = torch.randn(3, *SHAPE)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), removed(x), atol=1e-4, rtol=1e-4)
+        plain = chain_network(chain, spans, kept).eval()  # the same blocks without the moved activation
+        assert not torch.allclose(plain(x), removed(x), atol=1e-3)
+    assert sum(isinstance(m, nn.Conv2d) for m in merged.modules()) == chain.layers - 2
+    with pytest.raises(SpecError, match="inserted at \\[5\\]"):
+        chain_network(chain, spans, kept, inserted=[5])  # 5 has an activation of its own
+
+
+def test_renormalized_merged_blocks_compute_the_same_in_eval_and_on_the_batch_in_training(user_models,
+                                                                                          randomise_bn) -> None:
+    torch.manual_seed(0)
+    chain = extract_chain(randomise_bn(user_models["resnet"]()), SHAPE)
+    merged = merge_network(chain_network(chain, _longest_plan(chain)).eval())
+    x = torch.randn(32, *SHAPE)
+    with torch.no_grad():
+        expected = merged(x)
+    renormed = renormalized(copy.deepcopy(merged), x)
+    assert all(isinstance(block[-1], nn.BatchNorm2d) for block in renormed.blocks)
+    with torch.no_grad():
+        torch.testing.assert_close(renormed(x), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(renormed.train()(x), expected, atol=1e-3, rtol=1e-3)  # batch statistics = x's
+        assert not torch.allclose(renormed(x[:4] * 3), merged(x[:4] * 3), atol=1e-2)  # other data: normalised

@@ -143,6 +143,8 @@ def test_equal_importance_gives_the_fastest_plan() -> None:
 def test_plan_round_trips_through_json() -> None:
     plan = DepthCompressionPlan(5, ((0, 2), (2, 5)), (2,), (1, 3, 4), 0.5, -1.25, 0.6)
     assert DepthCompressionPlan.from_json(plan.to_json()) == plan
+    moved = DepthCompressionPlan(5, ((0, 3), (3, 5)), (), (1, 2, 4), 0.5, -1.0, 0.6, (3,))
+    assert DepthCompressionPlan.from_json(moved.to_json()) == moved
     with pytest.raises(SpecError):
         DepthCompressionPlan.from_json({"layers": 5})
 
@@ -218,3 +220,35 @@ def test_fine_tune_score_trains_and_scores_on_digits(mobile_arch: Architecture) 
     assert max(table.scores.values()) > 0.3  # two epochs from scratch learn digits well above chance (0.1)
     minimal_mean = np.mean([table.scores[s] for s in [(0, 1), (1, 2)]])
     assert table.entries[(1, 4)] == pytest.approx(table.scores[(1, 4)] - minimal_mean)
+
+
+def test_the_fastest_plan_moves_removed_activations_to_linear_bottlenecks(user_models, randomise_bn) -> None:
+    torch.manual_seed(0)
+    model = randomise_bn(user_models["mobilenetv2"]())
+    chain = extract_chain(model, (1, 12, 12)).with_moved_activations()
+    latency = measure_latency_table(chain, macs_ms, max_span=4, max_kernel=7)
+    merges = optimal_merges(latency)
+    calls: list[ChainNetwork] = []
+
+    def score(network: ChainNetwork) -> float:
+        calls.append(network)
+        return _span_score(network)
+
+    spans = importance_spans(chain, merges, 4)
+    importance = measure_importance_table(chain, merges, score, spans=spans)
+    unchanged = [s for s in spans if not chain.removed_by(s)]
+    assert len(unchanged) > 1 and len(calls) == len(spans) - len(unchanged) + 1  # the source scored once
+    assert len({importance.scores[s] for s in unchanged}) == 1
+    flat = ImportanceTable(dict.fromkeys(importance.entries, 0.0))
+    plan = solve(chain, latency, flat, 100.0, merges=merges, steps_per_ms=1000)
+    assert plan.inserted_activations and set(plan.inserted_activations) <= set(chain.insertable)
+    ends = dict((j, i) for i, j in itertools.pairwise([0, *sorted({*plan.kept_activations,
+                                                                     *plan.inserted_activations}), chain.layers]))
+    assert all(chain.removed_by((ends[j], j)) for j in plan.inserted_activations)
+
+    applied = apply_plan(model, plan, (1, 12, 12))
+    x = torch.randn(3, 1, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(applied.merged(x), applied.removed(x), atol=ATOL, rtol=ATOL)
+    acts = sum(not isinstance(a, nn.Identity) for a in applied.merged.acts)
+    assert acts == len(plan.kept_activations) + len(plan.inserted_activations) + chain.has_activation(chain.layers)
