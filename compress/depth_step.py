@@ -153,7 +153,7 @@ def depth_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
     reached = budget >= floor
     if budget < floor * (1 + chain.layers / config.knapsack_steps):  # room for each span's time rounded up
         if predicted < config.min_speedup * floor:
-            return model, StepReport("depth", {"predicted_ms": floor * scale, "predicted_original_ms": measured},
+            return model, StepReport("depth", {"predicted_ms": floor, "predicted_original_ms": predicted},
                                      f"the budget is out of depth compression's reach and its fastest plan is "
                                      f"predicted only {predicted / floor:.2f}x faster (under {config.min_speedup:g}x): "
                                      "left to the steps after it")
@@ -177,6 +177,6 @@ def depth_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
                                        torch.Generator().manual_seed(context.seed)).x)
     note = "" if reached else " (the fastest plan: the budget is below what merging alone reaches)"
     moved = f" ({len(plan.inserted_activations)} moved to a merged block's output)" if plan.inserted_activations else ""
-    return merged.eval(), StepReport("depth", details, f"removed {len(plan.removed_activations)} of "
+    return merged, StepReport("depth", details, f"removed {len(plan.removed_activations)} of "
                               f"{len(chain.activation_boundaries())} activations{moved}, {chain.layers} convs merged "
                               f"into {len(plan.blocks)}{note}, fine-tuned")
