@@ -233,7 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("--trust-pickle", action="store_true",
                           help="also load a .pt file of torch.save(module): a pickle, which can run any code as it "
                           "loads (or set ARCHETYPE_TRUST_PICKLE=1)")
-    compress.add_argument("--latency-ms", type=float, required=True, metavar="MS", help="latency budget on the target")
+    latency = compress.add_mutually_exclusive_group(required=True)
+    latency.add_argument("--latency-ms", type=float, metavar="MS", help="latency budget on the target, in ms")
+    latency.add_argument("--speedup", type=float, metavar="X",
+                         help="latency budget as times faster than the source, judged with both timed side by side "
+                         "(stable where the machine's speed drifts during the run)")
     _flag(compress, "target", "--target", model="compress", help="latency target: cpu-ort or cpu-torch")
     compress.add_argument("--max-size-mb", type=float, metavar="MB", help="size budget of the model, in MB")
     _flag(compress, "max_accuracy_drop", "--max-accuracy-drop", model="compress", type=float, metavar="PP",
@@ -724,7 +728,8 @@ def _compress(args: argparse.Namespace) -> int:
     if args.pipeline is not None:
         given["pipeline"] = parse_pipeline(args.pipeline)
     options = CompressOptions(
-        model=args.model, latency_ms=args.latency_ms, max_size_mb=args.max_size_mb, weights=args.weights,
+        model=args.model, latency_ms=args.latency_ms, speedup=args.speedup, max_size_mb=args.max_size_mb,
+        weights=args.weights,
         out=Path(args.out) if args.out else None, name=args.name, trust_pickle=args.trust_pickle, **given,
     )
     with Store.open(args.storage) as store, _CompressProgress(len(options.pipeline) + 1, quiet=args.json) as progress:
@@ -742,8 +747,8 @@ def _compress(args: argparse.Namespace) -> int:
         print(f"stored: compression run '{result.name}' in {store.url}{where}")
     final, source = result.metrics, result.source
     if result.already_met:
-        print(f"archetype compress: the model already meets the budget ({source.latency_ms:.4f} ms <= "
-              f"{options.latency_ms:g} ms); nothing to compress, nothing written", file=sys.stderr)
+        print(f"archetype compress: the model already meets the budget ({source.latency_ms:.4f} ms; "
+              f"budget {options.budget.describe()}); nothing to compress, nothing written", file=sys.stderr)
         return 0
     if result.status != "complete":
         print(f"archetype compress: error: the budget is not met; the best reached is {final.latency_ms:.4f} ms "

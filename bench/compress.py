@@ -7,9 +7,9 @@ would pick instead, every result timed side by side with its source on cpu-ort, 
 
 Per model: train the source on MNIST (seeded), then one row per method:
 
-- ours: ``archetype compress``'s default pipeline (or ``--pipeline``) with the latency budget
-  ``--budget`` x the source's latency (default per model: 1/4 for MobileNetV2 and ResNet-18, 1/8 for VGG)
-  and at most ``--max-accuracy-drop`` pp of test accuracy lost;
+- ours: ``archetype compress``'s default pipeline (or ``--pipeline``) with the budget ``--speedup X`` over the
+  source (default per model: 4x for MobileNetV2 and ResNet-18, 8x for VGG), judged side by side, and at most
+  ``--max-accuracy-drop`` pp of test accuracy lost;
 - ort-int8: ONNX Runtime static INT8 (QDQ, per-channel, 256 calibration images) of the source alone;
 - torch-pruning: Torch-Pruning's magnitude recipe (group L2 magnitude, iterative steps) down to the MACs our
   result has, then the same fine-tuning epochs with plain cross-entropy;
@@ -34,6 +34,7 @@ import contextlib
 import copy
 import importlib
 import importlib.util
+import json
 import subprocess
 import sys
 import tempfile
@@ -71,9 +72,9 @@ from archetype.runtime.training import TrainConfig, evaluate_accuracy, train
 from archetype.validation import field_default
 
 MODELS: dict[str, tuple[str, Callable[[], nn.Module], float]] = {
-    "mobilenetv2": ("MobileNetV2-style", MobileNetV2, 0.25),
-    "resnet18": ("ResNet-18-style", ResNet18, 0.25),
-    "vgg": ("VGG-style", vgg, 0.125),
+    "mobilenetv2": ("MobileNetV2-style", MobileNetV2, 4.0),
+    "resnet18": ("ResNet-18-style", ResNet18, 4.0),
+    "vgg": ("VGG-style", vgg, 8.0),
 }
 PIPELINE = list(field_default(CompressOptions, "pipeline"))
 
@@ -253,7 +254,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="mnist")
     parser.add_argument("--models", default="mobilenetv2,resnet18,vgg")
-    parser.add_argument("--budget", type=float, help="latency budget as a fraction of the source's (default per model)")
+    parser.add_argument("--speedup", type=float, help="our budget: times faster than the source (default per model)")
+    parser.add_argument("--reports", type=Path, help="folder to write our report.json per model into")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of the source models")
     parser.add_argument("--fine-tune-epochs", type=int, default=2)
     parser.add_argument("--fine-tune-lr", type=float, help="peak learning rate of fine-tunes (default: the command's)")
@@ -282,7 +284,7 @@ def main() -> None:
     rows: list[list[str]] = []
     step_lines: list[str] = []
     for key in args.models.split(","):
-        label, factory, default_budget = MODELS[key]
+        label, factory, default_speedup = MODELS[key]
         torch.manual_seed(0)
         source = factory()
         start = time.perf_counter()
@@ -299,9 +301,7 @@ def main() -> None:
         source_accuracy = evaluate_accuracy(source, dataset.test)
         print(f"{label}: {how} in {time.perf_counter() - start:.0f} s, test accuracy {source_accuracy:.4f}",
               file=sys.stderr, flush=True)
-        probe = CompressionContext(target, dataset, Budget(1.0))
-        source_ms = sorted(probe.latency_ms(source) for _ in range(3))[1]
-        budget = Budget((args.budget or default_budget) * source_ms, max_accuracy_drop=args.max_accuracy_drop)
+        budget = Budget(speedup=args.speedup or default_speedup, max_accuracy_drop=args.max_accuracy_drop)
         state: dict = {"pipeline": args.pipeline.split(",")}
         for name in args.peers.split(","):
             context = CompressionContext(target, dataset, budget, recipe,
@@ -323,6 +323,9 @@ def main() -> None:
             note = state.pop("note", "")
             if name == "ours":
                 result = state["ours"]
+                if args.reports:
+                    args.reports.mkdir(parents=True, exist_ok=True)
+                    (args.reports / f"{key}.json").write_text(json.dumps(result.to_json(), indent=1, default=str))
                 note = "+".join(s.name for s in result.steps[1:] if s.accepted) or "nothing kept"
                 step_lines += [f"  {label}: {s.name} {s.seconds:.0f} s: {s.message}" for s in result.steps[1:]]
             if isinstance(model, OrtInt8Model):
@@ -335,7 +338,8 @@ def main() -> None:
                   file=sys.stderr, flush=True)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print(f"\n{cpu_description()}\nours: --pipeline {args.pipeline}")
-    print(f"{args.data}, cpu-ort 1 thread, side by side over {args.rounds} rounds; budget per model; at most "
+    speedups = ", ".join(f"{MODELS[k][0]} {args.speedup or MODELS[k][2]:g}x" for k in args.models.split(","))
+    print(f"{args.data}, cpu-ort 1 thread, side by side over {args.rounds} rounds; our budget {speedups}; at most "
           f"{args.max_accuracy_drop:g} pp; fine-tuning {args.fine_tune_epochs} epochs")
     for r in [header, ["-" * w for w in widths], *rows]:
         print("  ".join(c.ljust(w) if i in (0, 1, 10) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))

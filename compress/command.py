@@ -22,7 +22,7 @@ class CompressOptions:
     """The command's inputs, as given on the command line."""
 
     model: str
-    latency_ms: float
+    latency_ms: float | None = None
     data: str = "digits"
     target: str = "cpu-ort"
     pipeline: tuple[str, ...] = ("depth", "joint", "quantize")
@@ -36,9 +36,15 @@ class CompressOptions:
     name: str | None = None
     trust_pickle: bool = False  # load a pickled whole module (it can run code as it loads)
     device: str = "auto"  # where fine-tuning runs
+    speedup: float | None = None  # the budget as times faster than the source, instead of latency_ms
 
     def __post_init__(self) -> None:
-        check_number("--latency-ms", self.latency_ms, low=0.0, high=MAX_LATENCY_MS)
+        if (self.latency_ms is None) == (self.speedup is None):
+            raise SpecError("give the latency budget as --latency-ms MS or as --speedup X (one of them)")
+        if self.latency_ms is not None:
+            check_number("--latency-ms", self.latency_ms, low=0.0, high=MAX_LATENCY_MS)
+        if self.speedup is not None:
+            check_number("--speedup", self.speedup, low=1.0, high=MAX_SPEEDUP, inclusive=True)
         if self.max_size_mb is not None:
             check_number("--max-size-mb", self.max_size_mb, low=0.0, high=MAX_SIZE_MB)
         check_number("--max-accuracy-drop", self.max_accuracy_drop, low=0.0, high=100.0, inclusive=True)
@@ -46,9 +52,15 @@ class CompressOptions:
         check_number("--threads", self.threads, low=1, high=MAX_THREADS, inclusive=True, integer=True)
         check_number("--seed", self.seed, low=0, high=2**63 - 1, inclusive=True, integer=True)
 
+    @property
+    def budget(self) -> Budget:
+        """What the result must meet."""
+        return Budget(self.latency_ms, self.max_size_mb, self.max_accuracy_drop, self.speedup)
+
 
 MAX_LATENCY_MS = 3_600_000.0
 """An hour: a larger latency budget is a typo."""
+MAX_SPEEDUP = 1_000_000.0
 MAX_SIZE_MB = 1_000_000.0
 MAX_EPOCHS = 10_000
 MAX_THREADS = 1024
@@ -82,7 +94,7 @@ def run_compress(
     on_progress: Callable[[str], None] | None = None,
 ) -> tuple[LoadedModel, CompressionResult]:
     """Check every input, then compress; the run and its steps go to ``store``."""
-    budget = Budget(options.latency_ms, options.max_size_mb, options.max_accuracy_drop)
+    budget = options.budget
     check_out_dir(options.out)
     target = get_target(options.target, threads=options.threads)
     dataset = load_dataset(options.data, options.seed)

@@ -148,7 +148,7 @@ def depth_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
     spans = importance_spans(chain, merges, config.max_span)
     predicted = singles + latency.fixed_ms
     scale = measured / predicted  # 1 unless the convs alone take longer than the whole model
-    budget = context.budget.latency_ms / scale
+    budget = context.budget.limit_ms_for(measured) / scale
     floor = fastest_ms(merges, spans) + latency.fixed_ms
     reached = budget >= floor
     if budget < floor * (1 + chain.layers / config.knapsack_steps):  # room for each span's time rounded up

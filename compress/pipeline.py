@@ -3,7 +3,9 @@
 A step is kept when the model it returns is faster on the target by more than
 ``min_gain`` (or smaller while a size limit is unmet) and the accuracy drop from
 the source stays within the budget; otherwise it is rejected, and said so. The
-pipeline stops once the budget is met. ``--out`` is built in a temporary folder
+pipeline stops once the budget is met. A speedup budget is judged by side-by-side
+ratios (the kept steps' multiplied while running, the source's and the result's
+at the end), and each step gets it as the milliseconds it leaves. ``--out`` is built in a temporary folder
 next to it and renamed into place at the end, so it holds a whole result or nothing.
 """
 
@@ -46,6 +48,7 @@ class StepOutcome:
     message: str
     details: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    speedup: float | None = None  # over the model the step was given: side by side where the target allows
 
 
 @dataclass
@@ -78,6 +81,7 @@ class CompressionResult:
             "side_by_side": self.side_by_side.to_json() if self.side_by_side is not None else None,
             "accuracy_drop_pp": 100 * (self.source.accuracy - self.metrics.accuracy),
             "steps": [{"name": s.name, "accepted": s.accepted, "message": s.message, "seconds": s.seconds,
+                       "speedup": s.speedup,
                        "metrics": s.metrics.to_json() if s.metrics else None, "details": s.details}
                       for s in self.steps],
             "out_dir": str(self.out_dir) if self.out_dir else None,
@@ -167,26 +171,38 @@ class CompressionPipeline:
         first = StepOutcome("source", True, source, "the model as given")
         self._record(store, run_name, first, on_step)
         outcomes = [first]
-        if budget.met_by(source):
+        if budget.met_by(source, 1.0):
             return CompressionResult(run_name, "complete", source, outcomes, model, source, already_met=True)
-        current, metrics = model, source
-        for name, step in zip(self.names, self.steps):
-            if on_step:
-                on_step(name, None)
-            outcome, candidate = self._try(name, step, current, metrics, source)
-            self._record(store, run_name, outcome, on_step)
-            outcomes.append(outcome)
-            if outcome.accepted:
-                current, metrics = candidate, outcome.metrics
-                if budget.met_by(metrics):
-                    break
-        status = "complete" if budget.met_by(metrics) else "unmet"
-        timing = None
-        if current is not model:
-            if on_step:
-                on_step("side-by-side timing", None)
-            timing = _side_by_side(context, model, current)
+        current, metrics, speedup = model, source, 1.0  # speedup: the kept steps' side-by-side ratios multiplied
+        timing: SideBySide | None = None  # the source and ``current`` timed side by side, once they are
+        try:
+            for name, step in zip(self.names, self.steps):
+                if on_step:
+                    on_step(name, None)
+                context.budget = budget.for_step(metrics.latency_ms, speedup)
+                outcome, candidate = self._try(name, step, current, metrics, source)
+                self._record(store, run_name, outcome, on_step)
+                outcomes.append(outcome)
+                if outcome.accepted and outcome.metrics is not None and outcome.speedup is not None:
+                    current, metrics, speedup, timing = candidate, outcome.metrics, speedup * outcome.speedup, None
+                    if budget.met_by(metrics, speedup) and budget.speedup is not None:
+                        # the product carries each ratio's noise: the source and this model timed directly decide
+                        timing = self._final_timing(model, current, on_step)
+                        speedup = timing.ratio if timing is not None else speedup
+                    if budget.met_by(metrics, speedup):
+                        break
+        finally:
+            context.budget = budget
+        if current is not model and timing is None:
+            timing = self._final_timing(model, current, on_step)
+        status = "complete" if budget.met_by(metrics, timing.ratio if timing is not None else speedup) else "unmet"
         return CompressionResult(run_name, status, source, outcomes, current, metrics, side_by_side=timing)
+
+    def _final_timing(self, source: nn.Module, model: nn.Module, on_step: OnStep | None) -> SideBySide | None:
+        """The source and ``model`` timed side by side (None where the target cannot hold two at once)."""
+        if on_step:
+            on_step("side-by-side timing", None)
+        return _side_by_side(self.context, source, model)
 
     def _try(
         self, name: str, step: Any, model: nn.Module, current: ModelMetrics, source: ModelMetrics
@@ -201,11 +217,12 @@ class CompressionPipeline:
             timing = _side_by_side(context, model, candidate)
             if timing is not None:  # both timed in alternating blocks: the machine's load drifts alike for both
                 metrics = context.measure(candidate, (timing.second.median_ms, timing.second.spread))
-                current_ms, faster = timing.first.median_ms, timing.ratio > 1 / (1 - self.min_gain)
+                current_ms, ratio = timing.first.median_ms, timing.ratio
             else:
                 metrics = context.measure(candidate)
                 current_ms = min(context.latency_ms(model), current.latency_ms)
-                faster = metrics.latency_ms < current_ms * (1 - self.min_gain)
+                ratio = current_ms / metrics.latency_ms
+            faster = ratio > 1 / (1 - self.min_gain)
             drop = 100 * (source.accuracy - metrics.accuracy)
             if drop > budget.max_accuracy_drop and not isinstance(candidate, DeployedModel) and \
                     context.fine_tune.epochs > 0:  # repair before rejecting: fine-tune again, distilled
@@ -227,7 +244,7 @@ class CompressionPipeline:
         else:
             verdict = "kept"
         message = f"{report.message}; {verdict}" if report.message else verdict
-        return StepOutcome(name, verdict == "kept", metrics, message, report.details, seconds), candidate
+        return StepOutcome(name, verdict == "kept", metrics, message, report.details, seconds, ratio), candidate
 
     @staticmethod
     def _record(store: Any, run_name: str | None, outcome: StepOutcome, on_step: OnStep | None) -> None:

@@ -155,7 +155,7 @@ def prune_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
     for ratio in sorted(config.ratios):
         candidate = pruned(dict.fromkeys(chosen, ratio))
         candidates.append((ratio, candidate, context.latency_ms(candidate)))
-        if candidates[-1][2] <= context.budget.latency_ms:
+        if candidates[-1][2] <= context.budget.limit_ms_for(base_ms):
             break
     source_accuracy = evaluate_accuracy(model, data.val)
     details["tried_ms"] = {str(r): ms for r, _, ms in candidates}

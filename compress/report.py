@@ -40,7 +40,7 @@ def render_table(result: CompressionResult, context: CompressionContext) -> str:
     console = Console(file=sink, width=160, color_system=None, force_terminal=False)
     console.print(report_table(result, context.target.name))
     final = result.metrics
-    console.print(f"budget {context.budget.latency_ms:g} ms: final {final.latency_ms:.4f} ms, "
+    console.print(f"budget {context.budget.describe()}: final {final.latency_ms:.4f} ms, "
                   f"{speedup_text(result)} faster, {final.size_mb:.3f} MB, "
                   f"accuracy {final.accuracy:.4f} ({100 * (result.source.accuracy - final.accuracy):+.2f} pp drop)")
     return sink.getvalue().rstrip()

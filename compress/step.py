@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from archetype.compress.fine_tune import FineTuneConfig, FineTuneReport, fine_tune, fine_tune_recipe
+from archetype.compress.fine_tune import FineTuneConfig, FineTuneReport, TeacherCache, fine_tune, fine_tune_recipe
 from archetype.errors import SpecError
 from archetype.registry import Registry
 from archetype.runtime.data import Dataset
@@ -27,20 +27,57 @@ ConfigType = TypeVar("ConfigType")
 
 @checked(frozen=True, option_names=True)
 class Budget:
-    """What the compressed model must meet on the target."""
+    """What the compressed model must meet on the target: a latency in ms, or a speedup over the source.
 
-    latency_ms: float = number(..., requirement="be a positive number of milliseconds")
+    A speedup is judged by side-by-side timing, so a machine whose speed drifts during the run does not move it.
+    Each step gets the speedup still needed over the model it is given, with that in ms from the model's last
+    timing; a step that times its input itself takes its limit from its own timing (``limit_ms_for``).
+    """
+
+    latency_ms: float | None = number(None, requirement="be a positive number of milliseconds")
     max_size_mb: float | None = number(None, requirement="be a positive number of megabytes")
     # percentage points below the source model's test accuracy
     max_accuracy_drop: float = number(1.0, positive=False, requirement="be a non-negative number of percentage points")
+    speedup: float | None = number(None, requirement="be a positive number of times faster than the source")
 
-    def met_by(self, metrics: ModelMetrics) -> bool:
-        """Whether ``metrics`` meet the latency and size limits (accuracy is checked step by step)."""
+    def __post_init__(self) -> None:
+        if self.latency_ms is None and self.speedup is None:
+            raise SpecError("give a latency budget: --latency-ms MS or --speedup X")
+
+    def met_by(self, metrics: ModelMetrics, speedup: float | None = None) -> bool:
+        """Whether ``metrics`` meet the latency (or ``speedup``, over the source side by side) and size limits;
+        accuracy is checked step by step."""
         size_ok = self.max_size_mb is None or metrics.size_mb <= self.max_size_mb
-        return metrics.latency_ms <= self.latency_ms and size_ok
+        if self.speedup is not None:
+            return speedup is not None and speedup >= self.speedup and size_ok
+        return metrics.latency_ms <= self.limit_ms and size_ok
+
+    @property
+    def limit_ms(self) -> float:
+        """The latency limit in ms (for a speedup, its estimate from the last timing: steps get one)."""
+        if self.latency_ms is None:
+            raise SpecError(f"a {self.speedup:g}x speedup budget has no latency in ms before the source is measured")
+        return self.latency_ms
+
+    def limit_ms_for(self, input_ms: float) -> float:
+        """The latency limit for the model given to a step that timed it at ``input_ms`` itself: the speedup still
+        needed applied to that, so that the limit and what is held to it are timed alike; else ``limit_ms``."""
+        return input_ms / self.speedup if self.speedup is not None else self.limit_ms
+
+    def for_step(self, current_ms: float, speedup: float) -> Budget:
+        """The budget of a step given a model last timed at ``current_ms``, ``speedup`` times faster than the source
+        so far: the speedup still needed (and its ms); a latency budget as it is."""
+        if self.speedup is None:
+            return self
+        needed = self.speedup / speedup
+        return Budget(current_ms / needed, self.max_size_mb, self.max_accuracy_drop, needed)
+
+    def describe(self) -> str:
+        """``0.5 ms`` or ``4x faster than the source``."""
+        return f"{self.latency_ms:g} ms" if self.speedup is None else f"{self.speedup:g}x faster than the source"
 
     def to_json(self) -> dict[str, Any]:
-        return {"latency_ms": self.latency_ms, "max_size_mb": self.max_size_mb,
+        return {"latency_ms": self.latency_ms, "speedup": self.speedup, "max_size_mb": self.max_size_mb,
                 "max_accuracy_drop": self.max_accuracy_drop}
 
 
@@ -82,6 +119,7 @@ class CompressionContext:
     teacher: nn.Module | None = None  # the source model, distilled from in every fine-tune (set by the pipeline)
     progress: Callable[[str], None] | None = None  # one line of what is happening now, for the user
     _runners: dict[int, tuple[nn.Module, Callable[[], object]]] = field(default_factory=dict, repr=False)
+    _teacher_logits: TeacherCache = field(default_factory=dict, repr=False)
 
     def config(self, step: str, default: ConfigType) -> ConfigType:
         """The config of ``step`` given in ``settings``, else ``default``."""
@@ -103,7 +141,7 @@ class CompressionContext:
             config = replace(config, patience=config.patience * longer)
         report = fine_tune(model, self.dataset, recipe, config, self.teacher,
                            lambda e, n, a: self.say(f"{step}: fine-tune epoch {e}/{n}, validation accuracy {a:.4f}"),
-                           give_up_below)
+                           give_up_below, self._teacher_logits)
         if report.gave_up:
             self.say(f"{step}: fine-tune stopped after epoch {report.epochs}: validation accuracy "
                      f"{report.val_accuracy[-1]:.4f} is below {give_up_below:.4f}, beyond repair")

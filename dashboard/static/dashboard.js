@@ -50,6 +50,11 @@ function fmt(value, name) {
   return Math.abs(value) >= 100 ? value.toFixed(1) : value.toPrecision(4);
 }
 
+// A compression budget's limits that are set ("speedup 4, max_accuracy_drop 0.3"), or "none".
+function budgetText(budget) {
+  return Object.entries(budget).filter(([, v]) => v !== null).map(([k, v]) => `${k} ${v}`).join(", ") || "none";
+}
+
 function when(text) { return text ? text.replace("T", " ").slice(0, 19) : "–"; }
 
 function showError(error) {
@@ -96,7 +101,7 @@ async function studiesPage() {
       el("td", { class: `status ${r.status}` }, r.status),
       el("td", {}, r.source_study ? link(trialPath(r.source_study, r.source_trial), r.source) : r.source),
       el("td", {}, r.target),
-      el("td", {}, Object.entries(r.budget).map(([k, v]) => `${k} ${v}`).join(", ") || "none"),
+      el("td", {}, budgetText(r.budget)),
       el("td", { class: "num" }, r.steps), el("td", {}, when(r.created_at)))));
     document.getElementById("no-compressions").hidden = data.compressions.length > 0;
     setLive(data.studies.some((s) => s.status === "running"));
@@ -303,7 +308,7 @@ async function compressionPage() {
   const source = run.source_study ? link(trialPath(run.source_study, run.source_trial),
     `trial ${run.source_trial} of ${run.source_study}`) : run.source;
   info.replaceChildren(`${run.status} · from `, source, ` · target ${run.target} · budget `
-    + (Object.entries(run.budget).map(([k, v]) => `${k} ${v}`).join(", ") || "none")
+    + budgetText(run.budget)
     + ` · pipeline ${run.pipeline.join(" → ")}` + (run.out_dir ? ` · output ${run.out_dir}` : ""));
   if (run.error) {
     const box = document.getElementById("run-error");

@@ -56,6 +56,12 @@ def test_bad_options(tmp_path: Path, capsys, trained_conv_net, save_pt2) -> None
     argv = _compress(tmp_path, str(path))
     argv[argv.index("--latency-ms") + 1] = "-1"
     _assert_bad_input(tmp_path, argv, capsys, "--latency-ms must be a positive")
+    argv[argv.index("--latency-ms") : argv.index("--latency-ms") + 2] = ["--speedup", "0.5"]
+    _assert_bad_input(tmp_path, argv, capsys, "--speedup must be a number >= 1")
+    with pytest.raises(SystemExit) as exited:  # both budgets: argparse's usage error, one line
+        main([*argv, "--latency-ms", "1"])
+    err = capsys.readouterr().err.strip()
+    assert exited.value.code == 2 and len(err.splitlines()) == 1 and "not allowed with argument" in err
     _assert_bad_input(tmp_path, _compress(tmp_path, "nostudy:3"), capsys, "nostudy")
 
 
@@ -66,6 +72,9 @@ def test_a_budget_already_met_says_so_and_writes_nothing(tmp_path: Path, capsys,
     assert main(argv) == 0
     assert "already meets the budget" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    argv[argv.index("--latency-ms") : argv.index("--latency-ms") + 2] = ["--speedup", "1"]
+    assert main(argv) == 0
+    assert "budget 1x faster than the source" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from archetype.compress.fine_tune import FineTuneConfig, distillation_loss, fine_tune
+from archetype.compress.fine_tune import (
+    FineTuneConfig,
+    distillation_loss,
+    fine_tune,
+    logits_of,
+    looked_up_distillation_loss,
+)
 from archetype.errors import SpecError
 from archetype.runtime.training import TrainConfig, evaluate_accuracy
 
@@ -37,6 +43,34 @@ def test_distillation_weight_zero_is_the_cross_entropy(trained_conv_net, digits)
     plain = distillation_loss(trained_conv_net, 4.0, 0.0)(logits, x, y)
     assert torch.allclose(plain, nn.functional.cross_entropy(logits, y))
     assert not torch.allclose(distillation_loss(trained_conv_net, 4.0, 0.5)(logits, x, y), plain)
+
+
+def test_looked_up_teacher_logits_give_the_live_teachers_loss(trained_conv_net, digits) -> None:
+    x, y = digits.train.x[:16], digits.train.y[:16]
+    logits = torch.randn(16, 10)
+    live = distillation_loss(trained_conv_net, 4.0, 0.6)(logits, x, y)
+    positions = torch.tensor([3, 0, 7])  # a batch of three samples, by their positions in the split
+    looked_up = looked_up_distillation_loss(y, logits_of(trained_conv_net, x), 4.0, 0.6)
+    assert torch.allclose(looked_up(logits[positions], x[positions], positions),
+                          distillation_loss(trained_conv_net, 4.0, 0.6)(logits[positions], x[positions], y[positions]))
+    assert torch.allclose(looked_up(logits, x, torch.arange(16)), live, atol=1e-6)
+
+
+def test_the_teacher_runs_once_per_cache_unless_the_recipe_augments(digits, trained_conv_net) -> None:
+    teacher = copy.deepcopy(trained_conv_net)
+    images: list[int] = []
+    teacher.register_forward_hook(lambda module, inputs, output: images.append(len(inputs[0])))
+    config = FineTuneConfig(train_samples=200, val_samples=100)
+    cache: dict = {}
+    students = [copy.deepcopy(trained_conv_net) for _ in range(3)]
+    fine_tune(students[0], digits, TrainConfig(epochs=2, lr=1e-3), config, teacher, cache=cache)
+    assert sum(images) == 200 and len(cache) == 1  # both epochs' 200 images looked up from one pass
+    fine_tune(students[1], digits, TrainConfig(epochs=2, lr=1e-3), config, teacher, cache=cache)
+    assert sum(images) == 200  # the second fine-tune ran no teacher
+    fine_tune(students[2], digits, TrainConfig(epochs=2, lr=1e-3, crop="pad"), config, teacher, cache=cache)
+    assert sum(images) == 600  # cropped images differ every epoch: the teacher sees each batch
+    assert all(torch.equal(a, b) for a, b in zip(students[0].state_dict().values(),
+                                                 students[1].state_dict().values()))  # the same seeded fine-tune
 
 
 def test_early_stopping_keeps_the_best_epoch(digits, trained_conv_net) -> None:

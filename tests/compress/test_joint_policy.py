@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from archetype.compress.joint_policy import (
+    AIM_UNDER,
     BLOCK_REMOVED,
     TIMING_NOISE,
     JointConfig,
@@ -77,7 +78,7 @@ def test_after_a_failure_the_next_target_is_where_the_scaled_proxy_meets_the_lim
     tables = PolicyTables(groups, {"fp32": 1.0}, {"fp32": saving}, proxy)
 
     def planned_proxy(target_ms: float) -> float:
-        return search.plan(tables, "fp32", math.log(1.0 / (target_ms * (1 - TIMING_NOISE))))[2]
+        return search.plan(tables, "fp32", math.log(1.0 / (target_ms * (1 - AIM_UNDER))))[2]
 
     assert planned_proxy(0.3) > planned_proxy(0.6) > planned_proxy(0.9) > 0  # each is harder to reach
     allowed = planned_proxy(0.6)
@@ -86,12 +87,12 @@ def test_after_a_failure_the_next_target_is_where_the_scaled_proxy_meets_the_lim
     assert planned_proxy(target) <= allowed < planned_proxy(target * 0.999)  # the fastest, to the bisection's step
 
 
-def test_a_policy_is_aimed_the_timing_noise_under_its_target(trained_conv_net, context_for) -> None:
+def test_a_policy_is_aimed_under_its_target(trained_conv_net, context_for) -> None:
     context = context_for()
     search = JointSearch(trained_conv_net, context, JointConfig(ratios=(0.5,), feedback_rounds=1))
     tables = search.tables()
     policy = search.solve(tables, "fp32", 0.9 * tables.base_ms["fp32"])
-    assert policy.predicted_ms <= 0.9 * (1 - TIMING_NOISE) * tables.base_ms["fp32"]
+    assert policy.predicted_ms <= 0.9 * (1 - AIM_UNDER) * tables.base_ms["fp32"]
 
 
 def test_residual_blocks_are_dropped_whole_as_one_more_choice(user_models, context_for) -> None:
@@ -127,6 +128,22 @@ def test_the_joint_step_meets_the_budget_within_the_accuracy_limit(trained_conv_
     assert model(digits.test.x[:3]).shape == (3, 10)
 
 
+def test_a_policy_that_misses_the_budget_as_deployed_is_followed_by_one_aimed_lower(trained_conv_net, context_for,
+                                                                                   monkeypatch) -> None:
+    source_ms = context_for().latency_ms(trained_conv_net)
+    budget = 0.6 * source_ms
+    timed = JointSearch.latency_ms
+    # the tables time every model 20% faster than it deploys: the first policy, within its target, misses the budget
+    monkeypatch.setattr(JointSearch, "latency_ms", lambda self, model, precision: 0.8 * timed(self, model, precision))
+    context = context_for(latency_ms=budget, epochs=1, drop=100.0, joint=JointConfig(max_fine_tunes=3))
+    model, report = joint_step(trained_conv_net, context)
+    first, *later = report.details["tried"]
+    deployed_ms = first["measured_ms"] / 0.8  # the MACs target is exact: what the kept model would have timed
+    assert first["measured_ms"] <= budget * (1 + TIMING_NOISE) < deployed_ms
+    assert first["next_target_ms"] == pytest.approx(budget * budget / deployed_ms)
+    assert later and context.latency_ms(model) <= budget
+
+
 def test_the_joint_step_keeps_nothing_that_loses_too_much_accuracy(trained_conv_net, context_for) -> None:
     context = context_for(latency_ms=1e-4, epochs=0, drop=0.0, joint=JointConfig(max_fine_tunes=2))
     model, report = joint_step(trained_conv_net, context)
@@ -153,7 +170,8 @@ def test_on_onnx_runtime_the_precision_is_chosen_with_the_ratios(trained_conv_ne
     context = context_for(latency_ms=0.5 * source_ms, epochs=1, drop=100.0, target=target,
                           joint=JointConfig(ratios=(0.5, 0.75), max_fine_tunes=1))
     model, report = joint_step(trained_conv_net, context)
-    assert set(report.details["base_ms"]) == {"fp32", "int8"}
+    assert set(report.details["base_ms"]) == set(report.details["export_bias"]) == {"fp32", "int8"}
+    assert all(0.7 < bias < 1.4 for bias in report.details["export_bias"].values())  # the deployed graph, side by side
     policy = report.details["policy"]
     assert isinstance(model, OrtInt8Model) == (policy["precision"] == "int8")
     assert model(context.dataset.test.x[:3]).shape == (3, 10)

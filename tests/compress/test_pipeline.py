@@ -9,7 +9,7 @@ import pytest
 from torch import nn
 
 from archetype.compress.pipeline import CompressionPipeline
-from archetype.compress.step import StepReport, register_step
+from archetype.compress.step import Budget, StepReport, register_step
 from archetype.errors import SpecError
 from archetype.store import Store
 
@@ -59,6 +59,80 @@ def test_a_faster_step_is_kept_and_the_pipeline_stops_at_the_budget(trained_conv
     assert steps == [(0, "source", True), (1, "test-drop-conv", True)]
     assert stored.steps[1].metrics["latency_ms"] == pytest.approx(result.metrics.latency_ms)
     store.close()
+
+
+BUDGETS_SEEN: list[Budget] = []
+
+
+@register_step("test-record-budget")
+def record_budget_step(model: nn.Module, context) -> tuple[nn.Module, StepReport]:
+    """A step that changes nothing and notes the budget it was given."""
+    BUDGETS_SEEN.append(context.budget)
+    return model, StepReport("test-record-budget")
+
+
+@pytest.mark.parametrize("wanted", [1.1, 50.0])
+def test_a_speedup_budget_reaches_each_step_as_the_ms_it_leaves(trained_conv_net, context_for, wanted) -> None:
+    context = context_for(drop=100.0)
+    context.budget = budget = Budget(speedup=wanted, max_accuracy_drop=100.0)
+    BUDGETS_SEEN.clear()
+    result = CompressionPipeline(["test-record-budget", "test-drop-conv", "test-record-budget"], context).run(
+        trained_conv_net)
+    dropped = result.steps[2]
+    reached = result.source.latency_ms / dropped.metrics.latency_ms  # the MACs target: exact, no side by side
+    assert dropped.accepted and dropped.speedup == pytest.approx(reached) and 1.1 < reached < 50
+    first = BUDGETS_SEEN[0]
+    assert first.speedup == wanted and first.latency_ms == pytest.approx(result.source.latency_ms / wanted)
+    if wanted < reached:  # met by the kept step: the pipeline stops there
+        assert result.status == "complete" and len(BUDGETS_SEEN) == 1
+    else:  # the second step works to what the first leaves: the same limit in ms, from the faster model
+        second = BUDGETS_SEEN[1]
+        assert result.status == "unmet" and second.latency_ms == pytest.approx(first.latency_ms)
+        assert second.speedup == pytest.approx(wanted / reached)
+    assert context.budget is budget and budget.to_json()["speedup"] == wanted
+
+
+@pytest.mark.parametrize("direct", [1.0, 0.8])
+def test_a_speedup_met_by_the_product_of_ratios_is_confirmed_side_by_side(trained_conv_net, context_for, monkeypatch,
+                                                                          direct) -> None:
+    from archetype.runtime.measure import Latency, SideBySide
+
+    context = context_for(drop=100.0)
+    source_ms = context.latency_ms(trained_conv_net)
+
+    calls: list[nn.Module] = []
+
+    def side_by_side(first: nn.Module, second: nn.Module, rounds: int = 15) -> SideBySide:
+        """MACs ratios; after the step's own, the source's to the result's times ``direct`` (timed directly)."""
+        calls.append(first)
+        a, b = context.latency_ms(first), context.latency_ms(second)
+        ratio = a / b * (direct if len(calls) > 1 else 1.0)
+        return SideBySide(Latency(a, 0.0, 1, 1), Latency(b, 0.0, 1, 1), ratio, ratio, ratio, rounds)
+
+    monkeypatch.setattr(context, "side_by_side", side_by_side)
+    reached = source_ms / context.latency_ms(drop_conv_step(trained_conv_net, context)[0])
+    context.budget = Budget(speedup=0.9 * reached, max_accuracy_drop=100.0)
+    BUDGETS_SEEN.clear()
+    result = CompressionPipeline(["test-drop-conv", "test-record-budget"], context).run(trained_conv_net)
+    assert result.steps[1].speedup == pytest.approx(reached)  # step by step, the product meets the budget
+    assert result.side_by_side.ratio == pytest.approx(direct * reached)
+    assert len(calls) == 2 and calls[1] is trained_conv_net  # the step's timing, then the source's and the result's
+    if direct == 1.0:  # confirmed: the pipeline stops there, and the confirming timing is the final one
+        assert result.status == "complete" and not BUDGETS_SEEN
+    else:  # refuted: the next step runs, to the ms that the direct ratio leaves
+        assert result.status == "unmet" and len(BUDGETS_SEEN) == 1
+        assert BUDGETS_SEEN[0].speedup == pytest.approx(0.9 / direct)
+
+
+def test_a_budget_is_a_latency_or_a_speedup() -> None:
+    with pytest.raises(SpecError, match="--latency-ms MS or --speedup X"):
+        Budget()
+    with pytest.raises(SpecError, match="--speedup must be a positive number"):
+        Budget(speedup=-2.0)
+    assert Budget(speedup=4).describe() == "4x faster than the source" and Budget(0.5).describe() == "0.5 ms"
+    assert Budget(0.5).for_step(3.0, 2.0) == Budget(0.5) and Budget(0.5).limit_ms_for(4.0) == 0.5
+    step = Budget(speedup=4.0, max_accuracy_drop=0.3).for_step(3.0, 2.0)  # 2x reached, 2x still needed
+    assert step == Budget(1.5, max_accuracy_drop=0.3, speedup=2.0) and step.limit_ms_for(5.0) == 2.5
 
 
 def test_an_accuracy_drop_over_the_budget_is_rejected(trained_conv_net, context_for) -> None:

@@ -43,7 +43,8 @@ class FilledStore:
 
 def _add_compression_run(store: Store, study: str, number: int) -> None:
     store.create_compression_run(
-        RUN, source=f"{study}:{number}", target="cpu-torch", budget={"latency_ms": 0.05, "max_accuracy_drop": 0.02},
+        RUN, source=f"{study}:{number}", target="cpu-torch",
+        budget={"latency_ms": None, "speedup": 4.0, "max_accuracy_drop": 0.02},
         pipeline=["prune", "tucker", "quantize"], source_trial=(study, number), out_dir="out/compressed",
     )
     store.add_compression_step(RUN, name="source", accepted=True,

@@ -127,6 +127,7 @@ def test_the_compression_page_shows_the_waterfall(page, live, filled, screenshot
         ("waterfall", "latency_ms"), ("waterfall", "size_mb"), ("waterfall", "accuracy")]
     assert traces[0][2] == pytest.approx([0.09, -0.02, 0.0, -0.03, 0.04])
     assert page.locator("#waterfall-plot .waterfalllayer .trace").count() == 3
+    assert "budget speedup 4, max_accuracy_drop 0.02" in page.inner_text("#run-info")  # unset limits left out
     source = page.get_attribute("#run-info a", "href")
     run = filled.store.compression_run(filled.run)
     assert source == f"/studies/{run.source_study}/trials/{run.source_trial}"
