@@ -220,9 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     compress = sub.add_parser(
         "compress", parents=[storage], help="compress a trained model to meet a latency budget on a target",
-        description="Run compression steps in order (prune, tucker, depth, quantize), measure each result on the "
-        "target, keep the steps that make the model faster within the accuracy budget, and stop once the budget "
-        "is met. Writes the model (model.pt), its ONNX file (model.onnx, checked against PyTorch) and a report "
+        description="Run compression steps in order (by default depth, joint, quantize), measure each result on "
+        "the target, keep the steps that make the model faster within the accuracy budget, and stop once the "
+        "latency budget (--latency-ms, or --speedup over the source timed side by side) is met. Writes the "
+        "model (model.pt), its ONNX file (model.onnx, checked against PyTorch) and a report "
         "(report.json, report.txt) to --out, and stores the run. Exit code 0: budget met; 1: not met (the best "
         "reached is kept and written); 2: bad input.",
     )
