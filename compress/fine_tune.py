@@ -23,6 +23,7 @@ from torch import nn
 
 from archetype.errors import SpecError
 from archetype.runtime.data import Dataset, Split, sample_dataset
+from archetype.runtime.devices import inference_batch_size
 from archetype.runtime.training import LossFn, TrainConfig, device_of, evaluate_accuracy, torch_threads, train
 
 FINE_TUNE_LR = 1e-3
@@ -88,11 +89,12 @@ def looked_up_distillation_loss(labels: torch.Tensor, teacher_logits: torch.Tens
     return loss
 
 
-def logits_of(model: nn.Module, x: torch.Tensor, threads: int | None = None, batch_size: int = 64) -> torch.Tensor:
+def logits_of(model: nn.Module, x: torch.Tensor, threads: int | None = None) -> torch.Tensor:
     """``model``'s logits on every sample of ``x``, in eval mode, on the CPU."""
     was_training = model.training
     model.eval()
     device = device_of(model)
+    batch_size = inference_batch_size(device)
     try:
         with torch_threads(threads), torch.inference_mode():
             return torch.cat([model(x[i : i + batch_size].to(device)).float().cpu()

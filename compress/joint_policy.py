@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from archetype.compress.conv_graph import removable_blocks, remove_blocks
-from archetype.compress.fine_tune import kl_to_teacher
+from archetype.compress.fine_tune import kl_to_teacher, logits_of
 from archetype.compress.pruning import output_layers, prune_channels, pruning_groups
 from archetype.compress.quantization import OrtInt8Model, QuantizationConfig, quantize_module
 from archetype.compress.step import CompressionContext, StepReport, register_step
@@ -163,8 +163,7 @@ class JointSearch:
         self.proxy_split = sample_split(context.dataset.val, config.proxy_samples, generator)
         self.recalibration = sample_split(context.dataset.train, config.recalibration_samples, generator).x
         self.teacher = context.teacher if context.teacher is not None else model
-        with torch.inference_mode():
-            self.teacher_logits = self.teacher.eval()(self.proxy_split.x)
+        self.teacher_logits = logits_of(self.teacher, self.proxy_split.x)
         self.measurements = 0
         self.export_bias = dict.fromkeys(self.precisions, 1.0)
 
@@ -212,8 +211,7 @@ class JointSearch:
     def proxy(self, model: nn.Module) -> float:
         """The distillation loss to the source on the proxy images, after re-estimating batch-norm statistics."""
         recalibrate_batch_norm(model, self.recalibration.split(128))
-        with torch.inference_mode():
-            return float(kl_to_teacher(model(self.proxy_split.x), self.teacher_logits))
+        return float(kl_to_teacher(logits_of(model, self.proxy_split.x), self.teacher_logits))
 
     def tables(self) -> PolicyTables:
         """Measure the latency savings and the proxy of every group at every ratio."""
@@ -235,7 +233,7 @@ class JointSearch:
         if "int8" in self.precisions:
             int8 = quantize_onnx_static(export_onnx_for_timing(self.model, self.example), self.context.dataset.train.x)
             with torch.inference_mode():
-                plain = float(kl_to_teacher(self.model(self.proxy_split.x), self.teacher_logits))
+                plain = float(kl_to_teacher(logits_of(self.model, self.proxy_split.x), self.teacher_logits))
                 int8_proxy = float(kl_to_teacher(OrtInt8Model(int8)(self.proxy_split.x), self.teacher_logits)) - plain
         return PolicyTables(self.groups, base, saving, proxy, max(int8_proxy, 0.0), dict(self.export_bias))
 

@@ -28,6 +28,7 @@ from archetype.runtime.devices import (
     available_cpus,
     check_device_name,
     default_batch_size,
+    inference_batch_size,
     resolve_device,
 )
 from archetype.validation import checked, count, number, share
@@ -360,11 +361,12 @@ def batch_slices(n: int, batch_size: int) -> list[slice]:
     return batches
 
 
-def evaluate_accuracy(model: nn.Module, split: Split, batch_size: int = 512) -> float:
+def evaluate_accuracy(model: nn.Module, split: Split, batch_size: int | None = None) -> float:
     """The fraction of ``split`` that ``model`` classifies correctly, in eval mode, on the model's device."""
     was_training = model.training
     model.eval()
     device = device_of(model)
+    batch_size = batch_size or inference_batch_size(device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     try:
         with torch.inference_mode():
