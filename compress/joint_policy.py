@@ -309,9 +309,9 @@ def joint_step(model: nn.Module, context: CompressionContext) -> tuple[nn.Module
             except SpecError:  # a target that cannot hold two models at once
                 pass
         return context.latency_ms(deployed)
+
     details: dict[str, Any] = {"groups": tables.groups, "base_ms": tables.base_ms, "int8_proxy": tables.int8_proxy,
-                               "export_bias": tables.export_bias,
-                               "tried": []}
+                               "export_bias": tables.export_bias, "tried": []}
     best: tuple[nn.Module, Policy, float] | None = None  # the fastest policy within the accuracy limit
     failed = (0.0, math.inf)  # the proxy and the drop of the latest policy that lost too much
     passing_ms, failing_ms = max(tables.base_ms.values()), None  # the unpruned model keeps its accuracy
