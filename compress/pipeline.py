@@ -5,8 +5,9 @@ A step is kept when the model it returns is faster on the target by more than
 the source stays within the budget; otherwise it is rejected, and said so. The
 pipeline stops once the budget is met. A speedup budget is judged by side-by-side
 ratios (the kept steps' multiplied while running, the source's and the result's
-at the end), and each step gets it as the milliseconds it leaves. ``--out`` is built in a temporary folder
-next to it and renamed into place at the end, so it holds a whole result or nothing.
+to decide), and each step gets the speedup still needed over the model it is
+given. ``--out`` is built in a temporary folder next to it and renamed into place
+at the end, so it holds a whole result or nothing.
 """
 
 from __future__ import annotations
@@ -187,18 +188,18 @@ class CompressionPipeline:
                     current, metrics, speedup, timing = candidate, outcome.metrics, speedup * outcome.speedup, None
                     if budget.met_by(metrics, speedup) and budget.speedup is not None:
                         # the product carries each ratio's noise: the source and this model timed directly decide
-                        timing = self._final_timing(model, current, on_step)
+                        timing = self._timed_against_source(model, current, on_step)
                         speedup = timing.ratio if timing is not None else speedup
                     if budget.met_by(metrics, speedup):
                         break
         finally:
             context.budget = budget
         if current is not model and timing is None:
-            timing = self._final_timing(model, current, on_step)
+            timing = self._timed_against_source(model, current, on_step)
         status = "complete" if budget.met_by(metrics, timing.ratio if timing is not None else speedup) else "unmet"
         return CompressionResult(run_name, status, source, outcomes, current, metrics, side_by_side=timing)
 
-    def _final_timing(self, source: nn.Module, model: nn.Module, on_step: OnStep | None) -> SideBySide | None:
+    def _timed_against_source(self, source: nn.Module, model: nn.Module, on_step: OnStep | None) -> SideBySide | None:
         """The source and ``model`` timed side by side (None where the target cannot hold two at once)."""
         if on_step:
             on_step("side-by-side timing", None)
